@@ -1,0 +1,76 @@
+//! The memory-access policy trait.
+
+use crate::sys::LocalMap;
+use crate::{AddressSpace, MemError, Protection};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Memory access to the process being changed: this one ([`crate::InProcess`]) or another one
+/// (the remote policy). Addresses are addresses in that process.
+pub trait Memory: Send + Sync + 'static {
+    /// Reads `buf.len()` bytes at `addr`; fails cleanly (no fault) when any byte is unmapped.
+    fn read(&self, addr: u64, buf: &mut [u8]) -> Result<(), MemError>;
+    /// Writes `data` at `addr`, also into read-only code, the way a debugger does, without
+    /// making any page writable. Callers keep other threads away from the bytes written.
+    fn write(&self, addr: u64, data: &[u8]) -> Result<(), MemError>;
+    /// Changes the protection of the pages covering `addr..addr+len`.
+    fn protect(&self, addr: u64, len: usize, prot: Protection) -> Result<(), MemError>;
+    /// Reserves `len` bytes of inaccessible address space at exactly `addr`.
+    fn reserve(&self, addr: u64, len: usize) -> Result<(), MemError>;
+    /// Commits reserved pages with protection `prot`.
+    fn commit(&self, addr: u64, len: usize, prot: Protection) -> Result<(), MemError>;
+    /// Releases (unmaps) `addr..addr+len`.
+    fn release(&self, addr: u64, len: usize) -> Result<(), MemError>;
+    /// The current address-space map.
+    fn address_space(&self) -> Result<AddressSpace, MemError>;
+    /// Maps `len` bytes of fresh shared memory at exactly `addr`, read+execute there and
+    /// read+write in this process; fails if `addr` is taken.
+    fn map_dual(&self, addr: u64, len: usize) -> Result<DualView, MemError>;
+    /// Unmaps the executable side of `view`; the local side goes with the value.
+    fn unmap_dual(&self, view: DualView) -> Result<(), MemError> {
+        self.release(view.exec, view.len)
+    }
+}
+
+/// Shared memory seen twice: executed at `exec` in the target, written here.
+#[derive(Debug)]
+pub struct DualView {
+    /// Address of the read+execute view in the target process.
+    pub exec: u64,
+    /// Length in bytes.
+    pub len: usize,
+    local: LocalMap,
+}
+
+impl DualView {
+    /// Wraps a local read+write mapping of the memory mapped at `exec` in the target.
+    pub(crate) fn new(exec: u64, len: usize, local: LocalMap) -> DualView {
+        DualView { exec, len, local }
+    }
+
+    /// Writes `data` at byte `offset` through the writable view.
+    pub fn write(&self, offset: usize, data: &[u8]) {
+        self.local.write(offset, data)
+    }
+
+    /// Reads `buf.len()` bytes at byte `offset`.
+    pub fn read(&self, offset: usize, buf: &mut [u8]) {
+        self.local.read(offset, buf)
+    }
+
+    /// Stores an aligned 8-byte value atomically (a pointer other threads may be loading).
+    pub fn store_u64(&self, offset: usize, value: u64) {
+        self.local
+            .atomic_u64(offset)
+            .store(value, Ordering::Release)
+    }
+
+    /// Loads an aligned 8-byte value.
+    pub fn load_u64(&self, offset: usize) -> u64 {
+        self.local.atomic_u64(offset).load(Ordering::Acquire)
+    }
+
+    /// The 8-byte cell at `offset`, for compare-and-swap users.
+    pub fn cell(&self, offset: usize) -> &AtomicU64 {
+        self.local.atomic_u64(offset)
+    }
+}
