@@ -93,9 +93,9 @@ impl Slab {
         self.view.len / self.slot_size
     }
 
-    fn covers(&self, near: u64) -> bool {
+    fn covers(&self, near: u64, reach: u64) -> bool {
         let (start, end) = (self.view.exec, self.view.exec + self.view.len as u64);
-        near.abs_diff(start) <= NEAR_REACH && near.abs_diff(end) <= NEAR_REACH
+        near.abs_diff(start) <= reach && near.abs_diff(end) <= reach
     }
 
     fn take(&mut self, now: Instant) -> Option<usize> {
@@ -176,6 +176,16 @@ impl TrampolineSpace {
     /// Hands out a slot of at least `size` bytes within [`NEAR_REACH`] of `near`, mapping a
     /// new slab when none in reach has a free slot.
     pub fn alloc(&self, near: u64, size: usize) -> Result<Slot, MemError> {
+        self.alloc_within(near, NEAR_REACH, size)
+    }
+
+    /// Hands out a slot of at least `size` bytes wherever there is room (for code reached by
+    /// absolute jumps only).
+    pub fn alloc_anywhere(&self, size: usize) -> Result<Slot, MemError> {
+        self.alloc_within(1 << 46, 1 << 47, size)
+    }
+
+    fn alloc_within(&self, near: u64, reach: u64, size: usize) -> Result<Slot, MemError> {
         let slot_size = *SLOT_CLASSES
             .iter()
             .find(|&&c| c >= size)
@@ -184,7 +194,7 @@ impl TrampolineSpace {
         let mut slabs = self.slabs.lock().unwrap_or_else(|p| p.into_inner());
         self.release_idle(&mut slabs, now);
         let pick = |s: &mut Slab| {
-            (s.slot_size == slot_size && s.covers(near))
+            (s.slot_size == slot_size && s.covers(near, reach))
                 .then(|| s.take(now))
                 .flatten()
                 .map(|i| slot_of(s, i))
@@ -192,7 +202,7 @@ impl TrampolineSpace {
         if let Some(slot) = slabs.iter_mut().find_map(pick) {
             return Ok(slot);
         }
-        let view = self.map_slab_near(near)?;
+        let view = self.map_slab_near(near, reach)?;
         let mut slab = Slab {
             view: Arc::new(view),
             slot_size,
@@ -265,9 +275,9 @@ impl TrampolineSpace {
         }
     }
 
-    fn map_slab_near(&self, near: u64) -> Result<DualView, MemError> {
+    fn map_slab_near(&self, near: u64, reach: u64) -> Result<DualView, MemError> {
         let space = self.mem.address_space()?;
-        let reach = NEAR_REACH - SLAB_LEN as u64;
+        let reach = reach - SLAB_LEN as u64;
         for addr in space
             .free_near(near, SLAB_LEN as u64, reach, SLAB_LEN as u64)
             .into_iter()
