@@ -38,6 +38,8 @@ struct Control {
     claimed: AtomicU32,
     /// Handlers that left after release.
     left: AtomicU32,
+    /// Bumped by every handler that registers or leaves: the patcher sleeps on it.
+    arrivals: AtomicU32,
     tids: [AtomicI32; MAX_THREADS],
     contexts: [AtomicUsize; MAX_THREADS],
 }
@@ -47,6 +49,7 @@ static CONTROL: Control = Control {
     released: AtomicU32::new(0),
     claimed: AtomicU32::new(0),
     left: AtomicU32::new(0),
+    arrivals: AtomicU32::new(0),
     tids: [const { AtomicI32::new(0) }; MAX_THREADS],
     contexts: [const { AtomicUsize::new(0) }; MAX_THREADS],
 };
@@ -67,6 +70,8 @@ extern "C" fn park(_sig: libc::c_int, _info: *mut libc::siginfo_t, context: *mut
     }
     CONTROL.contexts[slot].store(context as usize, Release);
     CONTROL.tids[slot].store(rustix::thread::gettid().as_raw_nonzero().get(), Release);
+    CONTROL.arrivals.fetch_add(1, AcqRel);
+    let _ = futex::wake(&CONTROL.arrivals, futex::Flags::PRIVATE, 1);
     loop {
         // Wait on the value just compared, so a release in between is never slept through.
         let released = CONTROL.released.load(Acquire);
@@ -76,6 +81,8 @@ extern "C" fn park(_sig: libc::c_int, _info: *mut libc::siginfo_t, context: *mut
         let _ = futex::wait(&CONTROL.released, futex::Flags::PRIVATE, released, None);
     }
     CONTROL.left.fetch_add(1, AcqRel);
+    CONTROL.arrivals.fetch_add(1, AcqRel);
+    let _ = futex::wake(&CONTROL.arrivals, futex::Flags::PRIVATE, 1);
 }
 
 fn install_handler() -> Result<(), HookError> {
@@ -182,7 +189,7 @@ impl StoppedThreads {
                 }
                 return Ok(());
             }
-            std::thread::yield_now();
+            wait_for_handlers();
         }
     }
 
@@ -211,7 +218,7 @@ impl Drop for StoppedThreads {
         let _ = futex::wake(&CONTROL.released, futex::Flags::PRIVATE, i32::MAX as u32);
         let claimed = || CONTROL.claimed.load(Acquire);
         while CONTROL.left.load(Acquire) < claimed() {
-            std::thread::yield_now();
+            wait_for_handlers();
         }
         CONTROL.active.store(0, Release);
         for i in 0..(claimed() as usize).min(MAX_THREADS) {
@@ -219,6 +226,22 @@ impl Drop for StoppedThreads {
             CONTROL.contexts[i].store(0, Release);
         }
     }
+}
+
+/// Sleeps until a handler registers or leaves (or a millisecond passes), leaving the CPU to
+/// the threads being waited for.
+fn wait_for_handlers() {
+    let seen = CONTROL.arrivals.load(Acquire);
+    let timeout = futex::Timespec {
+        tv_sec: 0,
+        tv_nsec: 1_000_000,
+    };
+    let _ = futex::wait(
+        &CONTROL.arrivals,
+        futex::Flags::PRIVATE,
+        seen,
+        Some(&timeout),
+    );
 }
 
 fn tgkill(pid: i32, tid: i32) -> bool {
