@@ -72,7 +72,7 @@ pub fn check_equivalent(
                             && new.near_branch_target() == new.next_ip() + 2
                             && hop.is_some_and(|h| {
                                 h.mnemonic() == Mnemonic::Jmp
-                                    && Some(h.near_branch_target()) == long.map(|l| l.next_ip())
+                                    && Some(h.near_branch_target()) == long.map(|l| unit_end(&l))
                             })
                             && long.is_some_and(|l| reaches(&l, want, &indirect_target))
                     }
@@ -116,6 +116,16 @@ pub fn check_equivalent(
         }
     }
     Ok(())
+}
+
+/// Where the code after a jump continues: past its 8-byte pointer for an absolute jump.
+fn unit_end(jump: &Instruction) -> u64 {
+    jump.next_ip()
+        + if jump.op0_kind() == OpKind::Memory {
+            8
+        } else {
+            0
+        }
 }
 
 /// True when the branch `i` goes to `want`, directly or through an absolute pointer.
