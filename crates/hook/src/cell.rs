@@ -21,22 +21,14 @@ impl<F: Function> Default for HookCell<F> {
 impl<F: Function> HookCell<F> {
     /// An empty cell.
     pub const fn new() -> Self {
-        HookCell {
-            hook: OnceLock::new(),
-            original: AtomicU64::new(0),
-        }
+        HookCell { hook: OnceLock::new(), original: AtomicU64::new(0) }
     }
 
     /// Hooks `target` with `detour`, once: later calls return the first outcome.
     ///
     /// # Safety
     /// As for [`Interceptor::hook_fn`].
-    pub unsafe fn install(
-        &self,
-        interceptor: &Interceptor,
-        target: F,
-        detour: F,
-    ) -> Result<&TypedHook<F>, HookError> {
+    pub unsafe fn install(&self, interceptor: &Interceptor, target: F, detour: F) -> Result<&TypedHook<F>, HookError> {
         self.install_with(interceptor, || Ok(target.addr()), detour)
     }
 

@@ -26,17 +26,7 @@ pub fn check_module(module: &ElfModule, names: &[String]) -> Vec<Verdict> {
     let exports: Vec<Export> = if names.is_empty() {
         module.exports().to_vec()
     } else {
-        names
-            .iter()
-            .map(|n| {
-                module.export(n).cloned().unwrap_or(Export {
-                    name: n.clone(),
-                    addr: 0,
-                    size: 0,
-                    ifunc: false,
-                })
-            })
-            .collect()
+        names.iter().map(|n| module.export(n).cloned().unwrap_or(Export { name: n.clone(), addr: 0, size: 0, ifunc: false })).collect()
     };
     exports
         .into_iter()
@@ -60,25 +50,13 @@ pub fn check_function(module: &ElfModule, export: &Export) -> Result<usize, Hook
     let target = export.addr;
     let extent = module.function_containing(target);
     let start = extent.as_ref().map_or(target, |r| r.start);
-    let end = extent
-        .as_ref()
-        .map_or(target + 4096, |r| r.end.max(target + 32));
-    let code = module
-        .bytes(start..end)
-        .ok_or(HookError::Unmapped(target))?;
+    let end = extent.as_ref().map_or(target + 4096, |r| r.end.max(target + 32));
+    let code = module.bytes(start..end).ok_or(HookError::Unmapped(target))?;
     let p = plan(code, start, target, extent.map(|r| r.end), JMP_REL32_LEN)?;
     let new_ip = target.saturating_sub(TRAMPOLINE_DISTANCE) + INDIRECT_STUB_LEN as u64;
     let window_end = target + p.window_len() as u64;
-    let relocated = rewire_x86::relocate(&p.insns, &p.bytes, new_ip, Some(window_end))
-        .map_err(|e| HookError::from_x86(target, e))?;
+    let relocated = rewire_x86::relocate(&p.insns, &p.bytes, new_ip, Some(window_end)).map_err(|e| HookError::from_x86(target, e))?;
     rewire_x86::verify::check_equivalent(&p.insns, &p.bytes, &relocated, new_ip)
-        .map_err(|why| {
-            HookError::unhookable(
-                target,
-                p.insns.first(),
-                target,
-                crate::Refusal::Unverified(why),
-            )
-        })
+        .map_err(|why| HookError::unhookable(target, p.insns.first(), target, crate::Refusal::Unverified(why)))
         .map(|()| p.window_len())
 }

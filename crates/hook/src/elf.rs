@@ -38,30 +38,20 @@ pub struct ElfModule {
 impl ElfModule {
     /// Reads and indexes the ELF file at `path` (x86-64 only).
     pub fn open(path: &str) -> Result<ElfModule, HookError> {
-        let bad = |reason: String| HookError::BadModule {
-            path: path.to_string(),
-            reason,
-        };
+        let bad = |reason: String| HookError::BadModule { path: path.to_string(), reason };
         let data = std::fs::read(path).map_err(|e| bad(e.to_string()))?;
-        let file =
-            object::File::parse(&*data).map_err(|e| bad(format!("not an ELF file ({e})")))?;
+        let file = object::File::parse(&*data).map_err(|e| bad(format!("not an ELF file ({e})")))?;
         if !matches!(file, object::File::Elf64(_)) {
             return Err(bad("not a 64-bit ELF file".into()));
         }
         if file.architecture() != Architecture::X86_64 {
-            return Err(bad(format!(
-                "built for {:?}, not x86-64",
-                file.architecture()
-            )));
+            return Err(bad(format!("built for {:?}, not x86-64", file.architecture())));
         }
         let relocatable = file.kind() == ObjectKind::Dynamic;
         let mut segments = Vec::new();
         for seg in file.segments() {
             let (off, len) = seg.file_range();
-            segments.push((
-                seg.address()..seg.address() + seg.size(),
-                off as usize..(off + len) as usize,
-            ));
+            segments.push((seg.address()..seg.address() + seg.size(), off as usize..(off + len) as usize));
         }
         let first_vaddr = segments.iter().map(|s| s.0.start).min().unwrap_or(0) & !0xfff;
         let mut functions: Vec<Range<u64>> = file
@@ -74,7 +64,7 @@ impl ElfModule {
         functions.dedup_by_key(|r| r.start);
         let mut exports: Vec<Export> = file
             .dynamic_symbols()
-            .filter(|s| s.is_definition() && s.is_global() && s.address() != 0)
+            .filter(|s| !s.is_undefined() && s.is_global() && s.address() != 0)
             .filter_map(|s| {
                 let st_type = match s.flags() {
                     SymbolFlags::Elf { st_info, .. } => st_info & 0xf,
@@ -82,13 +72,7 @@ impl ElfModule {
                 };
                 let ifunc = st_type == elf::STT_GNU_IFUNC;
                 (st_type == elf::STT_FUNC || ifunc).then(|| Export {
-                    name: s
-                        .name()
-                        .unwrap_or("")
-                        .split('@')
-                        .next()
-                        .unwrap_or("")
-                        .to_string(),
+                    name: s.name().unwrap_or("").split('@').next().unwrap_or("").to_string(),
                     addr: s.address(),
                     size: s.size(),
                     ifunc,
@@ -98,15 +82,7 @@ impl ElfModule {
         exports.sort_by(|a, b| (a.addr, &a.name).cmp(&(b.addr, &b.name)));
         exports.dedup_by(|a, b| a.name == b.name);
         drop(file);
-        Ok(ElfModule {
-            path: path.to_string(),
-            data,
-            relocatable,
-            first_vaddr,
-            functions,
-            exports,
-            segments,
-        })
+        Ok(ElfModule { path: path.to_string(), data, relocatable, first_vaddr, functions, exports, segments })
     }
 
     /// The exported functions, by address.
@@ -122,20 +98,12 @@ impl ElfModule {
     /// The extent of the function symbol containing image address `vaddr`.
     pub fn function_containing(&self, vaddr: u64) -> Option<Range<u64>> {
         let i = self.functions.partition_point(|r| r.start <= vaddr);
-        self.functions[..i]
-            .iter()
-            .rev()
-            .take(8)
-            .find(|r| r.contains(&vaddr))
-            .cloned()
+        self.functions[..i].iter().rev().take(8).find(|r| r.contains(&vaddr)).cloned()
     }
 
     /// The file-backed bytes of image addresses `range` (cut short at the segment's end).
     pub fn bytes(&self, range: Range<u64>) -> Option<&[u8]> {
-        let (vaddrs, file) = self
-            .segments
-            .iter()
-            .find(|(v, f)| v.contains(&range.start) && !f.is_empty())?;
+        let (vaddrs, file) = self.segments.iter().find(|(v, f)| v.contains(&range.start) && !f.is_empty())?;
         let start = file.start + (range.start - vaddrs.start) as usize;
         let end = (file.start + (range.end.min(vaddrs.end) - vaddrs.start) as usize).min(file.end);
         self.data.get(start..end.max(start))
@@ -151,11 +119,7 @@ impl ElfModule {
             .collect();
         scored.sort();
         scored.dedup_by_key(|s| s.1);
-        scored
-            .into_iter()
-            .take(5)
-            .map(|(_, n)| n.to_string())
-            .collect()
+        scored.into_iter().take(5).map(|(_, n)| n.to_string()).collect()
     }
 }
 
@@ -166,9 +130,7 @@ fn edit_distance(a: &str, b: &str) -> usize {
         let mut diag = row[0];
         row[0] = i + 1;
         for (j, &cb) in b.iter().enumerate() {
-            let next = (row[j + 1] + 1)
-                .min(row[j] + 1)
-                .min(diag + usize::from(ca != cb));
+            let next = (row[j + 1] + 1).min(row[j] + 1).min(diag + usize::from(ca != cb));
             diag = row[j + 1];
             row[j + 1] = next;
         }
@@ -188,26 +150,14 @@ mod tests {
         let puts = libc.export("puts").unwrap();
         assert!(puts.size > 0 && !puts.ifunc);
         assert!(libc.export("strlen").unwrap().ifunc);
-        assert_eq!(
-            libc.function_containing(puts.addr + 1),
-            Some(puts.addr..puts.addr + puts.size)
-        );
-        assert_eq!(
-            libc.bytes(puts.addr..puts.addr + 4).map(<[u8]>::len),
-            Some(4)
-        );
+        assert_eq!(libc.function_containing(puts.addr + 1), Some(puts.addr..puts.addr + puts.size));
+        assert_eq!(libc.bytes(puts.addr..puts.addr + 4).map(<[u8]>::len), Some(4));
         assert!(libc.similar_names("pust").contains(&"puts".to_string()));
     }
 
     #[test]
     fn refuses_what_is_not_a_64_bit_x86_elf() {
-        assert!(matches!(
-            ElfModule::open("/etc/passwd"),
-            Err(HookError::BadModule { .. })
-        ));
-        assert!(matches!(
-            ElfModule::open("/nonexistent"),
-            Err(HookError::BadModule { .. })
-        ));
+        assert!(matches!(ElfModule::open("/etc/passwd"), Err(HookError::BadModule { .. })));
+        assert!(matches!(ElfModule::open("/nonexistent"), Err(HookError::BadModule { .. })));
     }
 }

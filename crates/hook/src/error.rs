@@ -39,9 +39,7 @@ impl fmt::Display for Refusal {
             Refusal::BranchIntoWindow { from, to } => {
                 write!(f, "the branch at {from:#x} lands at {to:#x}, inside the bytes the patch overwrites")
             }
-            Refusal::SyscallInWindow => f.write_str(
-                "a thread blocked in this syscall would return or restart inside the patched bytes",
-            ),
+            Refusal::SyscallInWindow => f.write_str("a thread blocked in this syscall would return or restart inside the patched bytes"),
             Refusal::Relocation(r) => write!(f, "{r}"),
             Refusal::InvalidInstruction => f.write_str("the bytes do not decode as an instruction"),
             Refusal::Unverified(why) => write!(f, "relocation not proven equivalent: {why}"),
@@ -95,9 +93,7 @@ pub enum HookError {
         similar: Vec<String>,
     },
     /// A thread of the process could not be stopped to patch safely.
-    #[error(
-        "thread {tid} did not stop for patching (it blocks the stop signal {signal} while running)"
-    )]
+    #[error("thread {tid} did not stop for patching (it blocks the stop signal {signal} while running)")]
     ThreadDidNotStop {
         /// The thread.
         tid: i32,
@@ -132,51 +128,25 @@ fn close_matches(similar: &[String]) -> String {
 }
 
 impl HookError {
-    pub(crate) fn unhookable(
-        address: u64,
-        insn: Option<&rewire_x86::Instruction>,
-        at: u64,
-        reason: Refusal,
-    ) -> HookError {
+    pub(crate) fn unhookable(address: u64, insn: Option<&rewire_x86::Instruction>, at: u64, reason: Refusal) -> HookError {
         let instruction = insn.map_or_else(|| "??".to_string(), rewire_x86::format_instruction);
-        HookError::Unhookable {
-            address,
-            at,
-            instruction,
-            reason,
-        }
+        HookError::Unhookable { address, at, instruction, reason }
     }
 
     pub(crate) fn from_x86(address: u64, e: X86Error) -> HookError {
         match e {
-            X86Error::Invalid { address: at } => HookError::Unhookable {
-                address,
-                at,
-                instruction: "(bad)".into(),
-                reason: Refusal::InvalidInstruction,
-            },
-            X86Error::Truncated {
-                address: at,
-                needed,
-            } => HookError::Unhookable {
+            X86Error::Invalid { address: at } => {
+                HookError::Unhookable { address, at, instruction: "(bad)".into(), reason: Refusal::InvalidInstruction }
+            }
+            X86Error::Truncated { address: at, needed } => HookError::Unhookable {
                 address,
                 at,
                 instruction: "(end of mapping)".into(),
-                reason: Refusal::TooShort {
-                    available: at - address,
-                    needed,
-                },
+                reason: Refusal::TooShort { available: at - address, needed },
             },
-            X86Error::Unrelocatable {
-                address: at,
-                instruction,
-                reason,
-            } => HookError::Unhookable {
-                address,
-                at,
-                instruction,
-                reason: Refusal::Relocation(reason),
-            },
+            X86Error::Unrelocatable { address: at, instruction, reason } => {
+                HookError::Unhookable { address, at, instruction, reason: Refusal::Relocation(reason) }
+            }
         }
     }
 }

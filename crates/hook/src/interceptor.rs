@@ -4,7 +4,8 @@
 //!
 //! ```text
 //! target:     jmp site                         (the rest of the window keeps its bytes)
-//! site+0:     jmp [rip+2]; int3; int3; .quad entry   entry = newest enabled detour, or site+16
+//! site+0:     jmp entry (rel32), or jmp [rip+2]; int3; int3; .quad entry when out of reach
+//!                                              entry = newest enabled detour, or site+16
 //! site+16:    relocated window; jmp target+window
 //! ```
 //!
@@ -20,17 +21,17 @@ use crate::plan::{plan, Plan};
 use crate::process::{Process, ThisProcess};
 use crate::HookError;
 use rewire_mem::{MemError, Protection, Sharing, Slot, TrampolineSpace};
-use rewire_x86::emit::{
-    indirect_jmp_stub, jmp_abs, jmp_rel32, INDIRECT_STUB_LEN, INDIRECT_STUB_PTR, JMP_ABS_LEN,
-    JMP_REL32_LEN,
-};
+use rewire_x86::emit::{indirect_jmp_stub, jmp_abs, jmp_rel32, INDIRECT_STUB_LEN, INDIRECT_STUB_PTR, JMP_ABS_LEN, JMP_REL32_LEN};
 use rewire_x86::Relocated;
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::ops::Range;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 /// Longest stretch of a function read to look for branches back into the patched bytes.
 const MAX_SCAN: u64 = 64 << 10;
+/// Slot size tried first for a site: the entry thunk, a typical relocated window and the
+/// jump back fit in 32 bytes; larger ones move to a bigger slot.
+const SITE_SLOT: usize = 32;
 /// Bytes read after the target when the function's extent is unknown.
 const UNKNOWN_EXTENT_READ: u64 = 4096;
 
@@ -46,8 +47,8 @@ pub(crate) struct Engine {
 
 #[derive(Default)]
 struct State {
-    sites: HashMap<u64, Site>,
-    hooks: HashMap<HookId, HookRecord>,
+    sites: BTreeMap<u64, Site>,
+    hooks: BTreeMap<HookId, HookRecord>,
     next_id: HookId,
 }
 
@@ -81,7 +82,7 @@ impl Site {
     }
 
     /// Where a thread at `pc` in the patched window continues in the relocated copy.
-    fn into_trampoline(&self, pc: u64) -> Option<u64> {
+    fn moved_into_trampoline(&self, pc: u64) -> Option<u64> {
         if pc == self.target() || !self.window.contains(&pc) {
             return None;
         }
@@ -90,7 +91,7 @@ impl Site {
     }
 
     /// Where a thread at `pc` in this site's slot continues once the original is restored.
-    fn out_of_trampoline(&self, pc: u64) -> Option<u64> {
+    fn back_from_trampoline(&self, pc: u64) -> Option<u64> {
         if !self.code_range().contains(&pc) {
             return None;
         }
@@ -123,15 +124,11 @@ impl HookRecord {
 impl Engine {
     fn this_process() -> Arc<Engine> {
         static THIS: OnceLock<Arc<Engine>> = OnceLock::new();
-        THIS.get_or_init(|| Engine::new(Arc::new(ThisProcess::new())))
-            .clone()
+        THIS.get_or_init(|| Engine::new(Arc::new(ThisProcess::new()))).clone()
     }
 
     pub(crate) fn new(process: Arc<dyn Process>) -> Arc<Engine> {
-        Arc::new(Engine {
-            process,
-            state: Mutex::new(State::default()),
-        })
+        Arc::new(Engine { process, state: Mutex::new(State::default()) })
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -160,7 +157,19 @@ fn relink<'a>(site: &Site, hooks: impl Fn(HookId) -> Option<&'a HookRecord>) {
             next = h.detour;
         }
     }
-    site.slot.store_u64(INDIRECT_STUB_PTR, next);
+    point_entry(&site.slot, next);
+}
+
+/// Points a site's entry thunk at `to`: a direct `jmp rel32` when in reach (no indirect
+/// jump on the hot path), else `jmp [rip+2]` through the pointer cell. The thunk's first 8
+/// bytes change with one atomic store, after the pointer cell is written.
+fn point_entry(slot: &Slot, to: u64) {
+    slot.store_u64(INDIRECT_STUB_PTR, to);
+    let head = match jmp_rel32(slot.addr, to) {
+        Some(j) => [j[0], j[1], j[2], j[3], j[4], 0xcc, 0xcc, 0xcc],
+        None => indirect_jmp_stub(to)[..8].try_into().expect("8 bytes"),
+    };
+    slot.store_u64(0, u64::from_le_bytes(head));
 }
 
 /// Installs hooks (Detours style) in a process. Interceptors of one process share its hooks;
@@ -173,9 +182,7 @@ pub struct Interceptor {
 
 impl std::fmt::Debug for Interceptor {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Interceptor")
-            .field("space", &self.space)
-            .finish()
+        f.debug_struct("Interceptor").field("space", &self.space).finish()
     }
 }
 
@@ -242,12 +249,7 @@ impl Interceptor {
     ///
     /// # Safety
     /// As for [`Interceptor::hook`].
-    pub unsafe fn hook_symbol(
-        &self,
-        module: &str,
-        symbol: &str,
-        detour: u64,
-    ) -> Result<Hook, HookError> {
+    pub unsafe fn hook_symbol(&self, module: &str, symbol: &str, detour: u64) -> Result<Hook, HookError> {
         let target = self.resolve(module, symbol)?;
         // SAFETY: forwarded from the caller.
         unsafe { self.hook(target, detour) }
@@ -275,27 +277,15 @@ impl Interceptor {
 
     /// Starts a batch of changes applied together by [`Transaction::commit`].
     pub fn transaction(&self) -> Transaction<'_> {
-        Transaction {
-            interceptor: self,
-            ops: Vec::new(),
-        }
+        Transaction { interceptor: self, ops: Vec::new() }
     }
 
     /// Installs, disabled, a hook whose detour is code in `detour_slot` (released with it;
     /// also on failure).
-    pub(crate) fn install_generated(
-        &self,
-        target: u64,
-        detour_slot: Slot,
-    ) -> Result<Hook, HookError> {
+    pub(crate) fn install_generated(&self, target: u64, detour_slot: Slot) -> Result<Hook, HookError> {
         let mut tx = self.transaction();
         let detour = detour_slot.addr;
-        tx.ops.push(Op::Install {
-            target,
-            detour,
-            enabled: false,
-            owned: Some((detour_slot, self.space.clone())),
-        });
+        tx.ops.push(Op::Install { target, detour, enabled: false, owned: Some((detour_slot, self.space.clone())) });
         Ok(tx.commit()?.pop().expect("one hook"))
     }
 }
@@ -332,11 +322,7 @@ pub struct Hook {
 
 impl std::fmt::Debug for Hook {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "Hook({:#x} -> {:#x}, original via {:#x})",
-            self.target, self.detour, self.trampoline
-        )
+        write!(f, "Hook({:#x} -> {:#x}, original via {:#x})", self.target, self.detour, self.trampoline)
     }
 }
 
@@ -359,11 +345,7 @@ impl Hook {
 
     /// True while calls reach the detour.
     pub fn is_enabled(&self) -> bool {
-        self.engine
-            .lock()
-            .hooks
-            .get(&self.id)
-            .is_some_and(|h| h.enabled)
+        self.engine.lock().hooks.get(&self.id).is_some_and(|h| h.enabled)
     }
 
     /// Routes calls to the detour (again).
@@ -406,20 +388,9 @@ impl Drop for Hook {
 }
 
 enum Op {
-    Install {
-        target: u64,
-        detour: u64,
-        enabled: bool,
-        owned: Option<(Slot, Arc<TrampolineSpace>)>,
-    },
-    Enable {
-        id: HookId,
-        target: u64,
-        on: bool,
-    },
-    Remove {
-        id: HookId,
-    },
+    Install { target: u64, detour: u64, enabled: bool, owned: Option<(Slot, Arc<TrampolineSpace>)> },
+    Enable { id: HookId, target: u64, on: bool },
+    Remove { id: HookId },
 }
 
 /// A batch of installs, enables, disables and removals, applied at once: one stop of the
@@ -435,12 +406,7 @@ impl Transaction<'_> {
     /// # Safety
     /// As for [`Interceptor::hook`].
     pub unsafe fn hook(&mut self, target: u64, detour: u64) -> &mut Self {
-        self.ops.push(Op::Install {
-            target,
-            detour,
-            enabled: true,
-            owned: None,
-        });
+        self.ops.push(Op::Install { target, detour, enabled: true, owned: None });
         self
     }
 
@@ -449,32 +415,19 @@ impl Transaction<'_> {
     /// # Safety
     /// As for [`Interceptor::hook`].
     pub unsafe fn hook_disabled(&mut self, target: u64, detour: u64) -> &mut Self {
-        self.ops.push(Op::Install {
-            target,
-            detour,
-            enabled: false,
-            owned: None,
-        });
+        self.ops.push(Op::Install { target, detour, enabled: false, owned: None });
         self
     }
 
     /// Enables `hook` with the batch.
     pub fn enable(&mut self, hook: &Hook) -> &mut Self {
-        self.ops.push(Op::Enable {
-            id: hook.id,
-            target: hook.target,
-            on: true,
-        });
+        self.ops.push(Op::Enable { id: hook.id, target: hook.target, on: true });
         self
     }
 
     /// Disables `hook` with the batch.
     pub fn disable(&mut self, hook: &Hook) -> &mut Self {
-        self.ops.push(Op::Enable {
-            id: hook.id,
-            target: hook.target,
-            on: false,
-        });
+        self.ops.push(Op::Enable { id: hook.id, target: hook.target, on: false });
         self
     }
 
@@ -496,31 +449,22 @@ impl Transaction<'_> {
         let mut prepared = Prepared::default();
         for op in self.ops {
             let result = match op {
-                Op::Install {
-                    target,
-                    detour,
-                    enabled,
-                    owned,
-                } => {
-                    let result = prepare_install(
-                        interceptor,
-                        state,
-                        &mut prepared,
-                        target,
-                        detour,
-                        enabled,
-                        owned.clone(),
-                    );
+                Op::Install { target, detour, enabled, owned } => {
+                    let result = prepare_install(interceptor, state, &mut prepared, target, detour, enabled, owned.clone());
                     if let (Err(_), Some((slot, space))) = (&result, owned) {
                         space.free(slot);
                     }
                     result
                 }
-                Op::Enable { id, target, on } => match state.hooks.contains_key(&id) {
-                    true => Ok(prepared.toggles.push((id, target, on))),
-                    false => Err(HookError::Removed),
-                },
-                Op::Remove { id } => Ok(prepared.removals.push(id)),
+                Op::Enable { id, target, on } if state.hooks.contains_key(&id) => {
+                    prepared.toggles.push((id, target, on));
+                    Ok(())
+                }
+                Op::Enable { .. } => Err(HookError::Removed),
+                Op::Remove { id } => {
+                    prepared.removals.push(id);
+                    Ok(())
+                }
             };
             if let Err(e) = result {
                 prepared.abandon();
@@ -535,11 +479,7 @@ impl Transaction<'_> {
                 .sites
                 .iter()
                 .map(|s| s.window.clone())
-                .chain(
-                    emptied
-                        .iter()
-                        .flat_map(|t| [state.sites[t].window.clone(), state.sites[t].code_range()]),
-                )
+                .chain(emptied.iter().flat_map(|t| [state.sites[t].window.clone(), state.sites[t].code_range()]))
                 .collect();
             let process = &engine.process;
             let mut stopped = match process.stop_threads(&windows) {
@@ -553,19 +493,15 @@ impl Transaction<'_> {
                 prepared
                     .sites
                     .iter()
-                    .find_map(|s| s.into_trampoline(pc))
-                    .or_else(|| {
-                        emptied
-                            .iter()
-                            .find_map(|t| state.sites[t].out_of_trampoline(pc))
-                    })
+                    .find_map(|s| s.moved_into_trampoline(pc))
+                    .or_else(|| emptied.iter().find_map(|t| state.sites[t].back_from_trampoline(pc)))
             });
             let mut written: Vec<(u64, Vec<u8>, Protection)> = Vec::new();
             let mut failure = None;
             for site in &prepared.sites {
                 relink(site, |id| prepared.hook(id));
                 let patch = patch_bytes(site);
-                match process.patch_code(site.target(), &patch, site.prot) {
+                match process.patch_code(site.target(), &patch, site.prot, stopped.exclusive()) {
                     Ok(()) => written.push((site.target(), site.original.clone(), site.prot)),
                     Err(e) => {
                         failure = Some(e);
@@ -576,7 +512,7 @@ impl Transaction<'_> {
             if failure.is_none() {
                 for t in &emptied {
                     let site = &state.sites[t];
-                    if let Err(e) = process.patch_code(site.target(), &site.original, site.prot) {
+                    if let Err(e) = process.patch_code(site.target(), &site.original, site.prot, stopped.exclusive()) {
                         failure = Some(e);
                         break;
                     }
@@ -585,7 +521,7 @@ impl Transaction<'_> {
             if let Some(e) = failure {
                 // Put back what this batch wrote (restores cannot fail where writes worked).
                 for (addr, bytes, prot) in written {
-                    let _ = process.patch_code(addr, &bytes, prot);
+                    let _ = process.patch_code(addr, &bytes, prot, stopped.exclusive());
                 }
                 drop(stopped);
                 prepared.abandon();
@@ -610,14 +546,7 @@ impl Transaction<'_> {
             let (target, detour) = (record.target, record.detour);
             state.hooks.insert(id, record);
             let trampoline = engine.trampoline_of(state, id).expect("just inserted");
-            handles.push(Hook {
-                engine: engine.clone(),
-                id,
-                target,
-                detour,
-                trampoline,
-                live: true,
-            });
+            handles.push(Hook { engine: engine.clone(), id, target, detour, trampoline, live: true });
         }
         for (id, target, on) in prepared.toggles.drain(..) {
             if let Some(h) = state.hooks.get_mut(&id) {
@@ -678,18 +607,10 @@ impl Prepared {
 
 /// Targets whose every hook is removed by `removals`.
 fn sites_emptied(state: &State, removals: &[HookId]) -> Vec<u64> {
-    let mut targets: Vec<u64> = removals
-        .iter()
-        .filter_map(|id| state.hooks.get(id).map(|h| h.target))
-        .collect();
+    let mut targets: Vec<u64> = removals.iter().filter_map(|id| state.hooks.get(id).map(|h| h.target)).collect();
     targets.sort_unstable();
     targets.dedup();
-    targets.retain(|t| {
-        state
-            .sites
-            .get(t)
-            .is_some_and(|s| s.chain.iter().all(|c| removals.contains(c)))
-    });
+    targets.retain(|t| state.sites.get(t).is_some_and(|s| s.chain.iter().all(|c| removals.contains(c))));
     targets
 }
 
@@ -709,74 +630,44 @@ fn prepare_install(
     }
     let target_mapping = process.modules().code_mapping(memory, target)?;
     process.modules().code_mapping(memory, detour)?;
-    let existing = state
-        .sites
-        .get(&target)
-        .map(|s| s.chain.clone())
-        .unwrap_or_default();
+    let existing = state.sites.get(&target).map(|s| s.chain.clone()).unwrap_or_default();
     let duplicate = existing.iter().any(|id| state.hooks[id].detour == detour)
-        || prepared
-            .hooks
-            .iter()
-            .any(|(_, h)| h.target == target && h.detour == detour);
+        || prepared.hooks.iter().any(|(_, h)| h.target == target && h.detour == detour);
     if duplicate {
         return Err(HookError::AlreadyHooked { target, detour });
     }
     state.next_id += 1;
     let id = state.next_id;
-    let has_site =
-        state.sites.contains_key(&target) || prepared.sites.iter().any(|s| s.target() == target);
+    let has_site = state.sites.contains_key(&target) || prepared.sites.iter().any(|s| s.target() == target);
     let stub = if has_site {
         let slot = interceptor.space.alloc(target, INDIRECT_STUB_LEN)?;
         slot.write(0, &indirect_jmp_stub(target));
         Some((slot, interceptor.space.clone()))
     } else {
-        prepared
-            .sites
-            .push(prepare_site(interceptor, target, target_mapping.prot)?);
+        prepared.sites.push(prepare_site(interceptor, target, target_mapping.prot)?);
         None
     };
     if let Some(site) = prepared.sites.iter_mut().find(|s| s.target() == target) {
         site.chain.push(id);
     }
-    prepared.hooks.push((
-        id,
-        HookRecord {
-            target,
-            detour,
-            enabled,
-            stub,
-            detour_slot,
-        },
-    ));
+    prepared.hooks.push((id, HookRecord { target, detour, enabled, stub, detour_slot }));
     Ok(())
 }
 
 /// Plans the window at `target`, takes a slot, and writes the entry thunk and the relocated
 /// original into it. Nothing in the target changes yet.
-fn prepare_site(
-    interceptor: &Interceptor,
-    target: u64,
-    prot: Protection,
-) -> Result<Site, HookError> {
+fn prepare_site(interceptor: &Interceptor, target: u64, prot: Protection) -> Result<Site, HookError> {
     let process = &interceptor.engine.process;
     let memory = &**process.memory();
-    let extent = process
-        .modules()
-        .function_extent(memory, target)
-        .filter(|r| r.contains(&target));
+    let extent = process.modules().function_extent(memory, target).filter(|r| r.contains(&target));
     let code_start = extent.as_ref().map_or(target, |r| r.start);
-    let code_end = extent
-        .as_ref()
-        .map_or(target + UNKNOWN_EXTENT_READ, |r| {
-            r.end.max(target + JMP_ABS_LEN as u64 + 16)
-        })
-        .min(code_start + MAX_SCAN);
+    let code_end =
+        extent.as_ref().map_or(target + UNKNOWN_EXTENT_READ, |r| r.end.max(target + JMP_ABS_LEN as u64 + 16)).min(code_start + MAX_SCAN);
     let code = read_available(memory, code_start, code_end)?;
     let function_end = extent.map(|r| r.end);
 
     // A near slot lets the patch be a 5-byte jump; without one, a 14-byte absolute jump.
-    let (near, patch_len) = match interceptor.space.alloc(target, 64) {
+    let (near, patch_len) = match interceptor.space.alloc(target, SITE_SLOT) {
         Ok(slot) => (Some(slot), JMP_REL32_LEN),
         Err(MemError::NoNearSpace { .. }) => (None, JMP_ABS_LEN),
         Err(e) => return Err(e.into()),
@@ -795,7 +686,7 @@ fn prepare_site(
     };
     let mut slot = match near {
         Some(s) => s,
-        None => interceptor.space.alloc_anywhere(64)?,
+        None => interceptor.space.alloc_anywhere(SITE_SLOT)?,
     };
     loop {
         let relocated = match relocate_into(&plan, &slot) {
@@ -812,22 +703,10 @@ fn prepare_site(
             let window = target..target + plan.window_len() as u64;
             let original = plan.bytes[..patch_len].to_vec();
             let window_bytes = plan.bytes.clone();
-            return Ok(Site {
-                slot,
-                space: interceptor.space.clone(),
-                original,
-                window_bytes,
-                window,
-                relocated,
-                prot,
-                chain: Vec::new(),
-            });
+            return Ok(Site { slot, space: interceptor.space.clone(), original, window_bytes, window, relocated, prot, chain: Vec::new() });
         }
-        let bigger = if patch_len == JMP_REL32_LEN {
-            interceptor.space.alloc(target, size)
-        } else {
-            interceptor.space.alloc_anywhere(size)
-        };
+        let bigger =
+            if patch_len == JMP_REL32_LEN { interceptor.space.alloc(target, size) } else { interceptor.space.alloc_anywhere(size) };
         release(Some(slot));
         slot = bigger?;
     }
@@ -836,8 +715,7 @@ fn prepare_site(
 fn relocate_into(plan: &Plan, slot: &Slot) -> Result<Relocated, HookError> {
     let new_ip = slot.addr + INDIRECT_STUB_LEN as u64;
     let window_end = plan.target + plan.window_len() as u64;
-    rewire_x86::relocate(&plan.insns, &plan.bytes, new_ip, Some(window_end))
-        .map_err(|e| HookError::from_x86(plan.target, e))
+    rewire_x86::relocate(&plan.insns, &plan.bytes, new_ip, Some(window_end)).map_err(|e| HookError::from_x86(plan.target, e))
 }
 
 /// The jump written at a site's target: rel32 when the slot is near, else absolute.
@@ -849,11 +727,7 @@ fn patch_bytes(site: &Site) -> Vec<u8> {
 }
 
 /// Reads `start..end`, or as much of it as is mapped (at least one byte).
-fn read_available(
-    memory: &dyn rewire_mem::Memory,
-    start: u64,
-    end: u64,
-) -> Result<Vec<u8>, HookError> {
+fn read_available(memory: &dyn rewire_mem::Memory, start: u64, end: u64) -> Result<Vec<u8>, HookError> {
     let mut out = vec![0u8; (end - start) as usize];
     let mut len = out.len();
     loop {
@@ -863,21 +737,14 @@ fn read_available(
                 return Ok(out);
             }
             // Cut at the next page boundary below the end and try again.
-            Err(_) if len > 1 => {
-                len = (((start + len as u64 - 1) & !0xfff).saturating_sub(start) as usize)
-                    .max(1)
-                    .min(len - 1)
-            }
+            Err(_) if len > 1 => len = (((start + len as u64 - 1) & !0xfff).saturating_sub(start) as usize).max(1).min(len - 1),
             Err(_) => return Err(HookError::Unmapped(start)),
         }
     }
 }
 
 fn remove_hooks(engine: &Arc<Engine>, ids: &[HookId]) -> Result<(), HookError> {
-    let interceptor = Interceptor {
-        engine: engine.clone(),
-        space: engine.process.shared_space(),
-    };
+    let interceptor = Interceptor { engine: engine.clone(), space: engine.process.shared_space() };
     let mut tx = interceptor.transaction();
     tx.ops.extend(ids.iter().map(|&id| Op::Remove { id }));
     tx.commit().map(|_| ())

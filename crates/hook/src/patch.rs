@@ -11,12 +11,7 @@ use rewire_mem::{Memory, Protection};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Writes `bytes` over the code at `addr`, whose pages have protection `prot`.
-pub(crate) fn write_code(
-    mem: &dyn Memory,
-    addr: u64,
-    bytes: &[u8],
-    prot: Protection,
-) -> Result<(), HookError> {
+pub(crate) fn write_code(mem: &dyn Memory, addr: u64, bytes: &[u8], prot: Protection) -> Result<(), HookError> {
     let block8 = addr & !7;
     let block16 = addr & !15;
     let end = addr + bytes.len() as u64;
@@ -27,16 +22,9 @@ pub(crate) fn write_code(
     } else {
         None
     };
-    let writable = Protection {
-        write: true,
-        ..prot
-    };
+    let writable = Protection { write: true, ..prot };
     match atomic {
-        Some(width)
-            if mem
-                .protect(addr & !0xfff, (end - (addr & !0xfff)) as usize, writable)
-                .is_ok() =>
-        {
+        Some(width) if mem.protect(addr & !0xfff, (end - (addr & !0xfff)) as usize, writable).is_ok() => {
             let block = if width == 8 { block8 } else { block16 };
             let mut old = [0u8; 16];
             mem.read(block, &mut old[..width])?;
@@ -49,18 +37,11 @@ pub(crate) fn write_code(
             let stored = unsafe {
                 if width == 8 {
                     let cell = &*(block as *const AtomicU64);
-                    let (old, new) = (
-                        u64::from_le_bytes(old[..8].try_into().expect("8")),
-                        u64::from_le_bytes(new[..8].try_into().expect("8")),
-                    );
-                    cell.compare_exchange(old, new, Ordering::SeqCst, Ordering::SeqCst)
-                        .is_ok()
+                    let (old, new) =
+                        (u64::from_le_bytes(old[..8].try_into().expect("8")), u64::from_le_bytes(new[..8].try_into().expect("8")));
+                    cell.compare_exchange(old, new, Ordering::SeqCst, Ordering::SeqCst).is_ok()
                 } else {
-                    store16(
-                        block as *mut u128,
-                        u128::from_le_bytes(old),
-                        u128::from_le_bytes(new),
-                    )
+                    store16(block as *mut u128, u128::from_le_bytes(old), u128::from_le_bytes(new))
                 }
             };
             mem.protect(addr & !0xfff, (end - (addr & !0xfff)) as usize, prot)?;

@@ -77,9 +77,7 @@ extern "C" fn dispatch(regs: *mut Registers, data: *const ProbeData) {
     // SAFETY: the stub passes its saved-register block (live until it restores them) and the
     // probe's data, which is never freed (see `Interceptor::probe`).
     let (regs, data) = unsafe { (&mut *regs, &*data) };
-    let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| {
-        (data.callback)(&mut ProbeContext { regs, pc: data.pc })
-    }));
+    let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| (data.callback)(&mut ProbeContext { regs, pc: data.pc })));
     if outcome.is_err() {
         eprintln!("rewire: the probe callback at {:#x} panicked; aborting (a panic cannot unwind through the probed code)", data.pc);
         std::process::abort();
@@ -120,9 +118,7 @@ fn xsave_size() -> Option<u32> {
 /// Assembles the probe stub for `data` at `ip`; returns the code and the offset of the
 /// 8-byte cell holding where to continue.
 fn assemble_stub(ip: u64, data: *const ProbeData) -> Result<(Vec<u8>, usize), IcedError> {
-    let saved = [
-        rax, rcx, rdx, rbx, rbp, rsi, rdi, r8, r9, r10, r11, r12, r13, r14, r15,
-    ];
+    let saved = [rax, rcx, rdx, rbx, rbp, rsi, rdi, r8, r9, r10, r11, r12, r13, r14, r15];
     let xsave = xsave_size();
     let area = xsave.map_or(512, |s| s.next_multiple_of(64)) as i32;
     let mut a = CodeAssembler::new(64)?;
@@ -180,15 +176,8 @@ impl Interceptor {
     /// # Safety
     /// `at` must be an instruction boundary, and the callback must keep the program's
     /// invariants for the registers it changes.
-    pub unsafe fn probe(
-        &self,
-        at: u64,
-        callback: impl Fn(&mut ProbeContext<'_>) + Send + Sync + 'static,
-    ) -> Result<Probe, HookError> {
-        let data = Box::into_raw(Box::new(ProbeData {
-            pc: at,
-            callback: Box::new(callback),
-        }));
+    pub unsafe fn probe(&self, at: u64, callback: impl Fn(&mut ProbeContext<'_>) + Send + Sync + 'static) -> Result<Probe, HookError> {
+        let data = Box::into_raw(Box::new(ProbeData { pc: at, callback: Box::new(callback) }));
         let reclaim = |e: HookError| {
             // SAFETY: the stub that knew `data` was never reachable (install failed).
             drop(unsafe { Box::from_raw(data) });
@@ -199,9 +188,7 @@ impl Interceptor {
             Ok(c) if c.0.len() <= slot.size => c,
             _ => {
                 self.space().free(slot);
-                return Err(reclaim(HookError::Memory(
-                    rewire_mem::MemError::SlotTooLarge { size: 256 },
-                )));
+                return Err(reclaim(HookError::Memory(rewire_mem::MemError::SlotTooLarge { size: 256 })));
             }
         };
         slot.write(0, &code);

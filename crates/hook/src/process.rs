@@ -13,6 +13,8 @@ use std::sync::{Arc, Mutex};
 pub trait Stopped {
     /// Offers each parked thread's program counter to `relocate`, which may return a new one.
     fn move_pcs(&mut self, relocate: &mut dyn FnMut(u64) -> Option<u64>);
+    /// True when no other thread of the process can run until this value is dropped.
+    fn exclusive(&self) -> bool;
 }
 
 /// The process whose code is changed.
@@ -23,8 +25,9 @@ pub trait Process: Send + Sync + 'static {
     fn shared_space(&self) -> Arc<TrampolineSpace>;
     /// Parks every thread but the caller's that could execute in `windows`.
     fn stop_threads(&self, windows: &[Range<u64>]) -> Result<Box<dyn Stopped>, HookError>;
-    /// Writes `bytes` over code at `addr` (pages of protection `prot`) while threads are parked.
-    fn patch_code(&self, addr: u64, bytes: &[u8], prot: Protection) -> Result<(), HookError>;
+    /// Writes `bytes` over code at `addr` (pages of protection `prot`) while threads are
+    /// parked; `exclusive` when no other thread can run (any write order is then safe).
+    fn patch_code(&self, addr: u64, bytes: &[u8], prot: Protection, exclusive: bool) -> Result<(), HookError>;
     /// Where callers of `symbol` in `module` arrive (indirect functions resolved).
     fn resolve(&self, module: &str, symbol: &str) -> Result<u64, HookError>;
     /// The module index of this process.
@@ -40,10 +43,7 @@ pub struct ThisProcess {
 impl ThisProcess {
     /// The process this code runs in.
     pub fn new() -> ThisProcess {
-        ThisProcess {
-            memory: Arc::new(InProcess::new()),
-            modules: ModuleIndex::default(),
-        }
+        ThisProcess { memory: Arc::new(InProcess::new()), modules: ModuleIndex::default() }
     }
 }
 
@@ -56,6 +56,10 @@ impl Default for ThisProcess {
 impl Stopped for threads::StoppedThreads {
     fn move_pcs(&mut self, relocate: &mut dyn FnMut(u64) -> Option<u64>) {
         threads::StoppedThreads::move_pcs(self, relocate)
+    }
+
+    fn exclusive(&self) -> bool {
+        threads::StoppedThreads::exclusive(self)
     }
 }
 
@@ -72,8 +76,12 @@ impl Process for ThisProcess {
         Ok(Box::new(threads::StoppedThreads::stop_others(windows)?))
     }
 
-    fn patch_code(&self, addr: u64, bytes: &[u8], prot: Protection) -> Result<(), HookError> {
-        crate::patch::write_code(&*self.memory, addr, bytes, prot)
+    fn patch_code(&self, addr: u64, bytes: &[u8], prot: Protection, exclusive: bool) -> Result<(), HookError> {
+        match exclusive {
+            // One write through /proc/self/mem: nothing can run the bytes meanwhile.
+            true => Ok(self.memory.write(addr, bytes)?),
+            false => crate::patch::write_code(&*self.memory, addr, bytes, prot),
+        }
     }
 
     fn resolve(&self, module: &str, symbol: &str) -> Result<u64, HookError> {
@@ -93,8 +101,7 @@ impl Process for ThisProcess {
                 }
             }
         }
-        self.modules
-            .resolve_from_file(&*self.memory, module, symbol)
+        self.modules.resolve_from_file(&*self.memory, module, symbol)
     }
 
     fn modules(&self) -> &ModuleIndex {
@@ -139,39 +146,36 @@ impl ModuleIndex {
 
     /// The ELF index of the module file at `path`.
     pub fn file(&self, path: &str) -> Result<Arc<ElfModule>, HookError> {
-        if let Some(f) = self
-            .files
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(path)
-        {
+        if let Some(f) = self.files.lock().unwrap_or_else(|p| p.into_inner()).get(path) {
             return Ok(f.clone());
         }
         let f = Arc::new(ElfModule::open(path)?);
-        self.files
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(path.to_string(), f.clone());
+        self.files.lock().unwrap_or_else(|p| p.into_inner()).insert(path.to_string(), f.clone());
         Ok(f)
     }
 
     /// The first mapping of the loaded module named `name`: its path, or its file name
     /// (`libc.so.6`); the empty name is the main program.
     pub fn module(&self, memory: &dyn Memory, name: &str) -> Result<Mapping, HookError> {
-        let exe = if name.is_empty() {
-            std::fs::read_link("/proc/self/exe")
-                .ok()
-                .map(|p| p.to_string_lossy().into_owned())
-        } else {
-            None
-        };
+        let exe = if name.is_empty() { std::fs::read_link("/proc/self/exe").ok().map(|p| p.to_string_lossy().into_owned()) } else { None };
         let wanted = |m: &&Mapping| match &exe {
             Some(exe) => m.path == *exe,
             None => m.path == name || m.path.rsplit('/').next() == Some(name),
         };
         for fresh in [false, true] {
-            if let Some(m) = self.maps(memory, fresh)?.mappings.iter().find(wanted) {
+            let maps = self.maps(memory, fresh)?;
+            if let Some(m) = maps.mappings.iter().find(wanted) {
                 return Ok(m.clone());
+            }
+            // A soname such as `libz.so.1` is often a link to the file the map shows.
+            if exe.is_none() && !name.contains('/') {
+                let linked = |m: &&Mapping| {
+                    let dir = std::path::Path::new(&m.path).parent();
+                    dir.and_then(|d| std::fs::canonicalize(d.join(name)).ok()).is_some_and(|p| p.as_os_str() == m.path.as_str())
+                };
+                if let Some(m) = maps.mappings.iter().filter(|m| m.offset == 0 && m.path.starts_with('/')).find(linked) {
+                    return Ok(m.clone());
+                }
             }
         }
         Err(HookError::ModuleNotFound(name.to_string()))
@@ -184,22 +188,12 @@ impl ModuleIndex {
             return Ok(0);
         }
         let maps = self.maps(memory, false)?;
-        let first = maps
-            .mappings
-            .iter()
-            .filter(|m| m.path == path)
-            .map(|m| m.range.start - m.offset)
-            .min();
+        let first = maps.mappings.iter().filter(|m| m.path == path).map(|m| m.range.start - m.offset).min();
         Ok(first.ok_or_else(|| HookError::ModuleNotFound(path.to_string()))? - file.first_vaddr)
     }
 
     /// Address of an exported function, from the module's file and load base.
-    pub fn resolve_from_file(
-        &self,
-        memory: &dyn Memory,
-        module: &str,
-        symbol: &str,
-    ) -> Result<u64, HookError> {
+    pub fn resolve_from_file(&self, memory: &dyn Memory, module: &str, symbol: &str) -> Result<u64, HookError> {
         let mapping = self.module(memory, module)?;
         let file = self.file(&mapping.path)?;
         let base = self.load_base(memory, &mapping.path)?;
@@ -221,10 +215,7 @@ impl ModuleIndex {
             return None;
         }
         let base = self.load_base(memory, &mapping.path).ok()?;
-        let r = self
-            .file(&mapping.path)
-            .ok()?
-            .function_containing(addr - base)?;
+        let r = self.file(&mapping.path).ok()?.function_containing(addr - base)?;
         Some(r.start + base..r.end + base)
     }
 }

@@ -54,8 +54,18 @@ static CONTROL: Control = Control {
     contexts: [const { AtomicUsize::new(0) }; MAX_THREADS],
 };
 
-/// Serialises stops; holds the last generation number.
-static STOPS: Mutex<u32> = Mutex::new(0);
+/// Serialises stops; holds the last generation number and `/proc/self/task`, kept open.
+static STOPS: Mutex<StopState> = Mutex::new(StopState { generation: 0, task_dir: None, seen: Vec::new(), signalled: Vec::new() });
+
+struct StopState {
+    generation: u32,
+    /// The directory and the process it was opened in (a forked child reopens it).
+    task_dir: Option<(i32, rustix::fd::OwnedFd)>,
+    /// Threads listed and threads signalled by the current stop (allocated once, up front:
+    /// nothing may allocate while a thread is parked).
+    seen: Vec<i32>,
+    signalled: Vec<i32>,
+}
 
 extern "C" fn park(_sig: libc::c_int, _info: *mut libc::siginfo_t, context: *mut libc::c_void) {
     // Async-signal-safe: atomics and raw system calls only.
@@ -114,9 +124,11 @@ fn install_handler() -> Result<(), HookError> {
 
 /// The other threads of this process, parked until this value is dropped.
 pub(crate) struct StoppedThreads {
-    _serial: MutexGuard<'static, u32>,
+    serial: MutexGuard<'static, StopState>,
     generation: u32,
     parked: usize,
+    /// Every other thread is parked: nothing else can run while this value lives.
+    exclusive: bool,
 }
 
 impl StoppedThreads {
@@ -125,72 +137,80 @@ impl StoppedThreads {
     pub(crate) fn stop_others(windows: &[Range<u64>]) -> Result<StoppedThreads, HookError> {
         install_handler()?;
         let mut serial = STOPS.lock().unwrap_or_else(|p| p.into_inner());
-        *serial = serial.wrapping_add(1).max(1);
-        let generation = *serial;
+        serial.generation = serial.generation.wrapping_add(1).max(1);
+        let generation = serial.generation;
         let me = rustix::thread::gettid().as_raw_nonzero().get();
         let pid = rustix::process::getpid().as_raw_nonzero().get();
-        let mut signalled: Vec<i32> = Vec::with_capacity(MAX_THREADS);
-        let mut seen: Vec<i32> = Vec::with_capacity(MAX_THREADS);
+        if serial.task_dir.as_ref().is_none_or(|(p, _)| *p != pid) {
+            let dir = rustix::fs::open("/proc/self/task", OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())
+                .map_err(|e| rewire_mem::MemError::Sys { call: "open(/proc/self/task)".into(), errno: e.to_string() })?;
+            serial.task_dir = Some((pid, dir));
+        }
+        let mut exclusive = true;
+        let mut seen = std::mem::take(&mut serial.seen);
+        let mut signalled = std::mem::take(&mut serial.signalled);
+        seen.clear();
+        signalled.clear();
+        seen.reserve(MAX_THREADS);
+        signalled.reserve(MAX_THREADS);
         CONTROL.claimed.store(0, Release);
         CONTROL.left.store(0, Release);
         CONTROL.active.store(generation, Release);
-        let mut stop = StoppedThreads {
-            _serial: serial,
-            generation,
-            parked: 0,
-        };
+        let mut stop = StoppedThreads { serial, generation, parked: 0, exclusive: false };
         // Threads can be created by threads not yet parked: list again until nothing is new.
         loop {
             let before = seen.len();
-            for_each_thread(|tid| {
+            let dir = &stop.serial.task_dir.as_ref().expect("opened above").1;
+            for_each_thread(dir, |tid| {
                 if tid != me && !seen.contains(&tid) && seen.len() < MAX_THREADS {
                     seen.push(tid);
-                    if must_park(tid, windows) && tgkill(pid, tid) {
+                    if !must_park(tid, windows) {
+                        exclusive = false;
+                    } else if tgkill(pid, tid) {
                         signalled.push(tid);
                     }
                 }
             });
-            stop.wait_for_arrivals(pid, &mut signalled, windows)?;
+            if let Err(e) = stop.wait_for_arrivals(pid, &mut signalled, windows) {
+                stop.serial.seen = seen;
+                stop.serial.signalled = signalled;
+                return Err(e);
+            }
             if seen.len() == before {
                 break;
             }
         }
         stop.parked = CONTROL.claimed.load(Acquire).min(MAX_THREADS as u32) as usize;
+        stop.exclusive = exclusive && stop.parked >= signalled.len();
+        stop.serial.seen = seen;
+        stop.serial.signalled = signalled;
         Ok(stop)
     }
 
-    fn wait_for_arrivals(
-        &mut self,
-        pid: i32,
-        signalled: &mut Vec<i32>,
-        windows: &[Range<u64>],
-    ) -> Result<(), HookError> {
+    fn wait_for_arrivals(&mut self, pid: i32, signalled: &mut Vec<i32>, windows: &[Range<u64>]) -> Result<(), HookError> {
         let start = Instant::now();
         loop {
             let arrived = CONTROL.claimed.load(Acquire) as usize;
-            let registered = (0..arrived.min(MAX_THREADS))
-                .filter(|&i| CONTROL.tids[i].load(Acquire) != 0)
-                .count();
+            let registered = (0..arrived.min(MAX_THREADS)).filter(|&i| CONTROL.tids[i].load(Acquire) != 0).count();
             if registered >= signalled.len() {
                 return Ok(());
             }
             if start.elapsed() > ARRIVAL_TIMEOUT {
                 // Keep only threads that exist, have not arrived, and may run in a window.
-                let parked: Vec<i32> = (0..arrived.min(MAX_THREADS))
-                    .map(|i| CONTROL.tids[i].load(Acquire))
-                    .collect();
-                signalled
-                    .retain(|&t| !parked.contains(&t) && alive(pid, t) && must_park(t, windows));
+                let parked: Vec<i32> = (0..arrived.min(MAX_THREADS)).map(|i| CONTROL.tids[i].load(Acquire)).collect();
+                signalled.retain(|&t| !parked.contains(&t) && alive(pid, t) && must_park(t, windows));
                 if let Some(&tid) = signalled.first() {
-                    return Err(HookError::ThreadDidNotStop {
-                        tid,
-                        signal: stop_signal(),
-                    });
+                    return Err(HookError::ThreadDidNotStop { tid, signal: stop_signal() });
                 }
                 return Ok(());
             }
             wait_for_handlers();
         }
+    }
+
+    /// True when every other thread is parked, so memory can be changed in any order.
+    pub(crate) fn exclusive(&self) -> bool {
+        self.exclusive
     }
 
     /// Moves the program counter of each parked thread for which `relocate` gives a new one.
@@ -215,7 +235,9 @@ impl StoppedThreads {
 impl Drop for StoppedThreads {
     fn drop(&mut self) {
         CONTROL.released.store(self.generation, Release);
-        let _ = futex::wake(&CONTROL.released, futex::Flags::PRIVATE, i32::MAX as u32);
+        if CONTROL.claimed.load(Acquire) > 0 {
+            let _ = futex::wake(&CONTROL.released, futex::Flags::PRIVATE, i32::MAX as u32);
+        }
         let claimed = || CONTROL.claimed.load(Acquire);
         while CONTROL.left.load(Acquire) < claimed() {
             wait_for_handlers();
@@ -232,16 +254,8 @@ impl Drop for StoppedThreads {
 /// the threads being waited for.
 fn wait_for_handlers() {
     let seen = CONTROL.arrivals.load(Acquire);
-    let timeout = futex::Timespec {
-        tv_sec: 0,
-        tv_nsec: 1_000_000,
-    };
-    let _ = futex::wait(
-        &CONTROL.arrivals,
-        futex::Flags::PRIVATE,
-        seen,
-        Some(&timeout),
-    );
+    let timeout = futex::Timespec { tv_sec: 0, tv_nsec: 1_000_000 };
+    let _ = futex::wait(&CONTROL.arrivals, futex::Flags::PRIVATE, seen, Some(&timeout));
 }
 
 fn tgkill(pid: i32, tid: i32) -> bool {
@@ -254,17 +268,14 @@ fn alive(pid: i32, tid: i32) -> bool {
     unsafe { libc::syscall(libc::SYS_tgkill, pid, tid, 0) == 0 }
 }
 
-/// Calls `f` with the id of every thread of this process (no allocation).
-fn for_each_thread(mut f: impl FnMut(i32)) {
-    let Ok(dir) = rustix::fs::open(
-        "/proc/self/task",
-        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
-        Mode::empty(),
-    ) else {
+/// Calls `f` with the id of every thread of this process, read afresh from the open
+/// `/proc/self/task` directory (no allocation).
+fn for_each_thread(dir: &rustix::fd::OwnedFd, mut f: impl FnMut(i32)) {
+    if rustix::fs::seek(dir, rustix::fs::SeekFrom::Start(0)).is_err() {
         return;
-    };
+    }
     let mut buf = [MaybeUninit::<u8>::uninit(); 4096];
-    let mut entries = RawDir::new(&dir, &mut buf);
+    let mut entries = RawDir::new(dir, &mut buf);
     while let Some(Ok(entry)) = entries.next() {
         if let Some(tid) = parse_decimal(entry.file_name().to_bytes()) {
             f(tid);
@@ -276,9 +287,7 @@ fn parse_decimal(s: &[u8]) -> Option<i32> {
     if s.is_empty() || !s.iter().all(u8::is_ascii_digit) {
         return None;
     }
-    s.iter().try_fold(0i32, |n, &d| {
-        n.checked_mul(10)?.checked_add((d - b'0') as i32)
-    })
+    s.iter().try_fold(0i32, |n, &d| n.checked_mul(10)?.checked_add((d - b'0') as i32))
 }
 
 /// False only for a thread blocked in the kernel whose return and restart points are outside
@@ -286,9 +295,7 @@ fn parse_decimal(s: &[u8]) -> Option<i32> {
 /// call fail with `EINTR`.
 fn must_park(tid: i32, windows: &[Range<u64>]) -> bool {
     match blocked_pc(tid) {
-        Some(pc) => windows
-            .iter()
-            .any(|w| w.contains(&pc) || w.contains(&pc.wrapping_sub(2))),
+        Some(pc) => windows.iter().any(|w| w.contains(&pc) || w.contains(&pc.wrapping_sub(2))),
         None => true,
     }
 }
@@ -382,9 +389,6 @@ mod tests {
         spinner.join().unwrap();
         tx.send(()).unwrap();
         sleeper.join().unwrap();
-        assert!(
-            parked <= 2,
-            "the thread blocked in recv was left alone (parked {parked})"
-        );
+        assert!(parked <= 2, "the thread blocked in recv was left alone (parked {parked})");
     }
 }

@@ -71,10 +71,7 @@ impl<F: Function> std::fmt::Debug for TypedHook<F> {
 
 impl<F: Function> TypedHook<F> {
     pub(crate) fn new(hook: Hook) -> Self {
-        TypedHook {
-            hook,
-            _type: PhantomData,
-        }
+        TypedHook { hook, _type: PhantomData }
     }
 
     /// The original behaviour (next hook down, or the original function).
@@ -99,11 +96,7 @@ impl Interceptor {
     ///
     /// # Safety
     /// Replacing `target` must not break code that relies on it; see [`Interceptor::hook`].
-    pub unsafe fn hook_fn<F: Function>(
-        &self,
-        target: F,
-        detour: F,
-    ) -> Result<TypedHook<F>, HookError> {
+    pub unsafe fn hook_fn<F: Function>(&self, target: F, detour: F) -> Result<TypedHook<F>, HookError> {
         // SAFETY: same signature by construction; the rest is the caller's.
         unsafe { self.hook(target.addr(), detour.addr()) }.map(TypedHook::new)
     }
@@ -112,12 +105,7 @@ impl Interceptor {
     ///
     /// # Safety
     /// `F` must be the symbol's real signature; see [`Interceptor::hook`].
-    pub unsafe fn hook_symbol_fn<F: Function>(
-        &self,
-        module: &str,
-        symbol: &str,
-        detour: F,
-    ) -> Result<TypedHook<F>, HookError> {
+    pub unsafe fn hook_symbol_fn<F: Function>(&self, module: &str, symbol: &str, detour: F) -> Result<TypedHook<F>, HookError> {
         // SAFETY: forwarded from the caller.
         unsafe { self.hook_symbol(module, symbol, detour.addr()) }.map(TypedHook::new)
     }

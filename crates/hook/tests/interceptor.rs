@@ -56,14 +56,8 @@ fn hook_calls_through_enables_disables_and_restores_exact_bytes() {
     hook.enable().unwrap();
     assert_eq!(call(mix1, 1234, 9876), expected + 1);
     let site = i.site(target).unwrap();
-    assert_eq!(
-        site.patch_len, 5,
-        "a near trampoline: the patch is a 5-byte jump"
-    );
-    assert!(
-        site.slot.end - site.slot.start <= 64,
-        "one 64-byte slot per hooked target"
-    );
+    assert_eq!(site.patch_len, 5, "a near trampoline: the patch is a 5-byte jump");
+    assert!(site.slot.end - site.slot.start <= 32, "one 32-byte slot per hooked target");
     hook.remove().unwrap();
     assert_eq!(code(target, 32), before, "original bytes restored exactly");
     assert_eq!(call(mix1, 1234, 9876), expected);
@@ -115,10 +109,7 @@ fn hooks_stack_newest_first_and_come_off_in_any_order() {
     assert_eq!(run_chain(), (base * 4, vec!["c", "b"]));
     c.remove().unwrap();
     assert_eq!(run_chain(), (base * 2, vec!["b"]));
-    assert!(matches!(
-        unsafe { i.hook(target, chain_b as Mix as usize as u64) },
-        Err(HookError::AlreadyHooked { .. })
-    ));
+    assert!(matches!(unsafe { i.hook(target, chain_b as Mix as usize as u64) }, Err(HookError::AlreadyHooked { .. })));
     b.remove().unwrap();
     assert_eq!(run_chain(), (base, vec![]));
     assert_eq!(code(target, 32), before);
@@ -143,18 +134,12 @@ fn transactions_apply_together_or_not_at_all() {
     let (e3, e4) = (call(mix3, 3, 4), call(mix4, 3, 4));
     // A batch with one bad item changes nothing.
     let mut tx = i.transaction();
-    unsafe {
-        tx.hook(t3, neg3 as Mix as usize as u64)
-            .hook(0x10, neg4 as Mix as usize as u64)
-    };
+    unsafe { tx.hook(t3, neg3 as Mix as usize as u64).hook(0x10, neg4 as Mix as usize as u64) };
     assert!(matches!(tx.commit(), Err(HookError::Unmapped(0x10))));
     assert_eq!((code(t3, 16), code(t4, 16)), (b3.clone(), b4.clone()));
     let live_before = i.space().stats().live_slots;
     let mut tx = i.transaction();
-    unsafe {
-        tx.hook(t3, neg3 as Mix as usize as u64)
-            .hook_disabled(t4, neg4 as Mix as usize as u64)
-    };
+    unsafe { tx.hook(t3, neg3 as Mix as usize as u64).hook_disabled(t4, neg4 as Mix as usize as u64) };
     let hooks = tx.commit().unwrap();
     NEXT_T3.store(hooks[0].trampoline(), Ordering::SeqCst);
     NEXT_T4.store(hooks[1].trampoline(), Ordering::SeqCst);
@@ -169,11 +154,7 @@ fn transactions_apply_together_or_not_at_all() {
     }
     tx.commit().unwrap();
     assert_eq!((code(t3, 16), code(t4, 16)), (b3, b4));
-    assert_eq!(
-        i.space().stats().live_slots,
-        live_before,
-        "all slots returned"
-    );
+    assert_eq!(i.space().stats().live_slots, live_before, "all slots returned");
 }
 
 static GETPID: HookCell<extern "C" fn() -> libc::pid_t> = HookCell::new();
@@ -201,8 +182,7 @@ extern "C" fn nothing() {}
 #[test]
 fn hook_cell_failure_is_final_and_leaks_nothing() {
     let i = Interceptor::with_sharing(Sharing::Unique);
-    let err = unsafe { FAILING.install_symbol(&i, "libc.so.6", "no_such_function_xyz", nothing) }
-        .unwrap_err();
+    let err = unsafe { FAILING.install_symbol(&i, "libc.so.6", "no_such_function_xyz", nothing) }.unwrap_err();
     assert!(matches!(err, HookError::SymbolNotFound { .. }), "{err}");
     // Even with a valid target, the cell does not retry.
     let again = unsafe { FAILING.install(&i, nothing, nothing) }.unwrap_err();
@@ -220,40 +200,23 @@ fn symbol_errors_name_close_matches() {
         }
         other => panic!("{other:?}"),
     }
-    assert!(matches!(
-        i.resolve("libnothere.so.9", "x"),
-        Err(HookError::ModuleNotFound(_))
-    ));
+    assert!(matches!(i.resolve("libnothere.so.9", "x"), Err(HookError::ModuleNotFound(_))));
 }
 
 #[test]
 fn typed_hook_of_a_libc_function() {
     static NEXT: AtomicU64 = AtomicU64::new(0);
     extern "C" fn my_labs(x: libc::c_long) -> libc::c_long {
-        let orig: extern "C" fn(libc::c_long) -> libc::c_long =
-            unsafe { std::mem::transmute(NEXT.load(Ordering::SeqCst) as usize) };
+        let orig: extern "C" fn(libc::c_long) -> libc::c_long = unsafe { std::mem::transmute(NEXT.load(Ordering::SeqCst) as usize) };
         orig(x) * 10
     }
     let i = Interceptor::new();
-    let hook = unsafe {
-        i.hook_symbol_fn(
-            "libc.so.6",
-            "labs",
-            my_labs as extern "C" fn(libc::c_long) -> libc::c_long,
-        )
-    }
-    .unwrap();
+    let hook = unsafe { i.hook_symbol_fn("libc.so.6", "labs", my_labs as extern "C" fn(libc::c_long) -> libc::c_long) }.unwrap();
     NEXT.store(hook.hook().trampoline(), Ordering::SeqCst);
-    assert_eq!(
-        unsafe { black_box(libc::labs as unsafe extern "C" fn(libc::c_long) -> libc::c_long)(-7) },
-        70
-    );
+    assert_eq!(unsafe { black_box(libc::labs as unsafe extern "C" fn(libc::c_long) -> libc::c_long)(-7) }, 70);
     assert_eq!(hook.original()(-7), 7);
     hook.remove().unwrap();
-    assert_eq!(
-        unsafe { black_box(libc::labs as unsafe extern "C" fn(libc::c_long) -> libc::c_long)(-7) },
-        7
-    );
+    assert_eq!(unsafe { black_box(libc::labs as unsafe extern "C" fn(libc::c_long) -> libc::c_long)(-7) }, 7);
 }
 
 #[test]
@@ -287,11 +250,7 @@ fn probe_sees_and_changes_registers_mid_function() {
         v
     };
     assert_eq!(call(mix5, 40, 2), with_41);
-    assert_eq!(
-        seen.load(Ordering::SeqCst),
-        2,
-        "two calls passed the mid-function probe"
-    );
+    assert_eq!(seen.load(Ordering::SeqCst), 2, "two calls passed the mid-function probe");
     entry.remove().unwrap();
     mid.remove().unwrap();
     assert_eq!(call(mix5, 40, 2), expected);
@@ -301,42 +260,20 @@ fn probe_sees_and_changes_registers_mid_function() {
 fn bad_input_is_a_typed_error_and_changes_nothing() {
     let i = Interceptor::new();
     let detour = nothing as extern "C" fn() as usize as u64;
-    assert_eq!(
-        unsafe { i.hook(0, detour) }.unwrap_err(),
-        HookError::NullTarget
-    );
-    assert_eq!(
-        unsafe { i.hook(0x1000, detour) }.unwrap_err(),
-        HookError::Unmapped(0x1000)
-    );
+    assert_eq!(unsafe { i.hook(0, detour) }.unwrap_err(), HookError::NullTarget);
+    assert_eq!(unsafe { i.hook(0x1000, detour) }.unwrap_err(), HookError::Unmapped(0x1000));
     static DATA: [u8; 64] = [0x90; 64];
     let data = DATA.as_ptr() as u64;
-    assert_eq!(
-        unsafe { i.hook(data, detour) }.unwrap_err(),
-        HookError::NotExecutable(data)
-    );
-    assert_eq!(
-        unsafe { i.hook(mix4 as Mix as usize as u64, data) }.unwrap_err(),
-        HookError::NotExecutable(data)
-    );
+    assert_eq!(unsafe { i.hook(data, detour) }.unwrap_err(), HookError::NotExecutable(data));
+    assert_eq!(unsafe { i.hook(mix4 as Mix as usize as u64, data) }.unwrap_err(), HookError::NotExecutable(data));
     // A function too short for the patch, followed by other code: `nothing` is one `ret`
     // followed by the next function (or padding, in which case it is hookable).
     let tiny = nothing as extern "C" fn() as usize as u64;
     let before = code(tiny, 16);
     match unsafe { i.hook(tiny, mix4 as Mix as usize as u64) } {
-        Err(HookError::Unhookable {
-            reason:
-                Refusal::TooShort {
-                    available,
-                    needed: 5,
-                },
-            ..
-        }) => assert!(available < 5),
+        Err(HookError::Unhookable { reason: Refusal::TooShort { available, needed: 5 }, .. }) => assert!(available < 5),
         Ok(h) => {
-            assert!(code(tiny, 16)[5..]
-                .iter()
-                .zip(&before[5..])
-                .all(|(a, b)| a == b));
+            assert!(code(tiny, 16)[5..].iter().zip(&before[5..]).all(|(a, b)| a == b));
             h.remove().unwrap();
         }
         Err(e) => panic!("{e}"),
@@ -347,10 +284,7 @@ fn bad_input_is_a_typed_error_and_changes_nothing() {
     let h = unsafe { i.hook(t, detour_plus_one as Mix as usize as u64) }.unwrap();
     assert_eq!(
         unsafe { i.hook(t, detour_plus_one as Mix as usize as u64) }.unwrap_err(),
-        HookError::AlreadyHooked {
-            target: t,
-            detour: detour_plus_one as Mix as usize as u64
-        }
+        HookError::AlreadyHooked { target: t, detour: detour_plus_one as Mix as usize as u64 }
     );
     h.remove().unwrap();
 }

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
 /// Checks one function: resolves it, calls it unhooked and hooked (through the same target
 /// address, as any caller does), and compares. `$use` computes a comparable value from `f`.
 macro_rules! through_hook {
-    ($i:expr, $module:expr, $name:literal, fn($($a:ident: $t:ty),*) -> $r:ty, |$f:ident| $use:expr) => {{
+    ($i:expr, $module:expr, $name:literal, fn($($a:ident: $t:ty),* $(,)?) -> $r:ty, |$f:ident| $use:expr) => {{
         type F = unsafe extern "C" fn($($t),*) -> $r;
         static CELL: HookCell<F> = HookCell::new();
         static CALLS: AtomicU64 = AtomicU64::new(0);
@@ -55,202 +55,75 @@ fn forty_functions_give_identical_results_through_hooks() {
     let text = hello.as_ptr();
     let oth = other.as_ptr();
 
-    done.push(through_hook!(
-        i,
-        "libc.so.6",
-        "strlen",
-        fn(p: *const c_char) -> size_t,
-        |f| unsafe { f(text) }
-    ));
-    done.push(through_hook!(
-        i,
-        "libc.so.6",
-        "strnlen",
-        fn(p: *const c_char, n: size_t) -> size_t,
-        |f| unsafe { f(text, 7) }
-    ));
-    done.push(through_hook!(
-        i,
-        "libc.so.6",
-        "strcmp",
-        fn(a: *const c_char, b: *const c_char) -> c_int,
-        |f| unsafe { f(text, oth).signum() }
-    ));
-    done.push(through_hook!(
-        i,
-        "libc.so.6",
-        "strncmp",
-        fn(a: *const c_char, b: *const c_char, n: size_t) -> c_int,
-        |f| unsafe { f(text, oth, 7) }
-    ));
-    done.push(through_hook!(
-        i,
-        "libc.so.6",
-        "strcasecmp",
-        fn(a: *const c_char, b: *const c_char) -> c_int,
-        |f| unsafe { f(text, oth) }
-    ));
-    done.push(through_hook!(
-        i,
-        "libc.so.6",
-        "strchr",
-        fn(p: *const c_char, c: c_int) -> *const c_char,
-        |f| unsafe { f(text, b'w' as c_int) as usize }
-    ));
-    done.push(through_hook!(
-        i,
-        "libc.so.6",
-        "strrchr",
-        fn(p: *const c_char, c: c_int) -> *const c_char,
-        |f| unsafe { f(text, b'o' as c_int) as usize }
-    ));
-    done.push(through_hook!(
-        i,
-        "libc.so.6",
-        "strstr",
-        fn(a: *const c_char, b: *const c_char) -> *const c_char,
-        |f| unsafe { f(text, s("hooked").as_ptr()) as usize }
-    ));
-    done.push(through_hook!(
-        i,
-        "libc.so.6",
-        "memchr",
-        fn(p: *const c_void, c: c_int, n: size_t) -> *const c_void,
-        |f| unsafe { f(text.cast(), b',' as c_int, 19) as usize }
-    ));
-    done.push(through_hook!(
-        i,
-        "libc.so.6",
-        "memcmp",
-        fn(a: *const c_void, b: *const c_void, n: size_t) -> c_int,
-        |f| unsafe { f(text.cast(), oth.cast(), 19).signum() }
-    ));
-    done.push(through_hook!(
-        i,
-        "libc.so.6",
-        "memcpy",
-        fn(d: *mut c_void, s: *const c_void, n: size_t) -> *mut c_void,
-        |f| {
-            let mut buf = [0u8; 64];
-            unsafe { f(buf.as_mut_ptr().cast(), text.cast(), 19) };
-            buf
-        }
-    ));
-    done.push(through_hook!(
-        i,
-        "libc.so.6",
-        "memmove",
-        fn(d: *mut c_void, s: *const c_void, n: size_t) -> *mut c_void,
-        |f| {
-            let mut buf = *b"0123456789abcdefghij";
-            unsafe { f(buf.as_mut_ptr().add(3).cast(), buf.as_ptr().cast(), 12) };
-            buf
-        }
-    ));
-    done.push(through_hook!(
-        i,
-        "libc.so.6",
-        "memset",
-        fn(d: *mut c_void, c: c_int, n: size_t) -> *mut c_void,
-        |f| {
-            let mut buf = [1u8; 100];
-            unsafe { f(buf.as_mut_ptr().add(5).cast(), 0x5a, 77) };
-            buf.to_vec()
-        }
-    ));
-    done.push(through_hook!(
-        i,
-        "libc.so.6",
-        "strspn",
-        fn(a: *const c_char, b: *const c_char) -> size_t,
-        |f| unsafe { f(text, s("hel").as_ptr()) }
-    ));
-    done.push(through_hook!(
-        i,
-        "libc.so.6",
-        "strcspn",
-        fn(a: *const c_char, b: *const c_char) -> size_t,
-        |f| unsafe { f(text, s(",").as_ptr()) }
-    ));
-    done.push(through_hook!(
-        i,
-        "libc.so.6",
-        "strtol",
-        fn(p: *const c_char, e: *mut *mut c_char, b: c_int) -> c_long,
-        |f| {
-            let mut end = std::ptr::null_mut();
-            (unsafe { f(nums.as_ptr(), &mut end, 10) }, end as usize)
-        }
-    ));
-    done.push(through_hook!(
-        i,
-        "libc.so.6",
-        "strtoul",
-        fn(p: *const c_char, e: *mut *mut c_char, b: c_int) -> u64,
-        |f| unsafe { f(s("ff7").as_ptr(), std::ptr::null_mut(), 16) }
-    ));
-    done.push(through_hook!(
-        i,
-        "libc.so.6",
-        "strtod",
-        fn(p: *const c_char, e: *mut *mut c_char) -> c_double,
-        |f| unsafe { f(float.as_ptr(), std::ptr::null_mut()).to_bits() }
-    ));
-    done.push(through_hook!(
-        i,
-        "libc.so.6",
-        "atoi",
-        fn(p: *const c_char) -> c_int,
-        |f| unsafe { f(nums.as_ptr()) }
-    ));
-    done.push(through_hook!(
-        i,
-        "libc.so.6",
-        "getenv",
-        fn(p: *const c_char) -> *const c_char,
-        |f| {
-            let v = unsafe { f(s("PATH").as_ptr()) };
-            (!v.is_null()).then(|| unsafe { CStr::from_ptr(v) }.to_owned())
-        }
-    ));
-    done.push(through_hook!(
-        i,
-        "libc.so.6",
-        "toupper",
-        fn(c: c_int) -> c_int,
-        |f| unsafe { f(b'q' as c_int) }
-    ));
-    done.push(through_hook!(
-        i,
-        "libc.so.6",
-        "tolower",
-        fn(c: c_int) -> c_int,
-        |f| unsafe { f(b'Q' as c_int) }
-    ));
-    done.push(through_hook!(
-        i,
-        "libc.so.6",
-        "abs",
-        fn(x: c_int) -> c_int,
-        |f| unsafe { f(-42) }
-    ));
-    done.push(through_hook!(
-        i,
-        "libc.so.6",
-        "labs",
-        fn(x: c_long) -> c_long,
-        |f| unsafe { f(-4200000000) }
-    ));
+    done.push(through_hook!(i, "libc.so.6", "strlen", fn(p: *const c_char) -> size_t, |f| unsafe { f(text) }));
+    done.push(through_hook!(i, "libc.so.6", "strnlen", fn(p: *const c_char, n: size_t) -> size_t, |f| unsafe { f(text, 7) }));
+    done.push(through_hook!(i, "libc.so.6", "strcmp", fn(a: *const c_char, b: *const c_char) -> c_int, |f| unsafe {
+        f(text, oth).signum()
+    }));
+    done.push(through_hook!(i, "libc.so.6", "strncmp", fn(a: *const c_char, b: *const c_char, n: size_t) -> c_int, |f| unsafe {
+        f(text, oth, 7)
+    }));
+    done.push(through_hook!(i, "libc.so.6", "strcasecmp", fn(a: *const c_char, b: *const c_char) -> c_int, |f| unsafe { f(text, oth) }));
+    done.push(through_hook!(i, "libc.so.6", "strchr", fn(p: *const c_char, c: c_int) -> *const c_char, |f| unsafe {
+        f(text, b'w' as c_int) as usize
+    }));
+    done.push(through_hook!(i, "libc.so.6", "strrchr", fn(p: *const c_char, c: c_int) -> *const c_char, |f| unsafe {
+        f(text, b'o' as c_int) as usize
+    }));
+    done.push(through_hook!(i, "libc.so.6", "strstr", fn(a: *const c_char, b: *const c_char) -> *const c_char, |f| unsafe {
+        f(text, s("hooked").as_ptr()) as usize
+    }));
+    done.push(through_hook!(i, "libc.so.6", "memchr", fn(p: *const c_void, c: c_int, n: size_t) -> *const c_void, |f| unsafe {
+        f(text.cast(), b',' as c_int, 19) as usize
+    }));
+    done.push(through_hook!(i, "libc.so.6", "memcmp", fn(a: *const c_void, b: *const c_void, n: size_t) -> c_int, |f| unsafe {
+        f(text.cast(), oth.cast(), 19).signum()
+    }));
+    done.push(through_hook!(i, "libc.so.6", "memcpy", fn(d: *mut c_void, s: *const c_void, n: size_t) -> *mut c_void, |f| {
+        let mut buf = [0u8; 64];
+        unsafe { f(buf.as_mut_ptr().cast(), text.cast(), 19) };
+        buf
+    }));
+    done.push(through_hook!(i, "libc.so.6", "memmove", fn(d: *mut c_void, s: *const c_void, n: size_t) -> *mut c_void, |f| {
+        let mut buf = *b"0123456789abcdefghij";
+        unsafe { f(buf.as_mut_ptr().add(3).cast(), buf.as_ptr().cast(), 12) };
+        buf
+    }));
+    done.push(through_hook!(i, "libc.so.6", "memset", fn(d: *mut c_void, c: c_int, n: size_t) -> *mut c_void, |f| {
+        let mut buf = [1u8; 100];
+        unsafe { f(buf.as_mut_ptr().add(5).cast(), 0x5a, 77) };
+        buf.to_vec()
+    }));
+    done.push(through_hook!(i, "libc.so.6", "strspn", fn(a: *const c_char, b: *const c_char) -> size_t, |f| unsafe {
+        f(text, s("hel").as_ptr())
+    }));
+    done.push(through_hook!(i, "libc.so.6", "strcspn", fn(a: *const c_char, b: *const c_char) -> size_t, |f| unsafe {
+        f(text, s(",").as_ptr())
+    }));
+    done.push(through_hook!(i, "libc.so.6", "strtol", fn(p: *const c_char, e: *mut *mut c_char, b: c_int) -> c_long, |f| {
+        let mut end = std::ptr::null_mut();
+        (unsafe { f(nums.as_ptr(), &mut end, 10) }, end as usize)
+    }));
+    done.push(through_hook!(i, "libc.so.6", "strtoul", fn(p: *const c_char, e: *mut *mut c_char, b: c_int) -> u64, |f| unsafe {
+        f(s("ff7").as_ptr(), std::ptr::null_mut(), 16)
+    }));
+    done.push(through_hook!(i, "libc.so.6", "strtod", fn(p: *const c_char, e: *mut *mut c_char) -> c_double, |f| unsafe {
+        f(float.as_ptr(), std::ptr::null_mut()).to_bits()
+    }));
+    done.push(through_hook!(i, "libc.so.6", "atoi", fn(p: *const c_char) -> c_int, |f| unsafe { f(nums.as_ptr()) }));
+    done.push(through_hook!(i, "libc.so.6", "getenv", fn(p: *const c_char) -> *const c_char, |f| {
+        let v = unsafe { f(s("PATH").as_ptr()) };
+        (!v.is_null()).then(|| unsafe { CStr::from_ptr(v) }.to_owned())
+    }));
+    done.push(through_hook!(i, "libc.so.6", "toupper", fn(c: c_int) -> c_int, |f| unsafe { f(b'q' as c_int) }));
+    done.push(through_hook!(i, "libc.so.6", "tolower", fn(c: c_int) -> c_int, |f| unsafe { f(b'Q' as c_int) }));
+    done.push(through_hook!(i, "libc.so.6", "abs", fn(x: c_int) -> c_int, |f| unsafe { f(-42) }));
+    done.push(through_hook!(i, "libc.so.6", "labs", fn(x: c_long) -> c_long, |f| unsafe { f(-4200000000) }));
     done.push(through_hook!(
         i,
         "libc.so.6",
         "qsort",
-        fn(
-            b: *mut c_void,
-            n: size_t,
-            w: size_t,
-            c: extern "C" fn(*const c_void, *const c_void) -> c_int,
-        ) -> (),
+        fn(b: *mut c_void, n: size_t, w: size_t, c: extern "C" fn(*const c_void, *const c_void) -> c_int) -> (),
         |f| {
             let mut v: Vec<i32> = (0..500).map(|k| (k * 7919) % 1000 - 500).collect();
             unsafe { f(v.as_mut_ptr().cast(), v.len(), 4, cmp_i32) };
@@ -271,16 +144,7 @@ fn forty_functions_give_identical_results_through_hooks() {
         |f| {
             let v: Vec<i32> = (0..300).map(|k| k * 3).collect();
             let key = 3 * 123;
-            (unsafe {
-                f(
-                    (&key as *const i32).cast(),
-                    v.as_ptr().cast(),
-                    v.len(),
-                    4,
-                    cmp_i32,
-                )
-            } as usize)
-                .wrapping_sub(v.as_ptr() as usize)
+            (unsafe { f((&key as *const i32).cast(), v.as_ptr().cast(), v.len(), 4, cmp_i32) } as usize).wrapping_sub(v.as_ptr() as usize)
         }
     ));
     done.push(through_hook!(
@@ -290,30 +154,16 @@ fn forty_functions_give_identical_results_through_hooks() {
         fn(b: *mut c_char, n: size_t, fmt: *const c_char, x: c_int, y: *const c_char) -> c_int,
         |f| {
             let mut buf = [0u8; 64];
-            let n = unsafe {
-                f(
-                    buf.as_mut_ptr().cast(),
-                    buf.len(),
-                    s("[%d|%s]").as_ptr(),
-                    12345,
-                    text,
-                )
-            };
+            let n = unsafe { f(buf.as_mut_ptr().cast(), buf.len(), s("[%d|%s]").as_ptr(), 12345, text) };
             (n, buf)
         }
     ));
-    done.push(through_hook!(
-        i,
-        "libc.so.6",
-        "strdup",
-        fn(p: *const c_char) -> *mut c_char,
-        |f| {
-            let d = unsafe { f(text) };
-            let copy = unsafe { CStr::from_ptr(d) }.to_owned();
-            unsafe { libc::free(d.cast()) };
-            copy
-        }
-    ));
+    done.push(through_hook!(i, "libc.so.6", "strdup", fn(p: *const c_char) -> *mut c_char, |f| {
+        let d = unsafe { f(text) };
+        let copy = unsafe { CStr::from_ptr(d) }.to_owned();
+        unsafe { libc::free(d.cast()) };
+        copy
+    }));
     done.push(through_hook!(
         i,
         "libc.so.6",
@@ -331,36 +181,20 @@ fn forty_functions_give_identical_results_through_hooks() {
             words
         }
     ));
-    done.push(through_hook!(
-        i,
-        "libc.so.6",
-        "rand_r",
-        fn(seed: *mut u32) -> c_int,
-        |f| {
-            let mut seed = 7u32;
-            (0..10).map(|_| unsafe { f(&mut seed) }).collect::<Vec<_>>()
-        }
-    ));
+    done.push(through_hook!(i, "libc.so.6", "rand_r", fn(seed: *mut u32) -> c_int, |f| {
+        let mut seed = 7u32;
+        (0..10).map(|_| unsafe { f(&mut seed) }).collect::<Vec<_>>()
+    }));
     macro_rules! math1 {
         ($name:literal, $x:expr) => {
-            done.push(through_hook!(
-                i,
-                "libm.so.6",
-                $name,
-                fn(x: c_double) -> c_double,
-                |f| unsafe { f(black_box($x)).to_bits() }
-            ))
+            done.push(through_hook!(i, "libm.so.6", $name, fn(x: c_double) -> c_double, |f| unsafe { f(black_box($x)).to_bits() }))
         };
     }
     macro_rules! math2 {
         ($name:literal, $x:expr, $y:expr) => {
-            done.push(through_hook!(
-                i,
-                "libm.so.6",
-                $name,
-                fn(x: c_double, y: c_double) -> c_double,
-                |f| unsafe { f(black_box($x), black_box($y)).to_bits() }
-            ))
+            done.push(through_hook!(i, "libm.so.6", $name, fn(x: c_double, y: c_double) -> c_double, |f| unsafe {
+                f(black_box($x), black_box($y)).to_bits()
+            }))
         };
     }
     math1!("sin", 0.7);

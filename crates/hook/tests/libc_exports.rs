@@ -19,26 +19,15 @@ fn check_library(soname: &str) -> (usize, usize) {
     // SAFETY: loading a system library (already loaded for libc).
     assert!(!unsafe { libc::dlopen(name.as_ptr(), libc::RTLD_NOW) }.is_null());
     let interceptor = Interceptor::with_sharing(Sharing::Unique);
-    let module = interceptor
-        .process()
-        .modules()
-        .module(&**interceptor.process().memory(), soname)
-        .unwrap();
+    let module = interceptor.process().modules().module(&**interceptor.process().memory(), soname).unwrap();
     let file = ElfModule::open(&module.path).unwrap();
-    let base = interceptor
-        .process()
-        .modules()
-        .load_base(&**interceptor.process().memory(), &module.path)
-        .unwrap();
+    let base = interceptor.process().modules().load_base(&**interceptor.process().memory(), &module.path).unwrap();
     // Pass-through detours: a stub jumping to the hook's trampoline.
     let detours = TrampolineSpace::new(interceptor.process().memory().clone());
 
     let mut by_addr: BTreeMap<u64, Vec<String>> = BTreeMap::new();
     for e in file.exports() {
-        by_addr
-            .entry(base + e.addr)
-            .or_default()
-            .push(e.name.clone());
+        by_addr.entry(base + e.addr).or_default().push(e.name.clone());
     }
     let (mut ok, mut total) = (0, 0);
     let mut refusals = Vec::new();
@@ -56,18 +45,8 @@ fn check_library(soname: &str) -> (usize, usize) {
                 detour.store_u64(INDIRECT_STUB_PTR, hook.trampoline());
                 hook.enable().unwrap();
                 let site = interceptor.site(*addr).unwrap();
-                let insns = rewire_x86::decode_window(
-                    &site.window_bytes,
-                    site.window.start,
-                    site.window_bytes.len(),
-                )
-                .unwrap();
-                if let Err(why) = rewire_x86::verify::check_equivalent(
-                    &insns,
-                    &site.window_bytes,
-                    &site.relocated,
-                    site.relocated_at,
-                ) {
+                let insns = rewire_x86::decode_window(&site.window_bytes, site.window.start, site.window_bytes.len()).unwrap();
+                if let Err(why) = rewire_x86::verify::check_equivalent(&insns, &site.window_bytes, &site.relocated, site.relocated_at) {
                     panic!("{names:?}: {why}");
                 }
                 assert_eq!(site.patch_len, 5, "{names:?}: near trampoline expected");
@@ -76,11 +55,7 @@ fn check_library(soname: &str) -> (usize, usize) {
                 ok += names.len();
             }
             Err(e @ HookError::Unhookable { .. }) => {
-                assert_eq!(
-                    read(*addr, 32),
-                    before,
-                    "{names:?}: a refusal changes nothing"
-                );
+                assert_eq!(read(*addr, 32), before, "{names:?}: a refusal changes nothing");
                 refusals.push(format!("{names:?}: {e}"));
             }
             Err(e) => panic!("{names:?}: not a precise refusal: {e}"),
@@ -99,13 +74,7 @@ fn libc_and_libm_exports_hook_and_unhook() {
     let (ok_c, total_c) = check_library("libc.so.6");
     let (ok_m, total_m) = check_library("libm.so.6");
     let (ok, total) = (ok_c + ok_m, total_c + total_m);
-    eprintln!(
-        "overall: {ok} of {total} ({:.2}%)",
-        100.0 * ok as f64 / total as f64
-    );
+    eprintln!("overall: {ok} of {total} ({:.2}%)", 100.0 * ok as f64 / total as f64);
     assert!(total > 2000);
-    assert!(
-        ok as f64 >= 0.997 * total as f64,
-        "only {ok} of {total} hooked"
-    );
+    assert!(ok as f64 >= 0.997 * total as f64, "only {ok} of {total} hooked");
 }

@@ -36,8 +36,7 @@ static DETOUR_CALLS: AtomicU64 = AtomicU64::new(0);
 extern "C" fn detour(a: u64, b: u64) -> u64 {
     DETOUR_CALLS.fetch_add(1, Relaxed);
     // A trampoline loaded here may belong to a hook removed meanwhile: it stays valid.
-    let original: extern "C" fn(u64, u64) -> u64 =
-        unsafe { std::mem::transmute(ORIGINAL.load(SeqCst) as usize) };
+    let original: extern "C" fn(u64, u64) -> u64 = unsafe { std::mem::transmute(ORIGINAL.load(SeqCst) as usize) };
     original(a, b)
 }
 
@@ -49,16 +48,11 @@ fn hook_and_unhook_ten_thousand_times_under_two_calling_threads() {
         .map(|t| {
             let stop = stop.clone();
             std::thread::spawn(move || {
-                let f: extern "C" fn(u64, u64) -> u64 =
-                    unsafe { std::mem::transmute(target as usize) };
+                let f: extern "C" fn(u64, u64) -> u64 = unsafe { std::mem::transmute(target as usize) };
                 let mut calls = 0u64;
                 while !stop.load(Relaxed) {
                     let (a, b) = (calls.wrapping_mul(0x9e37_79b9) ^ t, calls);
-                    assert_eq!(
-                        std::hint::black_box(f)(a, b),
-                        expected(a, b),
-                        "wrong result"
-                    );
+                    assert_eq!(std::hint::black_box(f)(a, b), expected(a, b), "wrong result");
                     calls += 1;
                 }
                 calls
@@ -69,12 +63,7 @@ fn hook_and_unhook_ten_thousand_times_under_two_calling_threads() {
     for _ in 0..10_000 {
         let mut tx = interceptor.transaction();
         // SAFETY: the detour has the target's signature and calls the original.
-        unsafe {
-            tx.hook_disabled(
-                target,
-                detour as extern "C" fn(u64, u64) -> u64 as usize as u64,
-            )
-        };
+        unsafe { tx.hook_disabled(target, detour as extern "C" fn(u64, u64) -> u64 as usize as u64) };
         let hook = tx.commit().unwrap().pop().unwrap();
         ORIGINAL.store(hook.trampoline(), SeqCst);
         hook.enable().unwrap();
@@ -82,14 +71,8 @@ fn hook_and_unhook_ten_thousand_times_under_two_calling_threads() {
         hook.remove().unwrap();
     }
     stop.store(true, Relaxed);
-    let calls: u64 = callers
-        .into_iter()
-        .map(|c| c.join().expect("a caller crashed or saw a wrong result"))
-        .sum();
-    eprintln!(
-        "{calls} calls, {} through the detour",
-        DETOUR_CALLS.load(Relaxed)
-    );
+    let calls: u64 = callers.into_iter().map(|c| c.join().expect("a caller crashed or saw a wrong result")).sum();
+    eprintln!("{calls} calls, {} through the detour", DETOUR_CALLS.load(Relaxed));
     assert!(calls > 10_000);
     assert!(DETOUR_CALLS.load(Relaxed) > 0);
 }

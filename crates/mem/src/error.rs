@@ -53,9 +53,6 @@ pub enum MemError {
 
 impl MemError {
     pub(crate) fn sys(call: impl Into<String>, errno: rustix::io::Errno) -> Self {
-        MemError::Sys {
-            call: call.into(),
-            errno: errno.to_string(),
-        }
+        MemError::Sys { call: call.into(), errno: errno.to_string() }
     }
 }

@@ -30,20 +30,12 @@ impl Memory for InProcess {
         let pid = rustix::process::getpid().as_raw_nonzero().get() as u32;
         let mut guard = self.proc_mem.lock().unwrap_or_else(|p| p.into_inner());
         if guard.as_ref().is_none_or(|(p, _)| *p != pid) {
-            let fd = rustix::fs::open(
-                "/proc/self/mem",
-                OFlags::RDWR | OFlags::CLOEXEC,
-                Mode::empty(),
-            )
-            .map_err(|e| MemError::sys("open(/proc/self/mem)", e))?;
+            let fd = rustix::fs::open("/proc/self/mem", OFlags::RDWR | OFlags::CLOEXEC, Mode::empty())
+                .map_err(|e| MemError::sys("open(/proc/self/mem)", e))?;
             *guard = Some((pid, fd));
         }
         let fd = &guard.as_ref().expect("opened above").1;
-        let unwritable = |errno: String| MemError::Unwritable {
-            addr,
-            len: data.len(),
-            errno,
-        };
+        let unwritable = |errno: String| MemError::Unwritable { addr, len: data.len(), errno };
         match rustix::io::pwrite(fd, data, addr) {
             Ok(n) if n == data.len() => Ok(()),
             Ok(n) => Err(unwritable(format!("short write ({n} bytes)"))),
@@ -72,8 +64,7 @@ impl Memory for InProcess {
     }
 
     fn map_dual(&self, addr: u64, len: usize) -> Result<DualView, MemError> {
-        let fd = rustix::fs::memfd_create("rewire-code", MemfdFlags::CLOEXEC)
-            .map_err(|e| MemError::sys("memfd_create", e))?;
+        let fd = rustix::fs::memfd_create("rewire-code", MemfdFlags::CLOEXEC).map_err(|e| MemError::sys("memfd_create", e))?;
         rustix::fs::ftruncate(&fd, len as u64).map_err(|e| MemError::sys("ftruncate(memfd)", e))?;
         sys::map_fixed(Some(fd.as_fd()), addr, len, Protection::RX)?;
         match LocalMap::shared_rw(fd.as_fd(), len) {
@@ -94,10 +85,7 @@ mod tests {
     fn reads_fail_cleanly_on_unmapped_memory() {
         let m = InProcess::new();
         let mut b = [0u8; 8];
-        assert!(matches!(
-            m.read(8, &mut b),
-            Err(MemError::Unreadable { .. })
-        ));
+        assert!(matches!(m.read(8, &mut b), Err(MemError::Unreadable { .. })));
         let x = 0x1122_3344_5566_7788u64;
         m.read(&x as *const u64 as u64, &mut b).unwrap();
         assert_eq!(u64::from_le_bytes(b), x);
@@ -119,13 +107,7 @@ mod tests {
         let after = m.address_space().unwrap();
         let exec = after.find(addr).unwrap();
         assert_eq!(exec.prot, Protection::RX);
-        assert!(
-            after
-                .mappings
-                .iter()
-                .all(|m| !(m.prot.write && m.prot.exec)),
-            "no page is writable and executable"
-        );
+        assert!(after.mappings.iter().all(|m| !(m.prot.write && m.prot.exec)), "no page is writable and executable");
         m.unmap_dual(view).unwrap();
         assert!(m.address_space().unwrap().find(addr).is_none());
     }
@@ -136,15 +118,9 @@ mod tests {
         let space = m.address_space().unwrap();
         let addr = space.free_near(0x7000_0000_0000, 0x4000, 1 << 30, 0x1000)[0];
         m.reserve(addr, 0x4000).unwrap();
-        assert!(
-            m.reserve(addr, 0x1000).is_err(),
-            "a reserved address is taken"
-        );
+        assert!(m.reserve(addr, 0x1000).is_err(), "a reserved address is taken");
         let mut b = [0u8; 1];
-        assert!(
-            m.read(addr, &mut b).is_err(),
-            "reserved memory is inaccessible"
-        );
+        assert!(m.read(addr, &mut b).is_err(), "reserved memory is inaccessible");
         m.commit(addr, 0x1000, Protection::RW).unwrap();
         m.write(addr, &[7]).unwrap();
         m.read(addr, &mut b).unwrap();
@@ -164,10 +140,7 @@ mod tests {
         let mut b = [0u8; 3];
         m.read(addr + 3, &mut b).unwrap();
         assert_eq!(b, [1, 2, 3]);
-        assert_eq!(
-            m.address_space().unwrap().find(addr).unwrap().prot,
-            Protection::RX
-        );
+        assert_eq!(m.address_space().unwrap().find(addr).unwrap().prot, Protection::RX);
         m.release(addr, 0x1000).unwrap();
     }
 }

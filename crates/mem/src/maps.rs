@@ -16,23 +16,11 @@ pub struct Protection {
 
 impl Protection {
     /// Read + execute (code).
-    pub const RX: Protection = Protection {
-        read: true,
-        write: false,
-        exec: true,
-    };
+    pub const RX: Protection = Protection { read: true, write: false, exec: true };
     /// Read + write (data).
-    pub const RW: Protection = Protection {
-        read: true,
-        write: true,
-        exec: false,
-    };
+    pub const RW: Protection = Protection { read: true, write: true, exec: false };
     /// No access (a reservation).
-    pub const NONE: Protection = Protection {
-        read: false,
-        write: false,
-        exec: false,
-    };
+    pub const NONE: Protection = Protection { read: false, write: false, exec: false };
 }
 
 /// One line of the map.
@@ -73,10 +61,7 @@ impl AddressSpace {
             Some(p) => format!("/proc/{p}/maps"),
             None => "/proc/self/maps".to_string(),
         };
-        let text = std::fs::read_to_string(&path).map_err(|e| MemError::Maps {
-            path: path.clone(),
-            reason: e.to_string(),
-        })?;
+        let text = std::fs::read_to_string(&path).map_err(|e| MemError::Maps { path: path.clone(), reason: e.to_string() })?;
         Self::parse(&text).map_err(|reason| MemError::Maps { path, reason })
     }
 
@@ -114,27 +99,15 @@ impl AddressSpace {
         let mut prev_end = LOWEST;
         let mut prev_is_heap = false;
         for m in &self.mappings {
-            let start = if prev_is_heap {
-                prev_end.saturating_add(HEAP_GROWTH_ROOM)
-            } else {
-                prev_end
-            };
-            let end = if m.path == "[stack]" {
-                m.range.start.saturating_sub(STACK_GROWTH_ROOM)
-            } else {
-                m.range.start
-            };
+            let start = if prev_is_heap { prev_end.saturating_add(HEAP_GROWTH_ROOM) } else { prev_end };
+            let end = if m.path == "[stack]" { m.range.start.saturating_sub(STACK_GROWTH_ROOM) } else { m.range.start };
             if start < end {
                 out.push(start..end);
             }
             prev_end = prev_end.max(m.range.end);
             prev_is_heap = m.path == "[heap]";
         }
-        let start = if prev_is_heap {
-            prev_end.saturating_add(HEAP_GROWTH_ROOM)
-        } else {
-            prev_end
-        };
+        let start = if prev_is_heap { prev_end.saturating_add(HEAP_GROWTH_ROOM) } else { prev_end };
         if start < HIGHEST {
             out.push(start..HIGHEST);
         }
@@ -182,11 +155,7 @@ fn parse_line(line: &str) -> Option<Mapping> {
     }
     Some(Mapping {
         range: u64::from_str_radix(a, 16).ok()?..u64::from_str_radix(b, 16).ok()?,
-        prot: Protection {
-            read: p[0] == b'r',
-            write: p[1] == b'w',
-            exec: p[2] == b'x',
-        },
+        prot: Protection { read: p[0] == b'r', write: p[1] == b'w', exec: p[2] == b'x' },
         private: p[3] == b'p',
         offset: u64::from_str_radix(offset, 16).ok()?,
         path,
@@ -210,10 +179,7 @@ mod tests {
         let s = AddressSpace::parse(SAMPLE).unwrap();
         assert_eq!(s.mappings.len(), 5);
         let m = s.find(0x555555557000).unwrap();
-        assert_eq!(
-            (m.prot, m.offset, m.path.as_str()),
-            (Protection::RX, 0x2000, "/usr/bin/cat")
-        );
+        assert_eq!((m.prot, m.offset, m.path.as_str()), (Protection::RX, 0x2000, "/usr/bin/cat"));
         assert_eq!(s.find(0x55555555a000).unwrap().path, "[heap]");
         assert!(s.find(0x555555553fff).is_none());
         assert!(s.is_mapped(0x555555554000..0x55555557b000));
@@ -225,10 +191,7 @@ mod tests {
         let s = AddressSpace::parse(SAMPLE).unwrap();
         let near = s.free_near(0x555555556000, 0x10000, 1 << 31, 0x10000);
         let first = near[0];
-        assert!(
-            first + 0x10000 <= 0x555555554000,
-            "below the image: {first:#x}"
-        );
+        assert!(first + 0x10000 <= 0x555555554000, "below the image: {first:#x}");
         for a in s.free_near(0x7ffff7dd3000, 0x10000, 1 << 31, 0x10000) {
             assert!(a + 0x10000 <= 0x7ffffffde000 - STACK_GROWTH_ROOM || a >= 0x7ffffffff000);
             assert!(a.abs_diff(0x7ffff7dd3000) < 1 << 31);

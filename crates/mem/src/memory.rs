@@ -59,9 +59,7 @@ impl DualView {
 
     /// Stores an aligned 8-byte value atomically (a pointer other threads may be loading).
     pub fn store_u64(&self, offset: usize, value: u64) {
-        self.local
-            .atomic_u64(offset)
-            .store(value, Ordering::Release)
+        self.local.atomic_u64(offset).store(value, Ordering::Release)
     }
 
     /// Loads an aligned 8-byte value.

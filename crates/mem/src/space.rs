@@ -12,7 +12,7 @@ pub const NEAR_REACH: u64 = (1 << 31) - (16 << 20);
 /// Size of one slab of address space.
 const SLAB_LEN: usize = 64 << 10;
 /// Slot sizes offered; a request takes the smallest that holds it.
-const SLOT_CLASSES: [usize; 4] = [16, 64, 256, 1024];
+const SLOT_CLASSES: [usize; 5] = [16, 32, 64, 256, 1024];
 /// A freed slot is not reused, nor its slab unmapped, before this much time has passed: a
 /// thread that loaded a trampoline address just before its hook was removed can still call
 /// it and run the (unchanged) relocated original.
@@ -41,11 +41,7 @@ pub struct Slot {
 
 impl Slot {
     fn offset(&self, offset: usize, len: usize) -> usize {
-        assert!(
-            offset + len <= self.size,
-            "access past the end of a {}-byte slot",
-            self.size
-        );
+        assert!(offset + len <= self.size, "access past the end of a {}-byte slot", self.size);
         (self.addr - self.view.exec) as usize + offset
     }
 
@@ -115,11 +111,7 @@ impl Slab {
     }
 
     fn idle(&self, now: Instant) -> bool {
-        self.live == 0
-            && self
-                .freed
-                .back()
-                .is_none_or(|&(_, at)| now.duration_since(at) >= QUARANTINE)
+        self.live == 0 && self.freed.back().is_none_or(|&(_, at)| now.duration_since(at) >= QUARANTINE)
     }
 }
 
@@ -145,27 +137,20 @@ pub struct TrampolineSpace {
 
 impl std::fmt::Debug for TrampolineSpace {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TrampolineSpace")
-            .field("stats", &self.stats())
-            .finish()
+        f.debug_struct("TrampolineSpace").field("stats", &self.stats()).finish()
     }
 }
 
 impl TrampolineSpace {
     /// A space of its own (the [`Sharing::Unique`] policy) in the process behind `mem`.
     pub fn new(mem: Arc<dyn Memory>) -> Arc<TrampolineSpace> {
-        Arc::new(TrampolineSpace {
-            mem,
-            slabs: Mutex::new(Vec::new()),
-        })
+        Arc::new(TrampolineSpace { mem, slabs: Mutex::new(Vec::new()) })
     }
 
     /// The process-wide space of this process (the [`Sharing::Shared`] policy).
     pub fn shared_in_process() -> Arc<TrampolineSpace> {
         static SHARED: OnceLock<Arc<TrampolineSpace>> = OnceLock::new();
-        SHARED
-            .get_or_init(|| TrampolineSpace::new(Arc::new(crate::InProcess::new())))
-            .clone()
+        SHARED.get_or_init(|| TrampolineSpace::new(Arc::new(crate::InProcess::new()))).clone()
     }
 
     /// The memory policy behind this space.
@@ -186,30 +171,16 @@ impl TrampolineSpace {
     }
 
     fn alloc_within(&self, near: u64, reach: u64, size: usize) -> Result<Slot, MemError> {
-        let slot_size = *SLOT_CLASSES
-            .iter()
-            .find(|&&c| c >= size)
-            .ok_or(MemError::SlotTooLarge { size })?;
+        let slot_size = *SLOT_CLASSES.iter().find(|&&c| c >= size).ok_or(MemError::SlotTooLarge { size })?;
         let now = Instant::now();
         let mut slabs = self.slabs.lock().unwrap_or_else(|p| p.into_inner());
         self.release_idle(&mut slabs, now);
-        let pick = |s: &mut Slab| {
-            (s.slot_size == slot_size && s.covers(near, reach))
-                .then(|| s.take(now))
-                .flatten()
-                .map(|i| slot_of(s, i))
-        };
+        let pick = |s: &mut Slab| (s.slot_size == slot_size && s.covers(near, reach)).then(|| s.take(now)).flatten().map(|i| slot_of(s, i));
         if let Some(slot) = slabs.iter_mut().find_map(pick) {
             return Ok(slot);
         }
         let view = self.map_slab_near(near, reach)?;
-        let mut slab = Slab {
-            view: Arc::new(view),
-            slot_size,
-            fresh: 0,
-            freed: VecDeque::new(),
-            live: 0,
-        };
+        let mut slab = Slab { view: Arc::new(view), slot_size, fresh: 0, freed: VecDeque::new(), live: 0 };
         let index = slab.take(now).expect("a new slab has free slots");
         let slot = slot_of(&slab, index);
         slabs.push(slab);
@@ -221,10 +192,7 @@ impl TrampolineSpace {
         let mut slabs = self.slabs.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(s) = slabs.iter_mut().find(|s| Arc::ptr_eq(&s.view, &slot.view)) {
             s.live -= 1;
-            s.freed.push_back((
-                (slot.addr - s.view.exec) as usize / s.slot_size,
-                Instant::now(),
-            ));
+            s.freed.push_back(((slot.addr - s.view.exec) as usize / s.slot_size, Instant::now()));
         }
     }
 
@@ -240,11 +208,7 @@ impl TrampolineSpace {
         let mut out = Vec::new();
         for s in slabs.iter() {
             let freed: Vec<usize> = s.freed.iter().map(|f| f.0).collect();
-            out.extend(
-                (0..s.fresh)
-                    .filter(|i| !freed.contains(i))
-                    .map(|i| slot_of(s, i)),
-            );
+            out.extend((0..s.fresh).filter(|i| !freed.contains(i)).map(|i| slot_of(s, i)));
         }
         out
     }
@@ -278,29 +242,18 @@ impl TrampolineSpace {
     fn map_slab_near(&self, near: u64, reach: u64) -> Result<DualView, MemError> {
         let space = self.mem.address_space()?;
         let reach = reach - SLAB_LEN as u64;
-        for addr in space
-            .free_near(near, SLAB_LEN as u64, reach, SLAB_LEN as u64)
-            .into_iter()
-            .take(16)
-        {
+        for addr in space.free_near(near, SLAB_LEN as u64, reach, SLAB_LEN as u64).into_iter().take(16) {
             // Another thread may map the range between reading the map and mapping: try on.
             if let Ok(view) = self.mem.map_dual(addr, SLAB_LEN) {
                 return Ok(view);
             }
         }
-        Err(MemError::NoNearSpace {
-            near,
-            len: SLAB_LEN,
-        })
+        Err(MemError::NoNearSpace { near, len: SLAB_LEN })
     }
 }
 
 fn slot_of(slab: &Slab, index: usize) -> Slot {
-    Slot {
-        addr: slab.view.exec + (index * slab.slot_size) as u64,
-        size: slab.slot_size,
-        view: slab.view.clone(),
-    }
+    Slot { addr: slab.view.exec + (index * slab.slot_size) as u64, size: slab.slot_size, view: slab.view.clone() }
 }
 
 #[cfg(test)]
@@ -318,10 +271,13 @@ mod tests {
         let b = space.alloc(here(), 64).unwrap();
         let c = space.alloc(here(), 10).unwrap();
         assert_eq!((a.size, b.size, c.size), (64, 64, 16));
+        let e = space.alloc(here(), 32).unwrap();
+        assert_eq!(e.size, 32);
+        space.free(e);
         assert_ne!(a.addr, b.addr);
         assert!(a.addr.abs_diff(here()) < NEAR_REACH);
         assert_eq!(space.stats().live_slots, 3);
-        assert_eq!(space.stats().slabs, 2, "one slab per slot class");
+        assert_eq!(space.stats().slabs, 3, "one slab per slot class");
         assert_eq!(space.live().len(), 3);
         a.write(0, &[0xc3]);
         a.store_u64(8, 99);
@@ -332,10 +288,7 @@ mod tests {
         assert_eq!(space.stats().live_slots, 2);
         let d = space.alloc(here(), 64).unwrap();
         assert_ne!(d.addr, a_addr, "a freed slot stays in quarantine");
-        assert!(matches!(
-            space.alloc(here(), 5000),
-            Err(MemError::SlotTooLarge { size: 5000 })
-        ));
+        assert!(matches!(space.alloc(here(), 5000), Err(MemError::SlotTooLarge { size: 5000 })));
     }
 
     #[test]
@@ -347,17 +300,11 @@ mod tests {
         std::thread::sleep(QUARANTINE + Duration::from_millis(10));
         space.trim();
         assert_eq!(space.stats().slabs, 0);
-        assert!(crate::AddressSpace::read(None)
-            .unwrap()
-            .find(addr)
-            .is_none());
+        assert!(crate::AddressSpace::read(None).unwrap().find(addr).is_none());
     }
 
     #[test]
     fn shared_space_is_one_per_process() {
-        assert!(Arc::ptr_eq(
-            &TrampolineSpace::shared_in_process(),
-            &TrampolineSpace::shared_in_process()
-        ));
+        assert!(Arc::ptr_eq(&TrampolineSpace::shared_in_process(), &TrampolineSpace::shared_in_process()));
     }
 }

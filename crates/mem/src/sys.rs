@@ -31,50 +31,25 @@ impl LocalMap {
     /// Maps `len` bytes of `fd` read+write, shared, anywhere.
     pub(crate) fn shared_rw(fd: BorrowedFd<'_>, len: usize) -> Result<LocalMap, MemError> {
         // SAFETY: a fresh mapping at an address the kernel picks; it aliases nothing of ours.
-        let ptr = unsafe {
-            rustix::mm::mmap(
-                std::ptr::null_mut(),
-                len,
-                prot_flags(Protection::RW),
-                MapFlags::SHARED,
-                fd,
-                0,
-            )
-        }
-        .map_err(|e| MemError::sys("mmap(shared, rw)", e))?;
-        Ok(LocalMap {
-            ptr: ptr.cast(),
-            len,
-        })
+        let ptr = unsafe { rustix::mm::mmap(std::ptr::null_mut(), len, prot_flags(Protection::RW), MapFlags::SHARED, fd, 0) }
+            .map_err(|e| MemError::sys("mmap(shared, rw)", e))?;
+        Ok(LocalMap { ptr: ptr.cast(), len })
     }
 
     pub(crate) fn write(&self, offset: usize, data: &[u8]) {
-        assert!(
-            offset
-                .checked_add(data.len())
-                .is_some_and(|end| end <= self.len),
-            "write past the mapping"
-        );
+        assert!(offset.checked_add(data.len()).is_some_and(|end| end <= self.len), "write past the mapping");
         // SAFETY: bounds checked above; the mapping is live and writable for `self`'s lifetime.
         unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), self.ptr.add(offset), data.len()) }
     }
 
     pub(crate) fn read(&self, offset: usize, buf: &mut [u8]) {
-        assert!(
-            offset
-                .checked_add(buf.len())
-                .is_some_and(|end| end <= self.len),
-            "read past the mapping"
-        );
+        assert!(offset.checked_add(buf.len()).is_some_and(|end| end <= self.len), "read past the mapping");
         // SAFETY: bounds checked above; the mapping is live and readable.
         unsafe { std::ptr::copy_nonoverlapping(self.ptr.add(offset), buf.as_mut_ptr(), buf.len()) }
     }
 
     pub(crate) fn atomic_u64(&self, offset: usize) -> &AtomicU64 {
-        assert!(
-            offset % 8 == 0 && offset + 8 <= self.len,
-            "unaligned or out-of-bounds cell"
-        );
+        assert!(offset % 8 == 0 && offset + 8 <= self.len, "unaligned or out-of-bounds cell");
         // SAFETY: in bounds, 8-aligned (the mapping is page aligned), and only accessed
         // atomically or by byte copies to other, disjoint, offsets.
         unsafe { &*(self.ptr.add(offset) as *const AtomicU64) }
@@ -89,25 +64,13 @@ impl Drop for LocalMap {
 }
 
 /// Maps `len` bytes of `fd` at exactly `addr` with `prot`, failing if anything is there.
-pub(crate) fn map_fixed(
-    fd: Option<BorrowedFd<'_>>,
-    addr: u64,
-    len: usize,
-    prot: Protection,
-) -> Result<(), MemError> {
+pub(crate) fn map_fixed(fd: Option<BorrowedFd<'_>>, addr: u64, len: usize, prot: Protection) -> Result<(), MemError> {
     let call = || format!("mmap({addr:#x}, {len:#x})");
     // SAFETY: MAP_FIXED_NOREPLACE never replaces an existing mapping, so no memory anyone
     // uses changes; on kernels that ignore the flag the address is checked below.
     let got = unsafe {
         match fd {
-            Some(fd) => rustix::mm::mmap(
-                addr as *mut _,
-                len,
-                prot_flags(prot),
-                MapFlags::SHARED | MapFlags::FIXED_NOREPLACE,
-                fd,
-                0,
-            ),
+            Some(fd) => rustix::mm::mmap(addr as *mut _, len, prot_flags(prot), MapFlags::SHARED | MapFlags::FIXED_NOREPLACE, fd, 0),
             None => rustix::mm::mmap_anonymous(
                 addr as *mut _,
                 len,
@@ -120,10 +83,7 @@ pub(crate) fn map_fixed(
     if got as u64 != addr {
         // SAFETY: the kernel just created this mapping for us at another address.
         let _ = unsafe { rustix::mm::munmap(got, len) };
-        return Err(MemError::Sys {
-            call: call(),
-            errno: "address taken".into(),
-        });
+        return Err(MemError::Sys { call: call(), errno: "address taken".into() });
     }
     Ok(())
 }
@@ -132,8 +92,7 @@ pub(crate) fn map_fixed(
 pub(crate) fn unmap(addr: u64, len: usize) -> Result<(), MemError> {
     // SAFETY: callers only release ranges the policy mapped itself (trampoline space), which
     // hold no Rust objects.
-    unsafe { rustix::mm::munmap(addr as *mut _, len) }
-        .map_err(|e| MemError::sys(format!("munmap({addr:#x})"), e))
+    unsafe { rustix::mm::munmap(addr as *mut _, len) }.map_err(|e| MemError::sys(format!("munmap({addr:#x})"), e))
 }
 
 /// Changes protection of `addr..addr+len`.
@@ -151,23 +110,14 @@ pub(crate) fn protect(addr: u64, len: usize, prot: Protection) -> Result<(), Mem
 
 /// Reads this process's memory at `addr` without faulting on unmapped bytes.
 pub(crate) fn read_self(addr: u64, buf: &mut [u8]) -> Result<(), MemError> {
-    let local = libc::iovec {
-        iov_base: buf.as_mut_ptr().cast(),
-        iov_len: buf.len(),
-    };
-    let remote = libc::iovec {
-        iov_base: addr as *mut _,
-        iov_len: buf.len(),
-    };
+    let local = libc::iovec { iov_base: buf.as_mut_ptr().cast(), iov_len: buf.len() };
+    let remote = libc::iovec { iov_base: addr as *mut _, iov_len: buf.len() };
     // SAFETY: the kernel checks `remote` and fails with EFAULT instead of faulting; `local` is
     // our own buffer of the given length.
     let n = unsafe { libc::process_vm_readv(libc::getpid(), &local, 1, &remote, 1, 0) };
     if n == buf.len() as isize {
         Ok(())
     } else {
-        Err(MemError::Unreadable {
-            addr,
-            len: buf.len(),
-        })
+        Err(MemError::Unreadable { addr, len: buf.len() })
     }
 }

@@ -12,20 +12,12 @@ pub fn decode_window(code: &[u8], ip: u64, min_len: usize) -> Result<Vec<Instruc
     while covered < min_len {
         let at = ip + covered as u64;
         if !decoder.can_decode() {
-            return Err(X86Error::Truncated {
-                address: at,
-                needed: min_len,
-            });
+            return Err(X86Error::Truncated { address: at, needed: min_len });
         }
         let insn = decoder.decode();
         match decoder.last_error() {
             DecoderError::None => {}
-            DecoderError::NoMoreBytes => {
-                return Err(X86Error::Truncated {
-                    address: at,
-                    needed: min_len,
-                })
-            }
+            DecoderError::NoMoreBytes => return Err(X86Error::Truncated { address: at, needed: min_len }),
             _ => return Err(X86Error::Invalid { address: at }),
         }
         covered += insn.len();
@@ -61,13 +53,7 @@ mod tests {
 
     #[test]
     fn reports_truncation_and_invalid_bytes() {
-        assert!(matches!(
-            decode_window(&[0x55], 0x10, 5),
-            Err(X86Error::Truncated { .. })
-        ));
-        assert_eq!(
-            decode_window(&[0x06, 0, 0, 0, 0, 0], 0x10, 5),
-            Err(X86Error::Invalid { address: 0x10 })
-        );
+        assert!(matches!(decode_window(&[0x55], 0x10, 5), Err(X86Error::Truncated { .. })));
+        assert_eq!(decode_window(&[0x06, 0, 0, 0, 0, 0], 0x10, 5), Err(X86Error::Invalid { address: 0x10 }));
     }
 }

@@ -75,18 +75,12 @@ mod tests {
     fn jumps_decode_to_their_targets() {
         let j = jmp_rel32(0x1000, 0x2000).unwrap();
         let i = Decoder::with_ip(64, &j, 0x1000, DecoderOptions::NONE).decode();
-        assert_eq!(
-            (i.mnemonic(), i.near_branch_target()),
-            (Mnemonic::Jmp, 0x2000)
-        );
+        assert_eq!((i.mnemonic(), i.near_branch_target()), (Mnemonic::Jmp, 0x2000));
         assert!(jmp_rel32(0x1000, 0x1000 + (1 << 32)).is_none());
         let a = jmp_abs(0xdead_beef_0000);
         let i = Decoder::with_ip(64, &a, 0x1000, DecoderOptions::NONE).decode();
         assert_eq!(i.ip_rel_memory_address(), 0x1006);
-        assert_eq!(
-            u64::from_le_bytes(a[6..].try_into().unwrap()),
-            0xdead_beef_0000
-        );
+        assert_eq!(u64::from_le_bytes(a[6..].try_into().unwrap()), 0xdead_beef_0000);
         let s = indirect_jmp_stub(7);
         let i = Decoder::with_ip(64, &s, 0x1000, DecoderOptions::NONE).decode();
         assert_eq!(i.ip_rel_memory_address(), 0x1000 + INDIRECT_STUB_PTR as u64);

@@ -27,10 +27,7 @@ pub struct Relocated {
 impl Relocated {
     /// The original address equivalent to `offset` in the new code, if it is a boundary.
     pub fn original_at(&self, offset: u32) -> Option<u64> {
-        self.map
-            .binary_search_by_key(&offset, |e| e.0)
-            .ok()
-            .map(|i| self.map[i].1)
+        self.map.binary_search_by_key(&offset, |e| e.0).ok().map(|i| self.map[i].1)
     }
 }
 
@@ -48,26 +45,16 @@ enum Piece {
 
 /// Relocates `insns` (decoded from `bytes`, which start at `insns[0].ip()`) to `new_ip`.
 /// With `continue_at`, a jump to it is appended (the code after the window).
-pub fn relocate(
-    insns: &[Instruction],
-    bytes: &[u8],
-    new_ip: u64,
-    continue_at: Option<u64>,
-) -> Result<Relocated, X86Error> {
+pub fn relocate(insns: &[Instruction], bytes: &[u8], new_ip: u64, continue_at: Option<u64>) -> Result<Relocated, X86Error> {
     let Some(first) = insns.first() else {
-        return Ok(Relocated {
-            code: Vec::new(),
-            starts: Vec::new(),
-            map: Vec::new(),
-        });
+        return Ok(Relocated { code: Vec::new(), starts: Vec::new(), map: Vec::new() });
     };
     let window = first.ip()..insns.last().map_or(first.ip(), |i| i.next_ip());
     let boundaries: Vec<u64> = insns.iter().map(|i| i.ip()).collect();
     let pieces = insns
         .iter()
         .map(|i| {
-            let own =
-                &bytes[(i.ip() - window.start) as usize..(i.next_ip() - window.start) as usize];
+            let own = &bytes[(i.ip() - window.start) as usize..(i.next_ip() - window.start) as usize];
             classify(i, own, new_ip, &window, &boundaries)
         })
         .collect::<Result<Vec<_>, _>>()?;
@@ -80,9 +67,7 @@ pub fn relocate(
         size += piece_len(insn, piece, new_ip, &window);
     }
     let new_addr_of = |target: u64| -> u64 {
-        let idx = boundaries
-            .binary_search(&target)
-            .expect("classify checked the target is a boundary");
+        let idx = boundaries.binary_search(&target).expect("classify checked the target is a boundary");
         new_ip + starts[idx] as u64
     };
     let resolve = |target: u64| {
@@ -99,8 +84,7 @@ pub fn relocate(
     for (insn, piece) in insns.iter().zip(&pieces) {
         let off = code.len();
         let at = new_ip + off as u64;
-        let orig =
-            &bytes[(insn.ip() - window.start) as usize..(insn.next_ip() - window.start) as usize];
+        let orig = &bytes[(insn.ip() - window.start) as usize..(insn.next_ip() - window.start) as usize];
         map.push((off as u32, insn.ip()));
         match *piece {
             Piece::Copy => code.extend_from_slice(orig),
@@ -114,19 +98,12 @@ pub fn relocate(
                 code.extend_from_slice(&[0x48 | (n >> 3), 0xb8 | (n & 7)]);
                 code.extend_from_slice(&target.to_le_bytes());
             }
-            Piece::Jmp { target } => push_jump(
-                &mut code,
-                at,
-                resolve(target),
-                is_far(target, new_ip, &window),
-            ),
+            Piece::Jmp { target } => push_jump(&mut code, at, resolve(target), is_far(target, new_ip, &window)),
             Piece::Jcc { cc, target } => {
                 let to = resolve(target);
                 if !is_far(target, new_ip, &window) {
                     code.extend_from_slice(&[0x0f, 0x80 | cc]);
-                    code.extend_from_slice(
-                        &rel32(at + 6, to).expect("reach checked").to_le_bytes(),
-                    );
+                    code.extend_from_slice(&rel32(at + 6, to).expect("reach checked").to_le_bytes());
                 } else {
                     code.extend_from_slice(&[0x70 | (cc ^ 1), JMP_ABS_LEN as u8]);
                     map.push(((off + 2) as u32, target));
@@ -136,9 +113,7 @@ pub fn relocate(
             Piece::Call { target } => {
                 if !is_far(target, new_ip, &window) {
                     code.push(0xe8);
-                    code.extend_from_slice(
-                        &rel32(at + 5, target).expect("reach checked").to_le_bytes(),
-                    );
+                    code.extend_from_slice(&rel32(at + 5, target).expect("reach checked").to_le_bytes());
                 } else {
                     // call [rip+2]; jmp +8; .quad target
                     code.extend_from_slice(&[0xff, 0x15, 0x02, 0, 0, 0, 0xeb, 0x08]);
@@ -181,12 +156,7 @@ fn push_jump(code: &mut Vec<u8>, at: u64, to: u64, far: bool) {
     }
 }
 
-fn piece_len(
-    insn: &Instruction,
-    piece: &Piece,
-    new_ip: u64,
-    window: &std::ops::Range<u64>,
-) -> usize {
+fn piece_len(insn: &Instruction, piece: &Piece, new_ip: u64, window: &std::ops::Range<u64>) -> usize {
     let far = |t: u64| is_far(t, new_ip, window);
     match *piece {
         Piece::Copy | Piece::RipRel { .. } => insn.len(),
@@ -216,18 +186,8 @@ fn piece_len(
     }
 }
 
-fn classify(
-    insn: &Instruction,
-    bytes: &[u8],
-    new_ip: u64,
-    window: &std::ops::Range<u64>,
-    boundaries: &[u64],
-) -> Result<Piece, X86Error> {
-    let refuse = |reason| X86Error::Unrelocatable {
-        address: insn.ip(),
-        instruction: format_instruction(insn),
-        reason,
-    };
+fn classify(insn: &Instruction, bytes: &[u8], new_ip: u64, window: &std::ops::Range<u64>, boundaries: &[u64]) -> Result<Piece, X86Error> {
+    let refuse = |reason| X86Error::Unrelocatable { address: insn.ip(), instruction: format_instruction(insn), reason };
     let branch_target = || -> Result<u64, X86Error> {
         let t = insn.near_branch_target();
         if window.contains(&t) && !boundaries.contains(&t) {
@@ -236,23 +196,12 @@ fn classify(
         Ok(t)
     };
     match insn.flow_control() {
-        FlowControl::UnconditionalBranch if insn.op0_kind() == OpKind::NearBranch64 => {
-            return Ok(Piece::Jmp {
-                target: branch_target()?,
-            })
-        }
+        FlowControl::UnconditionalBranch if insn.op0_kind() == OpKind::NearBranch64 => return Ok(Piece::Jmp { target: branch_target()? }),
         FlowControl::ConditionalBranch if insn.op0_kind() == OpKind::NearBranch64 => {
             let target = branch_target()?;
             return Ok(match insn.mnemonic() {
-                Mnemonic::Loop
-                | Mnemonic::Loope
-                | Mnemonic::Loopne
-                | Mnemonic::Jrcxz
-                | Mnemonic::Jecxz => Piece::LoopLike { target },
-                _ => Piece::Jcc {
-                    cc: insn.condition_code() as u8 - 1,
-                    target,
-                },
+                Mnemonic::Loop | Mnemonic::Loope | Mnemonic::Loopne | Mnemonic::Jrcxz | Mnemonic::Jecxz => Piece::LoopLike { target },
+                _ => Piece::Jcc { cc: insn.condition_code() as u8 - 1, target },
             });
         }
         FlowControl::Call if insn.op0_kind() == OpKind::NearBranch64 => {
@@ -262,9 +211,7 @@ fn classify(
             }
             return Ok(Piece::Call { target });
         }
-        FlowControl::XbeginXabortXend if insn.mnemonic() == Mnemonic::Xbegin => {
-            return Err(refuse(RelocReason::Xbegin))
-        }
+        FlowControl::XbeginXabortXend if insn.mnemonic() == Mnemonic::Xbegin => return Err(refuse(RelocReason::Xbegin)),
         _ => {}
     }
     if !insn.is_ip_rel_memory_operand() {
@@ -272,22 +219,12 @@ fn classify(
     }
     let target = insn.ip_rel_memory_address();
     if rel32_reaches(new_ip, target) {
-        return Ok(Piece::RipRel {
-            disp_at: displacement_offset(bytes, insn.ip()),
-            target,
-        });
+        return Ok(Piece::RipRel { disp_at: displacement_offset(bytes, insn.ip()), target });
     }
     if insn.mnemonic() == Mnemonic::Lea && insn.op0_register().size() == 8 {
-        return Ok(Piece::LeaAbs {
-            reg: insn.op0_register().full_register(),
-            target,
-        });
+        return Ok(Piece::LeaAbs { reg: insn.op0_register().full_register(), target });
     }
-    Err(refuse(if insn.mnemonic() == Mnemonic::Lea {
-        RelocReason::UnsupportedRipUse
-    } else {
-        RelocReason::MemoryOutOfReach
-    }))
+    Err(refuse(if insn.mnemonic() == Mnemonic::Lea { RelocReason::UnsupportedRipUse } else { RelocReason::MemoryOutOfReach }))
 }
 
 fn displacement_offset(bytes: &[u8], ip: u64) -> usize {

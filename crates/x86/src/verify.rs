@@ -6,12 +6,7 @@ use iced_x86::{Decoder, DecoderOptions, FlowControl, Instruction, Mnemonic, OpKi
 
 /// Checks every instruction of `original` (decoded from `original_bytes`) against its
 /// relocated form in `relocated`, placed at `new_ip`. The error names the first mismatch.
-pub fn check_equivalent(
-    original: &[Instruction],
-    original_bytes: &[u8],
-    relocated: &Relocated,
-    new_ip: u64,
-) -> Result<(), String> {
+pub fn check_equivalent(original: &[Instruction], original_bytes: &[u8], relocated: &Relocated, new_ip: u64) -> Result<(), String> {
     let Some(first) = original.first() else {
         return Ok(());
     };
@@ -27,11 +22,7 @@ pub fn check_equivalent(
         Some(u64::from_le_bytes(code.get(off..off + 8)?.try_into().ok()?))
     };
     // The address an absolute jump/call through [rip+x] reaches.
-    let indirect_target = |i: &Instruction| {
-        i.is_ip_rel_memory_operand()
-            .then(|| pointer_at(i.ip_rel_memory_address()))
-            .flatten()
-    };
+    let indirect_target = |i: &Instruction| i.is_ip_rel_memory_operand().then(|| pointer_at(i.ip_rel_memory_address())).flatten();
     let moved = |target: u64| -> u64 {
         match original.iter().position(|o| o.ip() == target) {
             Some(k) if window.contains(&target) => new_ip + relocated.starts[k] as u64,
@@ -41,38 +32,23 @@ pub fn check_equivalent(
 
     for (k, orig) in original.iter().enumerate() {
         let addr = new_ip + relocated.starts[k] as u64;
-        let fail = |what: &str| {
-            Err(format!(
-                "{} at {:#x} relocated to {addr:#x}: {what}",
-                format_instruction(orig),
-                orig.ip()
-            ))
-        };
+        let fail = |what: &str| Err(format!("{} at {:#x} relocated to {addr:#x}: {what}", format_instruction(orig), orig.ip()));
         let Some(new) = at(addr) else {
             return fail("relocated bytes do not decode");
         };
         let direct = orig.op0_kind() == OpKind::NearBranch64;
         match orig.flow_control() {
-            FlowControl::UnconditionalBranch
-            | FlowControl::Call
-            | FlowControl::ConditionalBranch
-                if direct =>
-            {
+            FlowControl::UnconditionalBranch | FlowControl::Call | FlowControl::ConditionalBranch if direct => {
                 let want = moved(orig.near_branch_target());
                 let ok = match orig.mnemonic() {
-                    Mnemonic::Loop
-                    | Mnemonic::Loope
-                    | Mnemonic::Loopne
-                    | Mnemonic::Jrcxz
-                    | Mnemonic::Jecxz => {
+                    Mnemonic::Loop | Mnemonic::Loope | Mnemonic::Loopne | Mnemonic::Jrcxz | Mnemonic::Jecxz => {
                         // op +2 ; jmp short over ; jmp target
                         let hop = at(new.next_ip());
                         let long = at(new.next_ip() + 2);
                         new.mnemonic() == orig.mnemonic()
                             && new.near_branch_target() == new.next_ip() + 2
                             && hop.is_some_and(|h| {
-                                h.mnemonic() == Mnemonic::Jmp
-                                    && Some(h.near_branch_target()) == long.map(|l| unit_end(&l))
+                                h.mnemonic() == Mnemonic::Jmp && Some(h.near_branch_target()) == long.map(|l| unit_end(&l))
                             })
                             && long.is_some_and(|l| reaches(&l, want, &indirect_target))
                     }
@@ -83,9 +59,7 @@ pub fn check_equivalent(
                         let mut inverted = *orig;
                         inverted.negate_condition_code();
                         new.condition_code() == inverted.condition_code()
-                            && long.is_some_and(|l| {
-                                l.ip() == new.next_ip() && reaches(&l, want, &indirect_target)
-                            })
+                            && long.is_some_and(|l| l.ip() == new.next_ip() && reaches(&l, want, &indirect_target))
                     }
                     _ => false,
                 };
@@ -95,9 +69,7 @@ pub fn check_equivalent(
             }
             _ if orig.is_ip_rel_memory_operand() => {
                 let want = orig.ip_rel_memory_address();
-                let same = new.mnemonic() == orig.mnemonic()
-                    && new.is_ip_rel_memory_operand()
-                    && new.ip_rel_memory_address() == want;
+                let same = new.mnemonic() == orig.mnemonic() && new.is_ip_rel_memory_operand() && new.ip_rel_memory_address() == want;
                 let lea_as_mov = orig.mnemonic() == Mnemonic::Lea
                     && new.mnemonic() == Mnemonic::Mov
                     && new.op0_register() == orig.op0_register()
@@ -120,20 +92,11 @@ pub fn check_equivalent(
 
 /// Where the code after a jump continues: past its 8-byte pointer for an absolute jump.
 fn unit_end(jump: &Instruction) -> u64 {
-    jump.next_ip()
-        + if jump.op0_kind() == OpKind::Memory {
-            8
-        } else {
-            0
-        }
+    jump.next_ip() + if jump.op0_kind() == OpKind::Memory { 8 } else { 0 }
 }
 
 /// True when the branch `i` goes to `want`, directly or through an absolute pointer.
-fn reaches(
-    i: &Instruction,
-    want: u64,
-    indirect_target: &dyn Fn(&Instruction) -> Option<u64>,
-) -> bool {
+fn reaches(i: &Instruction, want: u64, indirect_target: &dyn Fn(&Instruction) -> Option<u64>) -> bool {
     match i.op0_kind() {
         OpKind::NearBranch64 => i.near_branch_target() == want,
         OpKind::Memory => indirect_target(i) == Some(want),

@@ -73,11 +73,7 @@ impl Tmpl {
             Tmpl::AddImm(_) | Tmpl::CmpImm(_) => 4,
             Tmpl::XorRdxRax | Tmpl::IncRsi => 3,
             Tmpl::AddRipData(_) | Tmpl::LeaRipData(_) => 7,
-            Tmpl::Jcc8(..)
-            | Tmpl::Jmp8(_)
-            | Tmpl::Loop(..)
-            | Tmpl::LoopBack(..)
-            | Tmpl::Jrcxz(_) => 2,
+            Tmpl::Jcc8(..) | Tmpl::Jmp8(_) | Tmpl::Loop(..) | Tmpl::LoopBack(..) | Tmpl::Jrcxz(_) => 2,
             Tmpl::Jcc32(..) => 6,
             Tmpl::Jmp32(_) | Tmpl::CallHelper => 5,
         }
@@ -85,10 +81,7 @@ impl Tmpl {
 }
 
 fn tmpl() -> impl Strategy<Value = Tmpl> {
-    let target = prop_oneof![
-        any::<u8>().prop_map(Target::Forward),
-        (0u8..8).prop_map(Target::Exit)
-    ];
+    let target = prop_oneof![any::<u8>().prop_map(Target::Forward), (0u8..8).prop_map(Target::Exit)];
     prop_oneof![
         any::<i8>().prop_map(Tmpl::AddImm),
         Just(Tmpl::XorRdxRax),
@@ -117,9 +110,7 @@ fn encode(prog: &[Tmpl], base: u64) -> Vec<u8> {
         .iter()
         .enumerate()
         .map(|(i, t)| match *t {
-            Tmpl::Loop(_, p) | Tmpl::LoopBack(_, p) if backward_at.is_some_and(|b| b != i) => {
-                Tmpl::Jrcxz(p)
-            }
+            Tmpl::Loop(_, p) | Tmpl::LoopBack(_, p) if backward_at.is_some_and(|b| b != i) => Tmpl::Jrcxz(p),
             t => t,
         })
         .collect();
@@ -146,11 +137,7 @@ fn encode(prog: &[Tmpl], base: u64) -> Vec<u8> {
             Tmpl::XorRdxRax => out.extend_from_slice(&[0x48, 0x31, 0xc2]),
             Tmpl::IncRsi => out.extend_from_slice(&[0x48, 0xff, 0xc6]),
             Tmpl::AddRipData(s) | Tmpl::LeaRipData(s) => {
-                let op = if matches!(t, Tmpl::AddRipData(_)) {
-                    [0x48, 0x03, 0x05]
-                } else {
-                    [0x48, 0x8d, 0x35]
-                };
+                let op = if matches!(t, Tmpl::AddRipData(_)) { [0x48, 0x03, 0x05] } else { [0x48, 0x8d, 0x35] };
                 out.extend_from_slice(&op);
                 out.extend_from_slice(&rel32(base + (DATA + 8 * s as usize) as u64));
             }
@@ -166,8 +153,7 @@ fn encode(prog: &[Tmpl], base: u64) -> Vec<u8> {
                 out.extend_from_slice(&rel32(to(tg)));
             }
             Tmpl::Loop(k, p) => out.extend_from_slice(&[0xe2 - k, rel8(base + forward(i, p))]),
-            Tmpl::LoopBack(k, p) => out
-                .extend_from_slice(&[0xe2 - k, rel8(base + offsets[p as usize % (i + 1)] as u64)]),
+            Tmpl::LoopBack(k, p) => out.extend_from_slice(&[0xe2 - k, rel8(base + offsets[p as usize % (i + 1)] as u64)]),
             Tmpl::Jrcxz(p) => out.extend_from_slice(&[0xe3, rel8(base + forward(i, p))]),
             Tmpl::CallHelper => {
                 out.push(0xe8);
@@ -186,32 +172,18 @@ struct Sandbox {
 impl Sandbox {
     fn new() -> Sandbox {
         let map = |hint: usize| unsafe {
-            let p = libc::mmap(
-                hint as *mut _,
-                PAGE,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-                -1,
-                0,
-            );
+            let p = libc::mmap(hint as *mut _, PAGE, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_PRIVATE | libc::MAP_ANONYMOUS, -1, 0);
             assert_ne!(p, libc::MAP_FAILED);
             p as *mut u8
         };
         let base = map(0);
         let far = map(base as usize + (8usize << 30));
-        assert!(
-            (far as u64).abs_diff(base as u64) > 1 << 32,
-            "far copy must be out of rel32 reach"
-        );
+        assert!((far as u64).abs_diff(base as u64) > 1 << 32, "far copy must be out of rel32 reach");
         Sandbox { base, far }
     }
 
     fn protect(&self, ptr: *mut u8, exec: bool) {
-        let prot = if exec {
-            libc::PROT_READ | libc::PROT_EXEC
-        } else {
-            libc::PROT_READ | libc::PROT_WRITE
-        };
+        let prot = if exec { libc::PROT_READ | libc::PROT_EXEC } else { libc::PROT_READ | libc::PROT_WRITE };
         assert_eq!(unsafe { libc::mprotect(ptr.cast(), PAGE, prot) }, 0);
     }
 
@@ -228,8 +200,7 @@ impl Sandbox {
         }
         page[HELPER..HELPER + 5].copy_from_slice(&[0x48, 0x83, 0xc0, 0x01, 0xc3]);
         for s in 0..8 {
-            page[DATA + 8 * s..DATA + 8 * s + 8]
-                .copy_from_slice(&(0x1111_0000_u64 * (s as u64 + 1)).to_le_bytes());
+            page[DATA + 8 * s..DATA + 8 * s + 8].copy_from_slice(&(0x1111_0000_u64 * (s as u64 + 1)).to_le_bytes());
         }
     }
 
