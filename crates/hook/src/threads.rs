@@ -157,6 +157,13 @@ impl StoppedThreads {
         CONTROL.left.store(0, Release);
         CONTROL.active.store(generation, Release);
         let mut stop = StoppedThreads { serial, generation, parked: 0, exclusive: false };
+        // procfs counts a process's threads in the task directory's link count (threads + 2):
+        // alone, the caller has nothing to park and nobody can start a thread meanwhile.
+        let dir = &stop.serial.task_dir.as_ref().expect("opened above").1;
+        if rustix::fs::fstat(dir).is_ok_and(|st| st.st_nlink == 3) {
+            stop.exclusive = true;
+            return Ok(stop);
+        }
         // Threads can be created by threads not yet parked: list again until nothing is new.
         loop {
             let before = seen.len();
