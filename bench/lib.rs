@@ -1,5 +1,7 @@
 //! Helpers of rewire's benchmarks.
 
+#![warn(missing_docs)]
+
 /// Executable memory of this process that is not mapped from a file on disk (trampolines,
 /// code caches), as `/proc/self/smaps` reports it.
 #[derive(Debug, Clone, Copy, Default)]

@@ -17,6 +17,8 @@
 //! unsafe { GETPID.install_symbol(&interceptor, "libc.so.6", "getpid", fake_getpid) }.unwrap();
 //! ```
 
+#![warn(missing_docs)]
+
 mod cell;
 pub mod check;
 pub mod elf;

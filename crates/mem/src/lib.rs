@@ -9,6 +9,8 @@
 //! Trampoline space is dual-mapped shared memory: executed through a read+execute view, written
 //! through a read+write view, so no page is ever writable and executable at once.
 
+#![warn(missing_docs)]
+
 mod error;
 mod inprocess;
 pub mod maps;

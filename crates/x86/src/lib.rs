@@ -6,6 +6,8 @@
 //! * [`emit`]: the jumps both engines write (5-byte `jmp rel32`, 14-byte absolute jump);
 //! * [`verify`]: prove, by decoding, that a relocated run does what the original did.
 
+#![warn(missing_docs)]
+
 pub mod decode;
 pub mod emit;
 mod error;
