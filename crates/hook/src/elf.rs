@@ -32,6 +32,8 @@ pub struct ElfModule {
     pub first_vaddr: u64,
     functions: Vec<Range<u64>>,
     exports: Vec<Export>,
+    /// Every named, defined symbol (dynamic and static tables): name and address.
+    symbols: std::collections::HashMap<String, u64>,
     segments: Vec<(Range<u64>, Range<usize>)>,
 }
 
@@ -79,10 +81,17 @@ impl ElfModule {
                 })
             })
             .collect();
+        let symbols = file
+            .symbols()
+            .chain(file.dynamic_symbols())
+            .filter(|s| !s.is_undefined() && s.address() != 0)
+            .filter_map(|s| Some((s.name().ok()?.split('@').next()?.to_string(), s.address())))
+            .filter(|(n, _)| !n.is_empty())
+            .collect();
         exports.sort_by(|a, b| (a.addr, &a.name).cmp(&(b.addr, &b.name)));
         exports.dedup_by(|a, b| a.name == b.name);
         drop(file);
-        Ok(ElfModule { path: path.to_string(), data, relocatable, first_vaddr, functions, exports, segments })
+        Ok(ElfModule { path: path.to_string(), data, relocatable, first_vaddr, functions, exports, symbols, segments })
     }
 
     /// The exported functions, by address.
@@ -93,6 +102,12 @@ impl ElfModule {
     /// The exported function called `name`.
     pub fn export(&self, name: &str) -> Option<&Export> {
         self.exports.iter().find(|e| e.name == name)
+    }
+
+    /// The address of any defined symbol called `name` (function or variable, exported or
+    /// from the static symbol table).
+    pub fn symbol(&self, name: &str) -> Option<u64> {
+        self.symbols.get(name).copied()
     }
 
     /// The extent of the function symbol containing image address `vaddr`.

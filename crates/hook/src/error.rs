@@ -114,6 +114,62 @@ pub enum HookError {
         /// Why.
         reason: String,
     },
+    /// No process with this id.
+    #[error("no process {0}")]
+    NoSuchProcess(i32),
+    /// The kernel refused to let rewire trace the process.
+    #[error("not permitted to trace process {pid}: {why}")]
+    NotPermitted {
+        /// The process.
+        pid: i32,
+        /// The rule that refused, and what to do.
+        why: String,
+    },
+    /// Another debugger or tracer is attached.
+    #[error("process {pid} is already traced by process {tracer}; detach that tracer first")]
+    AlreadyTraced {
+        /// The process.
+        pid: i32,
+        /// Its tracer.
+        tracer: i32,
+    },
+    /// The process exited while rewire was working on it.
+    #[error("process {0} exited during the operation")]
+    TargetExited(i32),
+    /// A function called in the target faulted.
+    #[error("the function at {function:#x} called in process {pid} faulted at {at:#x}")]
+    RemoteCallFaulted {
+        /// The process.
+        pid: i32,
+        /// The function called.
+        function: u64,
+        /// Where it faulted.
+        at: u64,
+    },
+    /// A signal arrived while a function was called in the target.
+    #[error("signal {signal} arrived in process {pid} while rewire called a function in it; try again")]
+    RemoteCallInterrupted {
+        /// The process.
+        pid: i32,
+        /// The signal.
+        signal: i32,
+    },
+    /// A library could not be loaded into the target.
+    #[error("cannot load {lib}: {reason}")]
+    LoadFailed {
+        /// The library.
+        lib: String,
+        /// The `dlerror()` text, or why the file is unusable.
+        reason: String,
+    },
+    /// A program could not be started.
+    #[error("cannot launch {program}: {reason}")]
+    CannotLaunch {
+        /// The program.
+        program: String,
+        /// Why.
+        reason: String,
+    },
     /// Memory could not be read, written or allocated.
     #[error(transparent)]
     Memory(#[from] MemError),

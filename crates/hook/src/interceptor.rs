@@ -43,6 +43,8 @@ type HookId = u64;
 pub(crate) struct Engine {
     pub(crate) process: Arc<dyn Process>,
     state: Mutex<State>,
+    /// Threads moved out of (or into) patched bytes so far.
+    threads_moved: std::sync::atomic::AtomicU64,
 }
 
 #[derive(Default)]
@@ -128,7 +130,7 @@ impl Engine {
     }
 
     pub(crate) fn new(process: Arc<dyn Process>) -> Arc<Engine> {
-        Arc::new(Engine { process, state: Mutex::new(State::default()) })
+        Arc::new(Engine { process, state: Mutex::new(State::default()), threads_moved: Default::default() })
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -273,6 +275,12 @@ impl Interceptor {
             slot: site.slot.addr..site.slot.addr + site.slot.size as u64,
             hooks: site.chain.len(),
         })
+    }
+
+    /// How many threads were moved out of bytes being patched (or out of a trampoline being
+    /// released) by the interceptors of this process so far.
+    pub fn threads_moved(&self) -> u64 {
+        self.engine.threads_moved.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Starts a batch of changes applied together by [`Transaction::commit`].
@@ -490,11 +498,12 @@ impl Transaction<'_> {
                 }
             };
             stopped.move_pcs(&mut |pc| {
-                prepared
-                    .sites
-                    .iter()
-                    .find_map(|s| s.moved_into_trampoline(pc))
-                    .or_else(|| emptied.iter().find_map(|t| state.sites[t].back_from_trampoline(pc)))
+                let to = prepared.sites.iter().find_map(|s| s.moved_into_trampoline(pc));
+                let to = to.or_else(|| emptied.iter().find_map(|t| state.sites[t].back_from_trampoline(pc)));
+                if to.is_some() {
+                    engine.threads_moved.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+                to
             });
             let mut written: Vec<(u64, Vec<u8>, Protection)> = Vec::new();
             let mut failure = None;

@@ -28,6 +28,7 @@ mod patch;
 pub mod plan;
 mod probe;
 mod process;
+pub mod remote;
 mod threads;
 mod typed;
 

@@ -113,11 +113,18 @@ impl Process for ThisProcess {
 /// each module file, read once.
 #[derive(Debug, Default)]
 pub struct ModuleIndex {
+    /// The process (`None`: this one), for its executable's path.
+    pid: Option<i32>,
     maps: Mutex<Option<Arc<AddressSpace>>>,
     files: Mutex<HashMap<String, Arc<ElfModule>>>,
 }
 
 impl ModuleIndex {
+    /// The index of process `pid`'s modules.
+    pub fn for_process(pid: i32) -> ModuleIndex {
+        ModuleIndex { pid: Some(pid), ..ModuleIndex::default() }
+    }
+
     /// The cached map, read when absent or when `fresh` is set.
     pub fn maps(&self, memory: &dyn Memory, fresh: bool) -> Result<Arc<AddressSpace>, HookError> {
         let mut cached = self.maps.lock().unwrap_or_else(|p| p.into_inner());
@@ -157,7 +164,8 @@ impl ModuleIndex {
     /// The first mapping of the loaded module named `name`: its path, or its file name
     /// (`libc.so.6`); the empty name is the main program.
     pub fn module(&self, memory: &dyn Memory, name: &str) -> Result<Mapping, HookError> {
-        let exe = if name.is_empty() { std::fs::read_link("/proc/self/exe").ok().map(|p| p.to_string_lossy().into_owned()) } else { None };
+        let exe_link = self.pid.map_or_else(|| "/proc/self/exe".to_string(), |p| format!("/proc/{p}/exe"));
+        let exe = if name.is_empty() { std::fs::read_link(exe_link).ok().map(|p| p.to_string_lossy().into_owned()) } else { None };
         let wanted = |m: &&Mapping| match &exe {
             Some(exe) => m.path == *exe,
             None => m.path == name || m.path.rsplit('/').next() == Some(name),

@@ -47,6 +47,12 @@ impl DualView {
         DualView { exec, len, local }
     }
 
+    /// Maps `fd` (shared memory of `len` bytes whose executable view is at `exec` in the
+    /// target process) read+write here.
+    pub fn map_local(exec: u64, len: usize, fd: std::os::fd::BorrowedFd<'_>) -> Result<DualView, crate::MemError> {
+        Ok(DualView { exec, len, local: LocalMap::shared_rw(fd, len)? })
+    }
+
     /// Writes `data` at byte `offset` through the writable view.
     pub fn write(&self, offset: usize, data: &[u8]) {
         self.local.write(offset, data)

@@ -1,6 +1,7 @@
 //! The `rewire` command line.
 
 mod hook_check;
+mod remote_cmds;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -19,6 +20,31 @@ enum Command {
     /// Inline hooks.
     #[command(subcommand)]
     Hook(HookCommand),
+    /// Load a shared library into a running process (with its own dlopen) and set hooks there.
+    Inject {
+        /// The process.
+        #[arg(long)]
+        pid: i32,
+        /// The shared library to load.
+        lib: String,
+        /// Hook SYMBOL (in the program or its libraries) with LIB_SYMBOL of the library; the
+        /// library's `rewire_orig_<LIB_SYMBOL>` pointer receives the original.
+        #[arg(long = "hook", value_name = "SYMBOL=LIB_SYMBOL", value_parser = remote_cmds::parse_hook)]
+        hooks: Vec<(String, String)>,
+    },
+    /// Start a program stopped before its first instruction, load a library into it, set
+    /// hooks, then let it run; its output and exit status pass through.
+    Launch {
+        /// The shared library to load.
+        #[arg(long = "inject", value_name = "LIB.so")]
+        lib: String,
+        /// As for `inject`.
+        #[arg(long = "hook", value_name = "SYMBOL=LIB_SYMBOL", value_parser = remote_cmds::parse_hook)]
+        hooks: Vec<(String, String)>,
+        /// The program and its arguments.
+        #[arg(last = true, required = true, value_name = "PROGRAM ARGS")]
+        command: Vec<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -40,6 +66,8 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Hook(HookCommand::Check { lib, symbols, refused_only }) => hook_check::run(&lib, &symbols, refused_only),
+        Command::Inject { pid, lib, hooks } => remote_cmds::inject(pid, &lib, &hooks),
+        Command::Launch { lib, hooks, command } => remote_cmds::launch(&lib, &hooks, &command),
     };
     match result {
         Ok(code) => code,

@@ -1,0 +1,89 @@
+//! `rewire inject` and `rewire launch`: hooks in another process.
+
+use anyhow::Context;
+use nix::sys::signal::{self, SigHandler, Signal};
+use nix::sys::wait::{waitpid, WaitStatus};
+use nix::unistd::Pid;
+use rewire_hook::remote::RemoteProcess;
+use rewire_hook::{Interceptor, Sharing};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+/// Parses `SYMBOL=LIB_SYMBOL`.
+pub fn parse_hook(spec: &str) -> Result<(String, String), String> {
+    match spec.split_once('=') {
+        Some((t, d)) if !t.is_empty() && !d.is_empty() => Ok((t.to_string(), d.to_string())),
+        _ => Err(format!("expected SYMBOL=LIB_SYMBOL, got {spec:?}")),
+    }
+}
+
+/// Loads `lib` into the process and sets each hook; the original of each goes to the
+/// library's `rewire_orig_<LIB_SYMBOL>` before the hook is enabled.
+fn apply(process: &Arc<RemoteProcess>, lib: &str, hooks: &[(String, String)]) -> anyhow::Result<()> {
+    let pid = process.pid();
+    let base = process.inject(lib)?;
+    eprintln!("rewire: loaded {lib} at {base:#x} in process {pid}");
+    let lib_path = std::fs::canonicalize(lib)?.to_string_lossy().into_owned();
+    let interceptor = Interceptor::for_process(process.clone(), Sharing::Shared);
+    for (symbol, lib_symbol) in hooks {
+        let target = process.find_function(symbol)?;
+        let detour = process.symbol(&lib_path, lib_symbol)?;
+        let original_cell = process.symbol(&lib_path, &format!("rewire_orig_{lib_symbol}")).ok();
+        let mut tx = interceptor.transaction();
+        // SAFETY: the user vouches that LIB_SYMBOL has SYMBOL's signature; every thread of
+        // the target is stopped.
+        unsafe { tx.hook_disabled(target, detour) };
+        let hook = tx.commit().with_context(|| format!("cannot hook {symbol}"))?.pop().expect("one hook");
+        match original_cell {
+            Some(cell) => process.write_u64(cell, hook.trampoline())?,
+            None => eprintln!("rewire: warning: {lib} has no rewire_orig_{lib_symbol}: {lib_symbol} cannot call the original {symbol}"),
+        }
+        hook.enable()?;
+        hook.leak();
+        eprintln!("rewire: hooked {symbol} at {target:#x} with {lib_symbol}");
+    }
+    if interceptor.threads_moved() > 0 {
+        eprintln!("rewire: moved {} thread(s) out of the bytes patched", interceptor.threads_moved());
+    }
+    Ok(())
+}
+
+/// `rewire inject --pid PID LIB [--hook S=L ...]`.
+pub fn inject(pid: i32, lib: &str, hooks: &[(String, String)]) -> anyhow::Result<ExitCode> {
+    let process = RemoteProcess::attach(pid)?;
+    let outcome = apply(&process, lib, hooks);
+    process.detach();
+    outcome.map(|()| ExitCode::SUCCESS)
+}
+
+/// `rewire launch --inject LIB [--hook S=L ...] -- PROGRAM ARGS`: the program's exit status
+/// (or terminating signal) becomes rewire's.
+pub fn launch(lib: &str, hooks: &[(String, String)], command: &[String]) -> anyhow::Result<ExitCode> {
+    let process = RemoteProcess::launch(&command[0], command)?;
+    let child = Pid::from_raw(process.pid());
+    if let Err(e) = apply(&process, lib, hooks) {
+        let _ = signal::kill(child, Signal::SIGKILL);
+        process.detach();
+        let _ = waitpid(child, None);
+        return Err(e);
+    }
+    process.detach();
+    // Keyboard signals go to the whole process group: let the program decide what they do.
+    for sig in [Signal::SIGINT, Signal::SIGQUIT] {
+        // SAFETY: ignoring a signal installs no handler code.
+        unsafe { signal::signal(sig, SigHandler::SigIgn) }?;
+    }
+    loop {
+        match waitpid(child, None)? {
+            WaitStatus::Exited(_, code) => return Ok(ExitCode::from(code as u8)),
+            WaitStatus::Signaled(_, sig, _) => {
+                // Die the way the program died.
+                // SAFETY: restoring the default action before raising it.
+                unsafe { signal::signal(sig, SigHandler::SigDfl) }?;
+                signal::raise(sig)?;
+                return Ok(ExitCode::from(128 + sig as u8));
+            }
+            _ => continue,
+        }
+    }
+}

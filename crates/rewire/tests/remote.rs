@@ -1,0 +1,165 @@
+//! Hooks in other processes: `rewire launch` and `rewire inject` on C programs compiled here.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn build_dir() -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("rewire-remote-tests-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Compiles `tests/c/<src>` with gcc into the build directory.
+fn cc(src: &str, out: &str, args: &[&str]) -> PathBuf {
+    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/c").join(src);
+    let output = build_dir().join(out);
+    let status = Command::new("gcc").args(["-O1", "-o"]).arg(&output).arg(&source).args(args).status().expect("gcc");
+    assert!(status.success(), "gcc {src}");
+    output
+}
+
+fn rewire(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_rewire")).args(args).output().unwrap()
+}
+
+#[test]
+fn launch_hooks_a_libc_function_and_one_of_the_program() {
+    let target = cc("launch_target.c", "launch_target", &[]);
+    let lib = cc("launch_hooks.c", "launch_hooks.so", &["-shared", "-fPIC"]);
+    let native = Command::new(&target).output().unwrap();
+    assert_eq!((native.status.code(), &native.stdout[..]), (Some(7), &b"hello\ncompute=41\n"[..]));
+    let out = rewire(&[
+        "launch",
+        "--inject",
+        lib.to_str().unwrap(),
+        "--hook",
+        "compute=my_compute",
+        "--hook",
+        "puts=my_puts",
+        "--",
+        target.to_str().unwrap(),
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "[hooked] hello\ncompute=1041\n", "{stderr}");
+    assert_eq!(out.status.code(), Some(7), "exit status passes through");
+    assert!(stderr.contains("hooked compute") && stderr.contains("hooked puts"), "{stderr}");
+}
+
+/// Starts `program` with piped stdout and waits for its first line.
+fn start(program: &Path) -> (Child, BufReader<std::process::ChildStdout>) {
+    let mut child = Command::new(program).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut first = String::new();
+    out.read_line(&mut first).unwrap();
+    (child, out)
+}
+
+/// Reads lines until `done` accepts one, for at most 10 s.
+fn wait_for_line(out: &mut BufReader<std::process::ChildStdout>, done: impl Fn(&str) -> bool) -> String {
+    let start = Instant::now();
+    let mut line = String::new();
+    while start.elapsed() < Duration::from_secs(10) {
+        line.clear();
+        if out.read_line(&mut line).unwrap() == 0 {
+            break;
+        }
+        if done(&line) {
+            return line;
+        }
+    }
+    panic!("no expected line; last: {line:?}");
+}
+
+fn stop(mut child: Child) {
+    child.kill().unwrap();
+    let status = child.wait().unwrap();
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(status.signal(), Some(libc::SIGKILL), "the program must not have crashed");
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+    assert!(err.is_empty(), "{err}");
+}
+
+#[test]
+fn inject_into_a_running_program_with_four_threads_calling_the_target() {
+    let program = cc("threads.c", "threads", &["-pthread"]);
+    let lib = cc("threads_hooks.c", "threads_hooks.so", &["-shared", "-fPIC"]);
+    let (child, mut out) = start(&program);
+    let pid = child.id().to_string();
+    let r = rewire(&["inject", "--pid", &pid, lib.to_str().unwrap(), "--hook", "compute=my_compute"]);
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    let line = wait_for_line(&mut out, |l| l.starts_with("hooked=") && !l.starts_with("hooked=0 "));
+    let plain_at_hook: u64 = line.split("plain=").nth(1).unwrap().trim().parse().unwrap();
+    // Once hooked, every call goes through the detour: plain calls stop growing.
+    let later = wait_for_line(&mut out, |_| true);
+    let later_plain: u64 = later.split("plain=").nth(1).unwrap().trim().parse().unwrap();
+    assert_eq!(later_plain, plain_at_hook, "{line} then {later}");
+    stop(child);
+}
+
+#[test]
+fn threads_inside_the_patched_prologue_are_moved_and_continue() {
+    let program = cc("prologue.c", "prologue", &["-pthread", "-mno-red-zone"]);
+    let lib = cc("passthru.S", "passthru.so", &["-shared", "-fPIC"]);
+    let (child, mut out) = start(&program);
+    let pid = child.id().to_string();
+    let r = rewire(&["inject", "--pid", &pid, lib.to_str().unwrap(), "--hook", "fill=my_fill"]);
+    let stderr = String::from_utf8_lossy(&r.stderr);
+    assert!(r.status.success(), "{stderr}");
+    assert!(stderr.contains("moved") && stderr.contains("thread(s) out of the bytes patched"), "{stderr}");
+    let calls = |l: &str| l.trim().strip_prefix("calls=").and_then(|n| n.parse::<u64>().ok()).unwrap_or(0);
+    let after = calls(&wait_for_line(&mut out, |_| true));
+    wait_for_line(&mut out, |l| calls(l) > after + 2);
+    stop(child);
+}
+
+#[test]
+fn errors_say_what_is_wrong() {
+    let target = cc("launch_target.c", "err_target", &[]);
+    let lib = cc("launch_hooks.c", "err_hooks.so", &["-shared", "-fPIC"]);
+    let (t, l) = (target.to_str().unwrap(), lib.to_str().unwrap());
+    let err = |o: std::process::Output| (o.status.code(), String::from_utf8_lossy(&o.stderr).into_owned());
+
+    let (code, msg) = err(rewire(&["inject", "--pid", "999999999", l]));
+    assert_eq!(code, Some(1));
+    assert!(msg.contains("no process 999999999"), "{msg}");
+
+    let (code, msg) = err(rewire(&["launch", "--inject", "/etc/passwd", "--", t]));
+    assert_eq!(code, Some(1));
+    assert!(msg.contains("cannot load /etc/passwd") && msg.contains("invalid ELF header"), "dlerror text: {msg}");
+
+    let (code, msg) = err(rewire(&["launch", "--inject", l, "--hook", "computee=my_compute", "--", t]));
+    assert_eq!(code, Some(1));
+    assert!(msg.contains("no symbol \"computee\"") && msg.contains("compute"), "close matches: {msg}");
+
+    let (code, msg) = err(rewire(&["launch", "--inject", l, "--", "/no/such/program"]));
+    assert_eq!(code, Some(1));
+    assert!(msg.contains("cannot launch /no/such/program: not found"), "{msg}");
+
+    let (code, _) = err(rewire(&["launch", "--inject", l, "--hook", "compute", "--", t]));
+    assert_eq!(code, Some(2), "usage error");
+}
+
+#[test]
+fn a_process_traced_by_someone_else_is_refused_with_the_tracer_named() {
+    let mut traced = Command::new("strace").args(["-o", "/dev/null", "sleep", "30"]).spawn().expect("strace");
+    let start = Instant::now();
+    let sleeper = loop {
+        let tracer = traced.id().to_string();
+        let pids = Command::new("pgrep").args(["-P", &tracer]).output().unwrap();
+        if let Some(p) = String::from_utf8_lossy(&pids.stdout).lines().next() {
+            break p.to_string();
+        }
+        assert!(start.elapsed() < Duration::from_secs(10));
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let lib = cc("launch_hooks.c", "traced_hooks.so", &["-shared", "-fPIC"]);
+    let out = rewire(&["inject", "--pid", &sleeper, lib.to_str().unwrap()]);
+    let msg = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(msg.contains(&format!("already traced by process {}", traced.id())), "{msg}");
+    traced.kill().unwrap();
+    traced.wait().unwrap();
+}
