@@ -25,6 +25,7 @@ fn apply(process: &Arc<RemoteProcess>, lib: &str, hooks: &[(String, String)]) ->
     eprintln!("rewire: loaded {lib} at {base:#x} in process {pid}");
     let lib_path = std::fs::canonicalize(lib)?.to_string_lossy().into_owned();
     let interceptor = Interceptor::for_process(process.clone(), Sharing::Shared);
+    let calls_before = process.kernel_calls();
     for (symbol, lib_symbol) in hooks {
         let target = process.find_function(symbol)?;
         let detour = process.symbol(&lib_path, lib_symbol)?;
@@ -41,6 +42,9 @@ fn apply(process: &Arc<RemoteProcess>, lib: &str, hooks: &[(String, String)]) ->
         hook.enable()?;
         hook.leak();
         eprintln!("rewire: hooked {symbol} at {target:#x} with {lib_symbol}");
+    }
+    if !hooks.is_empty() {
+        eprintln!("rewire: {} hook(s) set with {} system calls on the process", hooks.len(), process.kernel_calls() - calls_before);
     }
     if interceptor.threads_moved() > 0 {
         eprintln!("rewire: moved {} thread(s) out of the bytes patched", interceptor.threads_moved());

@@ -163,3 +163,80 @@ fn a_process_traced_by_someone_else_is_refused_with_the_tracer_named() {
     traced.kill().unwrap();
     traced.wait().unwrap();
 }
+
+/// Writes a program with `n` functions `f0..` called in a loop, and a hook library with
+/// detours `d0..` (each adds 1 to the original's result).
+fn many_functions(n: usize) -> (PathBuf, PathBuf) {
+    let dir = build_dir();
+    let mut prog = String::from("#include <stdio.h>\n#include <unistd.h>\n");
+    let mut lib = String::new();
+    for i in 0..n {
+        prog += &format!("__attribute__((noinline)) long f{i}(long x) {{ return x * {} + {i}; }}\n", i + 2);
+        lib += &format!("long (*rewire_orig_d{i})(long);\nlong d{i}(long x) {{ return rewire_orig_d{i}(x) + 1; }}\n");
+    }
+    prog += "int main(void) { for (;;) { long s = 0;\n";
+    for i in 0..n {
+        prog += &format!("s += f{i}(s & 7);\n");
+    }
+    prog += "printf(\"%ld\\n\", s); fflush(stdout); usleep(10000); } }\n";
+    std::fs::write(dir.join(format!("many{n}.c")), prog).unwrap();
+    std::fs::write(dir.join(format!("many{n}_hooks.c")), lib).unwrap();
+    let build = |src: String, out: String, extra: &[&str]| {
+        let ok = Command::new("gcc").args(["-O1", "-o"]).arg(dir.join(&out)).arg(dir.join(src)).args(extra).status().unwrap().success();
+        assert!(ok);
+        dir.join(out)
+    };
+    (
+        build(format!("many{n}.c"), format!("many{n}"), &[]),
+        build(format!("many{n}_hooks.c"), format!("many{n}_hooks.so"), &["-shared", "-fPIC"]),
+    )
+}
+
+/// Injects into a running program and sets `hooks` of its functions; returns the system
+/// calls the hooks took, as rewire reports them.
+fn syscalls_for_hooks(program: &Path, lib: &Path, hooks: usize) -> u64 {
+    let (child, _out) = start(program);
+    let pid = child.id().to_string();
+    let mut args = vec!["inject".to_string(), "--pid".into(), pid, lib.to_str().unwrap().into()];
+    for i in 0..hooks {
+        args.push("--hook".into());
+        args.push(format!("f{i}=d{i}"));
+    }
+    let out = Command::new(env!("CARGO_BIN_EXE_rewire")).args(&args).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{stderr}");
+    stop(child);
+    let line = stderr.lines().find(|l| l.contains("system calls on the process")).expect("count reported");
+    line.split(" set with ").nth(1).and_then(|r| r.split(' ').next()).unwrap().parse().unwrap()
+}
+
+#[test]
+fn a_remote_hook_costs_a_handful_of_system_calls() {
+    let (program, lib) = many_functions(60);
+    let ten = syscalls_for_hooks(&program, &lib, 10);
+    let sixty = syscalls_for_hooks(&program, &lib, 60);
+    let per_hook = (sixty - ten) as f64 / 50.0;
+    eprintln!("10 hooks: {ten} system calls, 60 hooks: {sixty}; {per_hook:.1} per further hook");
+    assert!(per_hook <= 8.0, "{per_hook} system calls per hook");
+}
+
+#[test]
+fn the_rust_example_hook_library_works() {
+    // `cargo test` builds the examples next to the binary under test.
+    let examples = Path::new(env!("CARGO_BIN_EXE_rewire")).parent().unwrap().join("examples");
+    let lib = examples.join("libputs_hook.so");
+    if !lib.exists() {
+        let release = examples.parent().is_some_and(|d| d.ends_with("release"));
+        let mut build = Command::new(env!("CARGO"));
+        build.args(["build", "-q", "-p", "rewire", "--example", "puts_hook"]);
+        if release {
+            build.arg("--release");
+        }
+        let ok = build.status().unwrap().success();
+        assert!(ok && lib.exists(), "cannot build the example hook library");
+    }
+    let target = cc("launch_target.c", "rust_example_target", &[]);
+    let out = rewire(&["launch", "--inject", lib.to_str().unwrap(), "--hook", "puts=my_puts", "--", target.to_str().unwrap()]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "[rust hook]\nhello\ncompute=41\n", "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(out.status.code(), Some(7));
+}

@@ -124,6 +124,7 @@ impl RemoteMemory {
 
 impl Memory for RemoteMemory {
     fn read(&self, addr: u64, buf: &mut [u8]) -> Result<(), MemError> {
+        self.tracee.count(1);
         let len = buf.len();
         let remote = [RemoteIoVec { base: addr as usize, len }];
         match process_vm_readv(Pid::from_raw(self.pid()), &mut [IoSliceMut::new(buf)], &remote) {
@@ -139,6 +140,7 @@ impl Memory for RemoteMemory {
             *file = Some(f.map_err(|e| MemError::Sys { call: format!("open(/proc/{}/mem)", self.pid()), errno: e.to_string() })?);
         }
         let f = file.as_ref().expect("opened above");
+        self.tracee.count(1);
         f.write_all_at(data, addr).map_err(|e| MemError::Unwritable { addr, len: data.len(), errno: e.to_string() })
     }
 
@@ -316,6 +318,12 @@ impl RemoteProcess {
     /// Writes an 8-byte value in the target.
     pub fn write_u64(&self, addr: u64, value: u64) -> Result<(), HookError> {
         Ok(self.memory.write(addr, &value.to_le_bytes())?)
+    }
+
+    /// System calls rewire made on the target so far (ptrace requests and waits, memory
+    /// reads and writes; a system call run in the target counts the requests it took).
+    pub fn kernel_calls(&self) -> u64 {
+        self.tracee.kernel_calls()
     }
 
     /// Lets the process run on, untraced.

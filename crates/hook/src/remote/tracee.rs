@@ -11,6 +11,7 @@ use nix::sys::ptrace;
 use nix::sys::signal::Signal;
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Mutex;
 
 /// Return address planted for remote calls: returning there faults, which stops the thread.
@@ -21,6 +22,8 @@ const CALL_RETURN: u64 = 0;
 pub struct Tracee {
     pid: i32,
     threads: Mutex<Vec<i32>>,
+    /// System calls made on the target (ptrace requests, waits, memory transfers).
+    kernel_calls: AtomicU64,
 }
 
 fn thread_ids(pid: i32) -> Result<Vec<i32>, HookError> {
@@ -67,7 +70,7 @@ impl Tracee {
         if pid <= 0 || !std::path::Path::new(&format!("/proc/{pid}")).exists() {
             return Err(HookError::NoSuchProcess(pid));
         }
-        let tracee = Tracee { pid, threads: Mutex::new(Vec::new()) };
+        let tracee = Tracee { pid, threads: Mutex::new(Vec::new()), kernel_calls: AtomicU64::new(0) };
         // Threads may start while attaching: list again until no new one appears.
         loop {
             let mut added = false;
@@ -100,7 +103,7 @@ impl Tracee {
 
     /// Takes over a child that called `PTRACE_TRACEME` and is stopped (one thread).
     pub fn from_stopped_child(pid: i32) -> Tracee {
-        Tracee { pid, threads: Mutex::new(vec![pid]) }
+        Tracee { pid, threads: Mutex::new(vec![pid]), kernel_calls: AtomicU64::new(0) }
     }
 
     /// The process id.
@@ -113,13 +116,25 @@ impl Tracee {
         self.threads.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
+    /// Counts `n` system calls made on the target.
+    pub(crate) fn count(&self, n: u64) {
+        self.kernel_calls.fetch_add(n, Relaxed);
+    }
+
+    /// System calls made on the target so far.
+    pub fn kernel_calls(&self) -> u64 {
+        self.kernel_calls.load(Relaxed)
+    }
+
     /// A thread's registers.
     pub fn regs(&self, tid: i32) -> Result<user_regs_struct, HookError> {
+        self.count(1);
         ptrace::getregs(Pid::from_raw(tid)).map_err(|_| HookError::TargetExited(self.pid))
     }
 
     /// Sets a thread's registers.
     pub fn set_regs(&self, tid: i32, regs: user_regs_struct) -> Result<(), HookError> {
+        self.count(1);
         ptrace::setregs(Pid::from_raw(tid), regs).map_err(|_| HookError::TargetExited(self.pid))
     }
 
@@ -140,6 +155,7 @@ impl Tracee {
         regs.orig_rax = u64::MAX; // not inside a system call: no restart handling
         (regs.rdi, regs.rsi, regs.rdx, regs.r10, regs.r8, regs.r9) = (args[0], args[1], args[2], args[3], args[4], args[5]);
         self.set_regs(tid, regs)?;
+        self.count(2); // step and wait
         let outcome =
             ptrace::step(Pid::from_raw(tid), None).map_err(|_| HookError::TargetExited(self.pid)).and_then(|()| wait_stopped(tid));
         let result = self.regs(tid).map(|r| r.rax as i64);
@@ -165,6 +181,7 @@ impl Tracee {
         (regs.rdi, regs.rsi, regs.rdx, regs.rcx, regs.r8, regs.r9) = (a[0], a[1], a[2], a[3], a[4], a[5]);
         self.set_regs(tid, regs)?;
         let result = loop {
+            self.count(2); // continue and wait
             ptrace::cont(Pid::from_raw(tid), None).map_err(|_| HookError::TargetExited(self.pid))?;
             match wait_stopped(tid)? {
                 WaitStatus::Stopped(_, Signal::SIGSEGV) => {
