@@ -32,6 +32,15 @@ enum Command {
         #[arg(long = "hook", value_name = "SYMBOL=LIB_SYMBOL", value_parser = remote_cmds::parse_hook)]
         hooks: Vec<(String, String)>,
     },
+    /// Remove hooks that rewire placed in a running process (all, or those on the named
+    /// functions), restoring the original bytes.
+    Unhook {
+        /// The process.
+        #[arg(long)]
+        pid: i32,
+        /// Only the hooks on these functions.
+        symbols: Vec<String>,
+    },
     /// Start a program stopped before its first instruction, load a library into it, set
     /// hooks, then let it run; its output and exit status pass through.
     Launch {
@@ -68,6 +77,7 @@ fn main() -> ExitCode {
         Command::Hook(HookCommand::Check { lib, symbols, refused_only }) => hook_check::run(&lib, &symbols, refused_only),
         Command::Inject { pid, lib, hooks } => remote_cmds::inject(pid, &lib, &hooks),
         Command::Launch { lib, hooks, command } => remote_cmds::launch(&lib, &hooks, &command),
+        Command::Unhook { pid, symbols } => remote_cmds::unhook(pid, &symbols),
     };
     match result {
         Ok(code) => code,

@@ -4,7 +4,8 @@ use anyhow::Context;
 use nix::sys::signal::{self, SigHandler, Signal};
 use nix::sys::wait::{waitpid, WaitStatus};
 use nix::unistd::Pid;
-use rewire_hook::remote::RemoteProcess;
+use rewire_hook::remote::{Record, RemoteProcess};
+use rewire_hook::Process;
 use rewire_hook::{Interceptor, Sharing};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -26,6 +27,7 @@ fn apply(process: &Arc<RemoteProcess>, lib: &str, hooks: &[(String, String)]) ->
     let lib_path = std::fs::canonicalize(lib)?.to_string_lossy().into_owned();
     let interceptor = Interceptor::for_process(process.clone(), Sharing::Shared);
     let calls_before = process.kernel_calls();
+    let mut placed = process.hooks_placed()?;
     for (symbol, lib_symbol) in hooks {
         let target = process.find_function(symbol)?;
         let detour = process.symbol(&lib_path, lib_symbol)?;
@@ -40,9 +42,15 @@ fn apply(process: &Arc<RemoteProcess>, lib: &str, hooks: &[(String, String)]) ->
             None => eprintln!("rewire: warning: {lib} has no rewire_orig_{lib_symbol}: {lib_symbol} cannot call the original {symbol}"),
         }
         hook.enable()?;
+        let site = interceptor.site(target).expect("just hooked");
+        let mut patch = vec![0u8; site.patch_len];
+        process.memory().read(target, &mut patch)?;
+        placed.retain(|r| r.target != target);
+        placed.push(Record::of(&site, patch, detour));
         hook.leak();
         eprintln!("rewire: hooked {symbol} at {target:#x} with {lib_symbol}");
     }
+    process.set_hooks_placed(&placed)?;
     if !hooks.is_empty() {
         eprintln!("rewire: {} hook(s) set with {} system calls on the process", hooks.len(), process.kernel_calls() - calls_before);
     }
@@ -90,4 +98,25 @@ pub fn launch(lib: &str, hooks: &[(String, String)], command: &[String]) -> anyh
             _ => continue,
         }
     }
+}
+
+/// `rewire unhook --pid PID [SYMBOL...]`: removes hooks rewire placed (all, or those on the
+/// named functions), restoring the original bytes.
+pub fn unhook(pid: i32, symbols: &[String]) -> anyhow::Result<ExitCode> {
+    let process = RemoteProcess::attach(pid)?;
+    let outcome = (|| -> anyhow::Result<Vec<u64>> {
+        let targets = symbols.iter().map(|s| process.find_function(s)).collect::<Result<Vec<u64>, _>>()?;
+        let placed: Vec<u64> = process.hooks_placed()?.iter().map(|r| r.target).collect();
+        if let Some((symbol, _)) = symbols.iter().zip(&targets).find(|(_, t)| !placed.contains(t)) {
+            anyhow::bail!("rewire placed no hook on {symbol} in process {pid}");
+        }
+        Ok(process.unhook(&targets)?)
+    })();
+    process.detach();
+    let restored = outcome?;
+    for t in &restored {
+        eprintln!("rewire: restored the original code at {t:#x}");
+    }
+    eprintln!("rewire: removed {} hook(s) from process {pid}", restored.len());
+    Ok(ExitCode::SUCCESS)
 }

@@ -96,6 +96,20 @@ fn inject_into_a_running_program_with_four_threads_calling_the_target() {
     let later = wait_for_line(&mut out, |_| true);
     let later_plain: u64 = later.split("plain=").nth(1).unwrap().trim().parse().unwrap();
     assert_eq!(later_plain, plain_at_hook, "{line} then {later}");
+    // Unhook: the detour stops being called, the original runs again, the trampoline is gone.
+    let r = rewire(&["unhook", "--pid", &pid, "compute"]);
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    let hooked = |l: &str| l.split("hooked=").nth(1).and_then(|r| r.split(' ').next()).and_then(|n| n.parse::<u64>().ok()).unwrap_or(0);
+    let plain = |l: &str| l.split("plain=").nth(1).and_then(|n| n.trim().parse::<u64>().ok()).unwrap_or(0);
+    wait_for_line(&mut out, |_| true); // calls in flight through the detour finish
+    let first = wait_for_line(&mut out, |_| true);
+    let second = wait_for_line(&mut out, |l| plain(l) > plain(&first));
+    assert_eq!(hooked(&second), hooked(&first), "no call reaches the detour after unhook: {first} then {second}");
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap();
+    assert!(!maps.contains("rewire-code"), "trampoline memory released");
+    let again = rewire(&["unhook", "--pid", &pid, "compute"]);
+    assert_eq!(again.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&again.stderr).contains("placed no hook on compute"));
     stop(child);
 }
 
@@ -110,6 +124,11 @@ fn threads_inside_the_patched_prologue_are_moved_and_continue() {
     assert!(r.status.success(), "{stderr}");
     assert!(stderr.contains("moved") && stderr.contains("thread(s) out of the bytes patched"), "{stderr}");
     let calls = |l: &str| l.trim().strip_prefix("calls=").and_then(|n| n.parse::<u64>().ok()).unwrap_or(0);
+    let after = calls(&wait_for_line(&mut out, |_| true));
+    wait_for_line(&mut out, |l| calls(l) > after + 2);
+    // Unhook while the workers run the relocated `rep stosb`: they are moved back.
+    let r = rewire(&["unhook", "--pid", &pid]);
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
     let after = calls(&wait_for_line(&mut out, |_| true));
     wait_for_line(&mut out, |l| calls(l) > after + 2);
     stop(child);

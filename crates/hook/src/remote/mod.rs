@@ -7,6 +7,7 @@
 //! allocations run as system calls in a stopped thread of the target; trampolines live in a
 //! memfd mapped read+execute there and read+write here, so writing one is a local store.
 
+mod registry;
 mod tracee;
 
 use crate::elf::ElfModule;
@@ -15,6 +16,7 @@ use crate::HookError;
 use iced_x86::{Decoder, DecoderOptions, Mnemonic};
 use nix::sys::uio::{process_vm_readv, RemoteIoVec};
 use nix::unistd::Pid;
+pub use registry::Record;
 use rewire_mem::{AddressSpace, DualView, MemError, Memory, Protection, TrampolineSpace};
 use std::io::IoSliceMut;
 use std::ops::Range;
@@ -94,9 +96,14 @@ impl RemoteMemory {
         if let Some(&a) = self.scratch.get() {
             return Ok(a);
         }
-        let flags = (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS) as u64;
-        let page = self.syscall("mmap(scratch)", SYS_MMAP, [0, 4096, prot_bits(Protection::RW), flags, u64::MAX, 0])?;
+        let page = self.map_anonymous(4096)?;
         Ok(*self.scratch.get_or_init(|| page))
+    }
+
+    /// Maps `len` bytes of fresh read+write memory anywhere in the target.
+    pub(crate) fn map_anonymous(&self, len: usize) -> Result<u64, MemError> {
+        let flags = (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS) as u64;
+        self.syscall("mmap", SYS_MMAP, [0, len as u64, prot_bits(Protection::RW), flags, u64::MAX, 0])
     }
 
     /// Puts a NUL-terminated copy of `text` in the target's scratch page.

@@ -71,23 +71,30 @@ impl Tracee {
             return Err(HookError::NoSuchProcess(pid));
         }
         let tracee = Tracee { pid, threads: Mutex::new(Vec::new()), kernel_calls: AtomicU64::new(0) };
-        // Threads may start while attaching: list again until no new one appears.
+        tracee.seize_all()?;
+        Ok(tracee)
+    }
+
+    /// Seizes and stops every thread not yet held, listing again until no new one appears.
+    fn seize_all(&self) -> Result<(), HookError> {
+        let pid = self.pid;
         loop {
             let mut added = false;
             for tid in thread_ids(pid)? {
-                if tracee.threads().contains(&tid) {
+                if self.threads().contains(&tid) {
                     continue;
                 }
+                self.count(3);
                 match ptrace::seize(Pid::from_raw(tid), ptrace::Options::empty()) {
                     Ok(()) => {}
                     Err(nix::errno::Errno::EPERM) => {
-                        tracee.detach();
+                        self.detach();
                         return Err(not_permitted(pid));
                     }
                     Err(_) => continue, // the thread exited meanwhile
                 }
                 if ptrace::interrupt(Pid::from_raw(tid)).is_ok() && wait_stopped(tid).is_ok() {
-                    tracee.threads.lock().unwrap_or_else(|p| p.into_inner()).push(tid);
+                    self.threads.lock().unwrap_or_else(|p| p.into_inner()).push(tid);
                     added = true;
                 }
             }
@@ -95,10 +102,17 @@ impl Tracee {
                 break;
             }
         }
-        if tracee.threads().is_empty() {
+        if self.threads().is_empty() {
             return Err(HookError::NoSuchProcess(pid));
         }
-        Ok(tracee)
+        Ok(())
+    }
+
+    /// Lets the process run untraced for `pause`, then stops every thread again.
+    pub fn let_run(&self, pause: std::time::Duration) -> Result<(), HookError> {
+        self.detach();
+        std::thread::sleep(pause);
+        self.seize_all()
     }
 
     /// Takes over a child that called `PTRACE_TRACEME` and is stopped (one thread).
