@@ -259,3 +259,37 @@ fn the_rust_example_hook_library_works() {
     assert_eq!(String::from_utf8_lossy(&out.stdout), "[rust hook]\nhello\ncompute=41\n", "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(out.status.code(), Some(7));
 }
+
+#[test]
+fn a_target_exiting_mid_operation_is_a_clean_error() {
+    let program = cc("threads.c", "exiting_target", &["-pthread"]);
+    let lib = cc("exits_on_load.c", "exits_on_load.so", &["-shared", "-fPIC"]);
+    let (mut child, _out) = start(&program);
+    let pid = child.id().to_string();
+    let r = rewire(&["inject", "--pid", &pid, lib.to_str().unwrap(), "--hook", "compute=nothing"]);
+    let msg = String::from_utf8_lossy(&r.stderr);
+    assert_eq!(r.status.code(), Some(1), "{msg}");
+    assert!(msg.contains(&format!("process {pid} exited during the operation")), "{msg}");
+    assert_eq!(child.wait().unwrap().code(), Some(3));
+}
+
+#[test]
+fn attaching_without_permission_names_the_rule_and_the_fix() {
+    if !Path::new("/usr/sbin/runuser").exists() || unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped: needs root and runuser to try as another user");
+        return;
+    }
+    let mut sleeper = Command::new("sleep").arg("30").spawn().unwrap();
+    let pid = sleeper.id().to_string();
+    let lib = cc("launch_hooks.c", "perm_hooks.so", &["-shared", "-fPIC"]);
+    let out = Command::new("/usr/sbin/runuser")
+        .args(["-u", "nobody", "--", env!("CARGO_BIN_EXE_rewire"), "inject", "--pid", &pid, lib.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let msg = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{msg}");
+    assert!(msg.contains(&format!("not permitted to trace process {pid}")), "{msg}");
+    assert!(msg.contains("run rewire as") || msg.contains("ptrace_scope"), "says what to do: {msg}");
+    sleeper.kill().unwrap();
+    sleeper.wait().unwrap();
+}

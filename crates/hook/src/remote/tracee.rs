@@ -52,10 +52,16 @@ fn not_permitted(pid: i32) -> HookError {
     HookError::NotPermitted { pid, why }
 }
 
+/// Waits until `tid` stops. Any traced thread of ours that exits means the process is exiting
+/// (its leader is reported only after the others are reaped, so wait on all of them).
 fn wait_stopped(tid: i32) -> Result<WaitStatus, HookError> {
     loop {
-        match waitpid(Pid::from_raw(tid), Some(WaitPidFlag::__WALL)) {
-            Ok(s @ (WaitStatus::Stopped(..) | WaitStatus::PtraceEvent(..) | WaitStatus::PtraceSyscall(_))) => return Ok(s),
+        match waitpid(None, Some(WaitPidFlag::__WALL)) {
+            Ok(s @ (WaitStatus::Stopped(..) | WaitStatus::PtraceEvent(..) | WaitStatus::PtraceSyscall(_)))
+                if s.pid() == Some(Pid::from_raw(tid)) =>
+            {
+                return Ok(s)
+            }
             Ok(WaitStatus::Exited(..) | WaitStatus::Signaled(..)) => return Err(HookError::TargetExited(tid)),
             Ok(_) => continue,
             Err(nix::errno::Errno::EINTR) => continue,
