@@ -90,6 +90,10 @@ fn ends_flow(insn: &Instruction) -> bool {
 fn scan_for_branches_into(window: &std::ops::Range<u64>, code: &[u8], code_start: u64, function_end: Option<u64>) -> Result<(), HookError> {
     let target = window.start;
     let limit = function_end.unwrap_or(window.end + SCAN_LIMIT).min(code_start + code.len() as u64);
+    let scanned = &code[..(limit - code_start) as usize];
+    if !may_branch_into(scanned, code_start, window) {
+        return Ok(());
+    }
     let mut decoder = Decoder::with_ip(64, code, code_start, DecoderOptions::NONE);
     let mut previous_ended_flow = false;
     while decoder.ip() < limit {
@@ -108,6 +112,28 @@ fn scan_for_branches_into(window: &std::ops::Range<u64>, code: &[u8], code_start
         }
     }
     Ok(())
+}
+
+/// A cheap superset of the decoding scan: true when some byte of `code` (at `base`) is the
+/// opcode of a direct branch (jcc, jmp, call, loop, jrcxz; short or near) whose displacement
+/// would land strictly inside `window`. Every real branch has its opcode at some byte, so a
+/// false answer proves there is none; a true one is settled by decoding.
+fn may_branch_into(code: &[u8], base: u64, window: &std::ops::Range<u64>) -> bool {
+    let inside = |to: u64| to > window.start && to < window.end;
+    let rel8 = |p: usize| code.get(p + 1).map(|&d| (base + p as u64 + 2).wrapping_add(d as i8 as i64 as u64));
+    let rel32 = |p: usize, len: usize| {
+        code.get(p + len - 4..p + len)
+            .map(|d| (base + (p + len) as u64).wrapping_add(i32::from_le_bytes(d.try_into().expect("4")) as i64 as u64))
+    };
+    (0..code.len()).any(|p| {
+        let to = match code[p] {
+            0x70..=0x7f | 0xe0..=0xe3 | 0xeb => rel8(p),
+            0xe8 | 0xe9 => rel32(p, 5),
+            0x0f if code.get(p + 1).is_some_and(|b| (0x80..=0x8f).contains(b)) => rel32(p, 6),
+            _ => None,
+        };
+        to.is_some_and(inside)
+    })
 }
 
 #[cfg(test)]
