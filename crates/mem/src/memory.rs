@@ -2,7 +2,7 @@
 
 use crate::sys::LocalMap;
 use crate::{AddressSpace, MemError, Protection};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 
 /// Memory access to the process being changed: this one ([`crate::InProcess`]) or another one
 /// (the remote policy). Addresses are addresses in that process.
@@ -71,10 +71,5 @@ impl DualView {
     /// Loads an aligned 8-byte value.
     pub fn load_u64(&self, offset: usize) -> u64 {
         self.local.atomic_u64(offset).load(Ordering::Acquire)
-    }
-
-    /// The 8-byte cell at `offset`, for compare-and-swap users.
-    pub fn cell(&self, offset: usize) -> &AtomicU64 {
-        self.local.atomic_u64(offset)
     }
 }

@@ -43,15 +43,6 @@ pub fn push_jmp(out: &mut Vec<u8>, at: u64, to: u64) {
     }
 }
 
-/// Length of the jump [`push_jmp`] writes.
-pub fn jmp_len(at: u64, to: u64) -> usize {
-    if rel32_reaches(at, to) {
-        JMP_REL32_LEN
-    } else {
-        JMP_ABS_LEN
-    }
-}
-
 /// Length of [`indirect_jmp_stub`].
 pub const INDIRECT_STUB_LEN: usize = 16;
 /// Offset of the 8-byte pointer inside [`indirect_jmp_stub`] (8-aligned when the stub is).
