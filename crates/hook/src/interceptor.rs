@@ -481,8 +481,13 @@ impl Transaction<'_> {
         }
         let emptied = sites_emptied(state, &prepared.removals);
 
-        // 2. Patch targets with the threads that could run them parked.
+        // 2. Patch targets with the threads that could run them parked. Everything the parked
+        // stretch needs is computed first: nothing may allocate while a thread is parked.
         if !prepared.sites.is_empty() || !emptied.is_empty() {
+            for site in &prepared.sites {
+                relink(site, |id| prepared.hook(id)); // unreachable until its target is patched
+            }
+            let patches: Vec<Vec<u8>> = prepared.sites.iter().map(patch_bytes).collect();
             let windows: Vec<Range<u64>> = prepared
                 .sites
                 .iter()
@@ -505,13 +510,11 @@ impl Transaction<'_> {
                 }
                 to
             });
-            let mut written: Vec<(u64, Vec<u8>, Protection)> = Vec::new();
+            let mut written = 0;
             let mut failure = None;
-            for site in &prepared.sites {
-                relink(site, |id| prepared.hook(id));
-                let patch = patch_bytes(site);
-                match process.patch_code(site.target(), &patch, site.prot, stopped.exclusive()) {
-                    Ok(()) => written.push((site.target(), site.original.clone(), site.prot)),
+            for (site, patch) in prepared.sites.iter().zip(&patches) {
+                match process.patch_code(site.target(), patch, site.prot, stopped.exclusive()) {
+                    Ok(()) => written += 1,
                     Err(e) => {
                         failure = Some(e);
                         break;
@@ -529,8 +532,8 @@ impl Transaction<'_> {
             }
             if let Some(e) = failure {
                 // Put back what this batch wrote (restores cannot fail where writes worked).
-                for (addr, bytes, prot) in written {
-                    let _ = process.patch_code(addr, &bytes, prot, stopped.exclusive());
+                for site in &prepared.sites[..written] {
+                    let _ = process.patch_code(site.target(), &site.original, site.prot, stopped.exclusive());
                 }
                 drop(stopped);
                 prepared.abandon();

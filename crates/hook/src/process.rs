@@ -192,21 +192,22 @@ impl ModuleIndex {
     /// Load base of the module mapped from `path` (0 for a fixed-address executable).
     pub fn load_base(&self, memory: &dyn Memory, path: &str) -> Result<u64, HookError> {
         let file = self.file(path)?;
-        if !file.relocatable {
-            return Ok(0);
-        }
-        let maps = self.maps(memory, false)?;
-        let first = maps.mappings.iter().filter(|m| m.path == path).map(|m| m.range.start - m.offset).min();
-        Ok(first.ok_or_else(|| HookError::ModuleNotFound(path.to_string()))? - file.first_vaddr)
+        base_in(&*self.maps(memory, false)?, &file, path).ok_or_else(|| HookError::ModuleNotFound(path.to_string()))
     }
 
     /// Address of an exported function, from the module's file and load base.
     pub fn resolve_from_file(&self, memory: &dyn Memory, module: &str, symbol: &str) -> Result<u64, HookError> {
+        self.resolve_export(memory, module, symbol).map(|(addr, _)| addr)
+    }
+
+    /// Address of an exported function and whether it is an indirect function (its address
+    /// is then the resolver's).
+    pub fn resolve_export(&self, memory: &dyn Memory, module: &str, symbol: &str) -> Result<(u64, bool), HookError> {
         let mapping = self.module(memory, module)?;
         let file = self.file(&mapping.path)?;
         let base = self.load_base(memory, &mapping.path)?;
         match file.export(symbol) {
-            Some(e) => Ok(base + e.addr),
+            Some(e) => Ok((base + e.addr, e.ifunc)),
             None => Err(HookError::SymbolNotFound {
                 module: module.to_string(),
                 symbol: symbol.to_string(),
@@ -222,8 +223,18 @@ impl ModuleIndex {
         if !mapping.path.starts_with('/') {
             return None;
         }
-        let base = self.load_base(memory, &mapping.path).ok()?;
-        let r = self.file(&mapping.path).ok()?.function_containing(addr - base)?;
+        let file = self.file(&mapping.path).ok()?;
+        let base = base_in(&maps, &file, &mapping.path)?;
+        let r = file.function_containing(addr - base)?;
         Some(r.start + base..r.end + base)
     }
+}
+
+/// Load base of `file`, mapped from `path` in `maps` (0 for a fixed-address executable).
+fn base_in(maps: &AddressSpace, file: &ElfModule, path: &str) -> Option<u64> {
+    if !file.relocatable {
+        return Some(0);
+    }
+    let first = maps.mappings.iter().filter(|m| m.path == path).map(|m| m.range.start - m.offset).min()?;
+    Some(first - file.first_vaddr)
 }

@@ -10,7 +10,6 @@
 mod registry;
 mod tracee;
 
-use crate::elf::ElfModule;
 use crate::process::{ModuleIndex, Process, Stopped};
 use crate::HookError;
 use iced_x86::{Decoder, DecoderOptions, Mnemonic};
@@ -24,12 +23,6 @@ use std::os::fd::AsFd;
 use std::os::unix::fs::FileExt;
 use std::sync::{Arc, Mutex, OnceLock};
 pub use tracee::Tracee;
-
-/// Writes `data` at `addr` in process `pid` through `/proc/PID/mem`.
-pub(crate) fn write_remote(pid: i32, addr: u64, data: &[u8]) -> Result<(), HookError> {
-    let file = std::fs::OpenOptions::new().write(true).open(format!("/proc/{pid}/mem")).map_err(|_| HookError::TargetExited(pid))?;
-    file.write_all_at(data, addr).map_err(|e| MemError::Unwritable { addr, len: data.len(), errno: e.to_string() }.into())
-}
 
 const SYS_MMAP: i64 = libc::SYS_mmap;
 const SYS_MPROTECT: i64 = libc::SYS_mprotect;
@@ -360,13 +353,10 @@ impl Process for RemoteProcess {
     }
 
     fn resolve(&self, module: &str, symbol: &str) -> Result<u64, HookError> {
-        let mapping = self.modules.module(&*self.memory, module)?;
-        let file: Arc<ElfModule> = self.modules.file(&mapping.path)?;
-        let addr = self.modules.resolve_from_file(&*self.memory, module, symbol)?;
-        match file.export(symbol) {
+        match self.modules.resolve_export(&*self.memory, module, symbol)? {
             // An indirect function: ask its resolver in the target where calls arrive.
-            Some(e) if e.ifunc => self.tracee.call(addr, &[]),
-            _ => Ok(addr),
+            (resolver, true) => self.tracee.call(resolver, &[]),
+            (addr, false) => Ok(addr),
         }
     }
 

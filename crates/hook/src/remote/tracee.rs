@@ -191,7 +191,9 @@ impl Tracee {
         let saved = self.regs(tid)?;
         let mut regs = saved;
         let sp = ((saved.rsp - 256) & !0xf) - 8; // as after a call: rsp ≡ 8 (mod 16)
-        crate::remote::write_remote(self.pid, sp, &CALL_RETURN.to_le_bytes())?;
+        self.count(1);
+        ptrace::write(Pid::from_raw(tid), sp as ptrace::AddressType, CALL_RETURN as libc::c_long)
+            .map_err(|_| HookError::TargetExited(self.pid))?;
         regs.rsp = sp;
         regs.rip = func;
         regs.rax = 0;
