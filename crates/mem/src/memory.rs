@@ -68,6 +68,11 @@ impl DualView {
         self.local.atomic_u64(offset).store(value, Ordering::Release)
     }
 
+    /// Stores an aligned 4-byte value atomically: a branch displacement code may be executing.
+    pub fn store_u32(&self, offset: usize, value: u32) {
+        self.local.atomic_u32(offset).store(value, Ordering::Release)
+    }
+
     /// Loads an aligned 8-byte value.
     pub fn load_u64(&self, offset: usize) -> u64 {
         self.local.atomic_u64(offset).load(Ordering::Acquire)

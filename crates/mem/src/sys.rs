@@ -4,7 +4,7 @@
 use crate::{MemError, Protection};
 use rustix::mm::{MapFlags, MprotectFlags, ProtFlags};
 use std::os::fd::BorrowedFd;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU32, AtomicU64};
 
 fn prot_flags(p: Protection) -> ProtFlags {
     let mut f = ProtFlags::empty();
@@ -46,6 +46,13 @@ impl LocalMap {
         assert!(offset.checked_add(buf.len()).is_some_and(|end| end <= self.len), "read past the mapping");
         // SAFETY: bounds checked above; the mapping is live and readable.
         unsafe { std::ptr::copy_nonoverlapping(self.ptr.add(offset), buf.as_mut_ptr(), buf.len()) }
+    }
+
+    pub(crate) fn atomic_u32(&self, offset: usize) -> &AtomicU32 {
+        assert!(offset % 4 == 0 && offset + 4 <= self.len, "unaligned or out-of-bounds cell");
+        // SAFETY: in bounds and 4-aligned (the mapping is page aligned); only accessed
+        // atomically or by byte copies to other, disjoint, offsets.
+        unsafe { &*(self.ptr.add(offset) as *const AtomicU32) }
     }
 
     pub(crate) fn atomic_u64(&self, offset: usize) -> &AtomicU64 {

@@ -4,7 +4,6 @@ use rewire_hook::check::check_module;
 use rewire_hook::elf::ElfModule;
 use std::io::Write;
 use std::path::Path;
-use std::process::ExitCode;
 
 /// Where a bare library file name is looked for.
 const LIBRARY_DIRS: [&str; 4] = ["/lib/x86_64-linux-gnu", "/usr/lib/x86_64-linux-gnu", "/lib64", "/usr/lib"];
@@ -17,7 +16,7 @@ fn find_library(lib: &str) -> String {
 }
 
 /// Prints one line per function and the closing `hookable: N of M`.
-pub fn run(lib: &str, symbols: &[String], refused_only: bool) -> anyhow::Result<ExitCode> {
+pub fn run(lib: &str, symbols: &[String], refused_only: bool) -> anyhow::Result<u8> {
     let path = find_library(lib);
     let module = ElfModule::open(&path)?;
     let verdicts = check_module(&module, symbols);
@@ -35,5 +34,5 @@ pub fn run(lib: &str, symbols: &[String], refused_only: bool) -> anyhow::Result<
         }
     }
     writeln!(out, "hookable: {hookable} of {}", verdicts.len())?;
-    Ok(ExitCode::SUCCESS)
+    Ok(0)
 }

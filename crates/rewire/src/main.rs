@@ -1,10 +1,15 @@
 //! The `rewire` command line.
+//!
+//! `no_main`: Rust's start-up code would set SIGPIPE to "ignore" before `main`, and a
+//! program run under the engine inherits this process's signal dispositions; it must get
+//! the ones rewire was started with.
+#![no_main]
 
 mod hook_check;
 mod remote_cmds;
 
 use clap::{Parser, Subcommand};
-use std::process::ExitCode;
+use std::ffi::OsString;
 
 /// rewire rewrites running x86-64 Linux code: inline hooks (Detours style) and dynamic binary
 /// instrumentation.
@@ -17,6 +22,9 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run a program with every instruction executed from the code cache; its output and
+    /// exit status pass through unchanged.
+    Run(RunArgs),
     /// Inline hooks.
     #[command(subcommand)]
     Hook(HookCommand),
@@ -56,6 +64,30 @@ enum Command {
     },
 }
 
+#[derive(clap::Args)]
+struct RunArgs {
+    /// At exit, print what the engine did: blocks built per module, cache size, exits to the
+    /// dispatcher by kind, links, indirect-branch lookup hits and misses, build rate.
+    #[arg(long)]
+    stats: bool,
+    /// Log every block as it is built (address, module+offset, sizes).
+    #[arg(long)]
+    verbose: bool,
+    /// `argv[0]` for the program (default: PROGRAM as given).
+    #[arg(long, value_name = "NAME")]
+    argv0: Option<OsString>,
+    /// Testing aid: never link exits, so every exit goes through the dispatcher.
+    #[arg(long, hide = true)]
+    no_link: bool,
+    /// Testing aid: remove execute permission from the program's own code, so that an
+    /// instruction run outside the code cache would crash the program.
+    #[arg(long, hide = true)]
+    strip_exec: bool,
+    /// The program and its arguments.
+    #[arg(last = true, required = true, value_name = "PROGRAM ARGS")]
+    command: Vec<OsString>,
+}
+
 #[derive(Subcommand)]
 enum HookCommand {
     /// Report, for each exported function of a library (or the ones named), whether it can be
@@ -71,9 +103,16 @@ enum HookCommand {
     },
 }
 
-fn main() -> ExitCode {
+/// The C entry point (see the `no_main` note above).
+#[no_mangle]
+extern "C" fn main(_argc: std::ffi::c_int, _argv: *const *const std::ffi::c_char) -> std::ffi::c_int {
+    rewire_main().into()
+}
+
+fn rewire_main() -> u8 {
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Run(args) => run(args),
         Command::Hook(HookCommand::Check { lib, symbols, refused_only }) => hook_check::run(&lib, &symbols, refused_only),
         Command::Inject { pid, lib, hooks } => remote_cmds::inject(pid, &lib, &hooks),
         Command::Launch { lib, hooks, command } => remote_cmds::launch(&lib, &hooks, &command),
@@ -83,7 +122,23 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(e) => {
             eprintln!("rewire: {e:#}");
-            ExitCode::from(1)
+            1
+        }
+    }
+}
+
+fn run(args: RunArgs) -> anyhow::Result<u8> {
+    let opts = rewire_dbi::Options {
+        command: args.command,
+        argv0: args.argv0,
+        engine: rewire_dbi::EngineOptions { stats: args.stats, verbose: args.verbose, no_link: args.no_link, strip_exec: args.strip_exec },
+    };
+    match rewire_dbi::run(opts) {
+        Ok(never) => match never {},
+        Err(e) => {
+            eprintln!("rewire: {e}");
+            // The shell's convention: 127 for a command not found, 126 for one that cannot run.
+            Ok(if matches!(e, rewire_dbi::RunError::NotFound(_)) { 127 } else { 126 })
         }
     }
 }

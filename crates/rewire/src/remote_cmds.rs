@@ -7,7 +7,6 @@ use nix::unistd::Pid;
 use rewire_hook::remote::{Record, RemoteProcess};
 use rewire_hook::Process;
 use rewire_hook::{Interceptor, Sharing};
-use std::process::ExitCode;
 use std::sync::Arc;
 
 /// Parses `SYMBOL=LIB_SYMBOL`.
@@ -61,16 +60,16 @@ fn apply(process: &Arc<RemoteProcess>, lib: &str, hooks: &[(String, String)]) ->
 }
 
 /// `rewire inject --pid PID LIB [--hook S=L ...]`.
-pub fn inject(pid: i32, lib: &str, hooks: &[(String, String)]) -> anyhow::Result<ExitCode> {
+pub fn inject(pid: i32, lib: &str, hooks: &[(String, String)]) -> anyhow::Result<u8> {
     let process = RemoteProcess::attach(pid)?;
     let outcome = apply(&process, lib, hooks);
     process.detach();
-    outcome.map(|()| ExitCode::SUCCESS)
+    outcome.map(|()| 0)
 }
 
 /// `rewire launch --inject LIB [--hook S=L ...] -- PROGRAM ARGS`: the program's exit status
 /// (or terminating signal) becomes rewire's.
-pub fn launch(lib: &str, hooks: &[(String, String)], command: &[String]) -> anyhow::Result<ExitCode> {
+pub fn launch(lib: &str, hooks: &[(String, String)], command: &[String]) -> anyhow::Result<u8> {
     let process = RemoteProcess::launch(&command[0], command)?;
     let child = Pid::from_raw(process.pid());
     if let Err(e) = apply(&process, lib, hooks) {
@@ -87,13 +86,13 @@ pub fn launch(lib: &str, hooks: &[(String, String)], command: &[String]) -> anyh
     }
     loop {
         match waitpid(child, None)? {
-            WaitStatus::Exited(_, code) => return Ok(ExitCode::from(code as u8)),
+            WaitStatus::Exited(_, code) => return Ok(code as u8),
             WaitStatus::Signaled(_, sig, _) => {
                 // Die the way the program died.
                 // SAFETY: restoring the default action before raising it.
                 unsafe { signal::signal(sig, SigHandler::SigDfl) }?;
                 signal::raise(sig)?;
-                return Ok(ExitCode::from(128 + sig as u8));
+                return Ok(128 + sig as u8);
             }
             _ => continue,
         }
@@ -102,7 +101,7 @@ pub fn launch(lib: &str, hooks: &[(String, String)], command: &[String]) -> anyh
 
 /// `rewire unhook --pid PID [SYMBOL...]`: removes hooks rewire placed (all, or those on the
 /// named functions), restoring the original bytes.
-pub fn unhook(pid: i32, symbols: &[String]) -> anyhow::Result<ExitCode> {
+pub fn unhook(pid: i32, symbols: &[String]) -> anyhow::Result<u8> {
     let process = RemoteProcess::attach(pid)?;
     let outcome = (|| -> anyhow::Result<Vec<u64>> {
         let targets = symbols.iter().map(|s| process.find_function(s)).collect::<Result<Vec<u64>, _>>()?;
@@ -118,5 +117,5 @@ pub fn unhook(pid: i32, symbols: &[String]) -> anyhow::Result<ExitCode> {
         eprintln!("rewire: restored the original code at {t:#x}");
     }
     eprintln!("rewire: removed {} hook(s) from process {pid}", restored.len());
-    Ok(ExitCode::SUCCESS)
+    Ok(0)
 }

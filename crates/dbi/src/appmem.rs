@@ -1,0 +1,49 @@
+//! Reading and writing the program's memory on its behalf, with the kernel checking the
+//! addresses (a bad pointer from the program gives `EFAULT`, as natively, never a crash of
+//! the runtime).
+
+fn transfer(addr: u64, buf: *mut u8, len: usize, write: bool) -> bool {
+    let local = libc::iovec { iov_base: buf.cast(), iov_len: len };
+    let remote = libc::iovec { iov_base: addr as *mut _, iov_len: len };
+    let pid = std::process::id() as libc::pid_t;
+    // SAFETY: the kernel validates `remote` (this process's memory) and copies between it
+    // and `local`, which is a live buffer of `len` bytes the caller owns.
+    let n = unsafe {
+        if write {
+            libc::process_vm_writev(pid, &local, 1, &remote, 1, 0)
+        } else {
+            libc::process_vm_readv(pid, &local, 1, &remote, 1, 0)
+        }
+    };
+    n == len as isize
+}
+
+/// Copies `buf.len()` bytes from the program's `addr`; false if not all readable.
+pub fn read(addr: u64, buf: &mut [u8]) -> bool {
+    transfer(addr, buf.as_mut_ptr(), buf.len(), false)
+}
+
+/// Copies `data` to the program's `addr`; false if not all writable.
+pub fn write(addr: u64, data: &[u8]) -> bool {
+    transfer(addr, data.as_ptr().cast_mut(), data.len(), true)
+}
+
+/// The NUL-terminated string at `addr`, if readable and at most `max` bytes.
+pub fn read_cstr(addr: u64, max: usize) -> Option<Vec<u8>> {
+    let mut out = Vec::new();
+    let mut chunk = [0u8; 64];
+    while out.len() < max {
+        // Stay inside the page so that a string ending before unmapped memory still reads.
+        let room = (4096 - (addr + out.len() as u64) % 4096) as usize;
+        let n = room.min(chunk.len());
+        if !read(addr + out.len() as u64, &mut chunk[..n]) {
+            return None;
+        }
+        if let Some(end) = chunk[..n].iter().position(|&b| b == 0) {
+            out.extend_from_slice(&chunk[..end]);
+            return Some(out);
+        }
+        out.extend_from_slice(&chunk[..n]);
+    }
+    None
+}

@@ -1,0 +1,346 @@
+//! The engine's machine-level code: the context switch between cache and dispatcher, the
+//! indirect-branch lookup template, the signal entry, and raw system calls. All of the
+//! crate's inline assembly is here.
+
+use crate::context::off;
+use std::arch::global_asm;
+
+// Cache → runtime: `rewire_fcache_return` is entered from cache code with the application's
+// rax in `scratch_rax` and the exit record in rax. It saves every application register, the
+// flags and the SIMD state into the thread context, switches to the runtime stack and the
+// runtime's FS base, and calls the dispatcher. The dispatcher leaves the cache address to
+// resume at in `next_pc`; the second half restores the application state and jumps there.
+// `rewire_start` enters that second half directly for a thread's first block.
+global_asm!(
+    ".text",
+    ".globl rewire_fcache_return",
+    ".p2align 4",
+    "rewire_fcache_return:",
+    "mov gs:[{exit}], rax",
+    "mov rax, gs:[{s_rax}]",
+    "mov gs:[{r0}], rax",
+    "mov gs:[{r1}], rcx",
+    "mov gs:[{r2}], rdx",
+    "mov gs:[{r3}], rbx",
+    "mov gs:[{r4}], rsp",
+    "mov gs:[{r5}], rbp",
+    "mov gs:[{r6}], rsi",
+    "mov gs:[{r7}], rdi",
+    "mov gs:[{r8}], r8",
+    "mov gs:[{r9}], r9",
+    "mov gs:[{r10}], r10",
+    "mov gs:[{r11}], r11",
+    "mov gs:[{r12}], r12",
+    "mov gs:[{r13}], r13",
+    "mov gs:[{r14}], r14",
+    "mov gs:[{r15}], r15",
+    "mov rsp, gs:[{rt_stack}]",
+    "pushfq",
+    "pop qword ptr gs:[{rflags}]",
+    "cld",
+    "mov rcx, gs:[{self_}]",
+    "mov eax, -1",
+    "mov edx, -1",
+    "xsave64 [rcx + {xsave}]",
+    "cmp qword ptr gs:[{fsgs}], 0",
+    "je 2f",
+    "rdfsbase rax",
+    "mov gs:[{app_fs}], rax",
+    "mov rax, gs:[{rt_fs}]",
+    "wrfsbase rax",
+    "jmp 3f",
+    "2:",
+    "mov eax, 158",
+    "mov edi, 0x1002",
+    "mov rsi, gs:[{rt_fs}]",
+    "syscall",
+    "3:",
+    ".Lrewire_dispatch_and_enter:",
+    "mov rdi, gs:[{self_}]",
+    "call {dispatch}",
+    "cmp qword ptr gs:[{fsgs}], 0",
+    "je 4f",
+    "mov rax, gs:[{app_fs}]",
+    "wrfsbase rax",
+    "jmp 5f",
+    "4:",
+    "mov eax, 158",
+    "mov edi, 0x1002",
+    "mov rsi, gs:[{app_fs}]",
+    "syscall",
+    "5:",
+    "mov rcx, gs:[{self_}]",
+    "mov eax, -1",
+    "mov edx, -1",
+    "xrstor64 [rcx + {xsave}]",
+    "push qword ptr gs:[{rflags}]",
+    "popfq",
+    "mov rax, gs:[{r0}]",
+    "mov rcx, gs:[{r1}]",
+    "mov rdx, gs:[{r2}]",
+    "mov rbx, gs:[{r3}]",
+    "mov rbp, gs:[{r5}]",
+    "mov rsi, gs:[{r6}]",
+    "mov rdi, gs:[{r7}]",
+    "mov r8, gs:[{r8}]",
+    "mov r9, gs:[{r9}]",
+    "mov r10, gs:[{r10}]",
+    "mov r11, gs:[{r11}]",
+    "mov r12, gs:[{r12}]",
+    "mov r13, gs:[{r13}]",
+    "mov r14, gs:[{r14}]",
+    "mov r15, gs:[{r15}]",
+    "mov rsp, gs:[{r4}]",
+    "jmp qword ptr gs:[{next_pc}]",
+    "",
+    ".globl rewire_start",
+    ".p2align 4",
+    "rewire_start:",
+    "mov rsp, gs:[{rt_stack}]",
+    "jmp .Lrewire_dispatch_and_enter",
+    exit = const off::EXIT,
+    s_rax = const off::S_RAX,
+    r0 = const off::gpr(0),
+    r1 = const off::gpr(1),
+    r2 = const off::gpr(2),
+    r3 = const off::gpr(3),
+    r4 = const off::gpr(4),
+    r5 = const off::gpr(5),
+    r6 = const off::gpr(6),
+    r7 = const off::gpr(7),
+    r8 = const off::gpr(8),
+    r9 = const off::gpr(9),
+    r10 = const off::gpr(10),
+    r11 = const off::gpr(11),
+    r12 = const off::gpr(12),
+    r13 = const off::gpr(13),
+    r14 = const off::gpr(14),
+    r15 = const off::gpr(15),
+    rflags = const off::RFLAGS,
+    rt_stack = const off::RT_STACK,
+    self_ = const off::SELF,
+    xsave = const off::XSAVE,
+    fsgs = const off::FSGSBASE,
+    app_fs = const off::APP_FS,
+    rt_fs = const off::RT_FS,
+    next_pc = const off::NEXT_PC,
+    dispatch = sym crate::dispatch::rewire_dispatch,
+);
+
+// The indirect-branch lookup, copied into every block that ends in an indirect branch.
+// On entry rax holds the application target and `scratch_rax` the application's rax. It
+// probes the thread's table (`{-tag, cache address}` pairs, home slot = low 16 bits of the
+// target, linear probing up to an empty slot) without touching the arithmetic flags: the
+// comparisons are `lea` + `jrcxz`. A hit restores rax and rcx and jumps to the fragment. A
+// miss falls off the end with the target in `ibl_target`, rax in `scratch_rax` and rcx
+// restored; the block appends its own exit to the dispatcher there. Only relative jumps
+// inside the template: it works at any address.
+global_asm!(
+    ".globl rewire_ibl_template",
+    ".globl rewire_ibl_template_end",
+    "rewire_ibl_template:",
+    "mov gs:[{s_rcx}], rcx",
+    "movzx ecx, ax",
+    "lea rcx, [rcx + rcx]",
+    "2:",
+    "mov gs:[{idx}], rcx",
+    "mov rcx, gs:[rcx * 8 + {table}]",
+    "jrcxz 4f",
+    "lea rcx, [rcx + rax]",
+    "jrcxz 3f",
+    "mov rcx, gs:[{idx}]",
+    "lea rcx, [rcx + 2]",
+    "jmp 2b",
+    "3:",
+    "mov rcx, gs:[{idx}]",
+    "mov rcx, gs:[rcx * 8 + {table} + 8]",
+    "mov gs:[{jump}], rcx",
+    "mov rcx, gs:[{s_rcx}]",
+    "mov rax, gs:[{s_rax}]",
+    "jmp qword ptr gs:[{jump}]",
+    "4:",
+    "mov gs:[{target}], rax",
+    "mov rcx, gs:[{s_rcx}]",
+    "rewire_ibl_template_end:",
+    s_rcx = const off::S_RCX,
+    s_rax = const off::S_RAX,
+    idx = const off::IBL_INDEX,
+    table = const off::IBL_TABLE,
+    jump = const off::IBL_JUMP,
+    target = const off::IBL_TARGET,
+);
+
+// Signal entry: the kernel may interrupt cache code, where FS is the application's. Switch
+// to the runtime's FS base for the Rust handler and back afterwards (signal frames do not
+// carry the FS base).
+global_asm!(
+    ".globl rewire_signal_entry",
+    ".p2align 4",
+    "rewire_signal_entry:",
+    "push rbx",
+    "push r12",
+    "push r13",
+    "push r14",
+    "sub rsp, 8",
+    "mov r12, rdi",
+    "mov r13, rsi",
+    "mov rbx, rdx",
+    "cmp qword ptr gs:[{fsgs}], 0",
+    "je 2f",
+    "rdfsbase r14",
+    "mov rax, gs:[{rt_fs}]",
+    "wrfsbase rax",
+    "jmp 3f",
+    "2:",
+    "mov eax, 158",
+    "mov edi, 0x1003",
+    "mov rsi, rsp",
+    "syscall",
+    "mov r14, [rsp]",
+    "mov eax, 158",
+    "mov edi, 0x1002",
+    "mov rsi, gs:[{rt_fs}]",
+    "syscall",
+    "3:",
+    "mov rdi, r12",
+    "mov rsi, r13",
+    "mov rdx, rbx",
+    "call {handler}",
+    "cmp qword ptr gs:[{fsgs}], 0",
+    "je 4f",
+    "wrfsbase r14",
+    "jmp 5f",
+    "4:",
+    "mov eax, 158",
+    "mov edi, 0x1002",
+    "mov rsi, r14",
+    "syscall",
+    "5:",
+    "add rsp, 8",
+    "pop r14",
+    "pop r13",
+    "pop r12",
+    "pop rbx",
+    "ret",
+    fsgs = const off::FSGSBASE,
+    rt_fs = const off::RT_FS,
+    handler = sym crate::signals::rewire_on_signal,
+);
+
+extern "C" {
+    fn rewire_fcache_return();
+    fn rewire_start() -> !;
+    fn rewire_signal_entry();
+    static rewire_ibl_template: u8;
+    static rewire_ibl_template_end: u8;
+}
+
+/// Address of the cache-exit routine.
+pub fn fcache_return_address() -> u64 {
+    rewire_fcache_return as *const () as u64
+}
+
+/// Address of the signal entry, for `sigaction`.
+pub fn signal_entry_address() -> usize {
+    rewire_signal_entry as *const () as usize
+}
+
+/// The bytes of the indirect-branch lookup template.
+pub fn ibl_template() -> &'static [u8] {
+    // SAFETY: both symbols are labels in this crate's text, the end after the start; the
+    // bytes between them are the assembled template, immutable for the process lifetime.
+    unsafe {
+        let start = &raw const rewire_ibl_template;
+        let end = &raw const rewire_ibl_template_end;
+        std::slice::from_raw_parts(start, end as usize - start as usize)
+    }
+}
+
+/// Sets this thread's GS base to `ctx` and enters the cache for the first time: the
+/// dispatcher runs for the exit record already stored in the context.
+///
+/// # Safety
+/// `ctx` must be a fully initialised context whose runtime stack is unused, and the engine
+/// must be ready to dispatch; this thread never returns to its caller.
+pub unsafe fn start(ctx: u64) -> ! {
+    set_gs_base(ctx);
+    // SAFETY: per the contract; rewire_start switches to the context's runtime stack.
+    unsafe { rewire_start() }
+}
+
+/// Sets the GS base of the calling thread.
+pub fn set_gs_base(base: u64) {
+    // SAFETY: ARCH_SET_GS only changes this thread's GS base, which no code of this process
+    // uses except the engine's.
+    let r = unsafe { syscall6(libc::SYS_arch_prctl as u64, [0x1001, base, 0, 0, 0, 0]) };
+    assert_eq!(r, 0, "arch_prctl(ARCH_SET_GS) failed");
+}
+
+/// The calling thread's FS base.
+pub fn fs_base() -> u64 {
+    let mut fs = 0u64;
+    // SAFETY: ARCH_GET_FS writes 8 bytes to the pointer we pass, a live local.
+    let r = unsafe { syscall6(libc::SYS_arch_prctl as u64, [0x1003, &raw mut fs as u64, 0, 0, 0, 0]) };
+    assert_eq!(r, 0, "arch_prctl(ARCH_GET_FS) failed");
+    fs
+}
+
+/// The current stack pointer.
+pub fn stack_pointer() -> u64 {
+    let sp: u64;
+    // SAFETY: reads rsp; no memory or flags touched.
+    unsafe { std::arch::asm!("mov {}, rsp", out(reg) sp, options(nomem, nostack, preserves_flags)) };
+    sp
+}
+
+/// Size of the XSAVE area for the features the OS enabled (CPUID 0xD, sub-leaf 0, EBX).
+pub fn xsave_size() -> usize {
+    std::arch::x86_64::__cpuid_count(0xd, 0).ebx as usize
+}
+
+/// Gives a fresh XSAVE area the state a new process starts with: empty state-component
+/// bitmap (registers at their initial values), FCW 0x37f and MXCSR 0x1f80.
+pub fn init_xsave_area(area: &mut [u8]) {
+    area.fill(0);
+    area[0..2].copy_from_slice(&0x37fu16.to_le_bytes());
+    area[24..28].copy_from_slice(&0x1f80u32.to_le_bytes());
+}
+
+/// Issues system call `nr` with six arguments; returns the raw result (`-errno` on error).
+///
+/// # Safety
+/// The call may change memory, mappings, signal state or the process itself; the caller
+/// answers for its effects.
+pub unsafe fn syscall6(nr: u64, a: [u64; 6]) -> u64 {
+    let ret: u64;
+    // SAFETY: per the contract; `syscall` clobbers rcx and r11 only.
+    unsafe {
+        std::arch::asm!(
+            "syscall",
+            inlateout("rax") nr => ret,
+            in("rdi") a[0], in("rsi") a[1], in("rdx") a[2], in("r10") a[3], in("r8") a[4], in("r9") a[5],
+            lateout("rcx") _, lateout("r11") _,
+            options(nostack),
+        )
+    };
+    ret
+}
+
+/// Maps `len` bytes of zeroed private read+write memory.
+pub fn map_anonymous(len: usize) -> Result<*mut u8, std::io::Error> {
+    // SAFETY: a fresh anonymous mapping at an address the kernel chooses aliases nothing.
+    let p = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+            -1,
+            0,
+        )
+    };
+    if p == libc::MAP_FAILED {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(p.cast())
+}

@@ -1,0 +1,170 @@
+//! The code cache: dual-mapped units of memory (executed through a read+execute view,
+//! written through a read+write view, so no page is ever writable and executable), one or
+//! more per ±2 GiB neighbourhood of application code so that RIP-relative operands copied
+//! from the application almost always still reach. Units are filled front to back and added
+//! on demand.
+
+use crate::error::RunError;
+use rewire_mem::{AddressSpace, DualView, InProcess, Memory};
+use std::ops::Range;
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::fs::FileExt;
+
+/// Copies of the cache units, made for a child process.
+#[derive(Debug)]
+pub struct Snapshot {
+    fds: Vec<OwnedFd>,
+}
+
+fn memfd(len: usize) -> Result<OwnedFd, RunError> {
+    // SAFETY: memfd_create with a static NUL-terminated name; we own the returned fd.
+    let fd = unsafe { libc::memfd_create(c"rewire-code".as_ptr(), libc::MFD_CLOEXEC) };
+    if fd < 0 {
+        return Err(RunError::Sys("memfd_create", std::io::Error::last_os_error()));
+    }
+    // SAFETY: a fresh descriptor nobody else owns.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    std::fs::File::from(fd.try_clone().map_err(|e| RunError::Sys("dup(memfd)", e))?)
+        .set_len(len as u64)
+        .map_err(|e| RunError::Sys("ftruncate(memfd)", e))?;
+    Ok(fd)
+}
+
+/// Bytes per cache unit.
+const UNIT_BYTES: usize = 16 << 20;
+/// How far a unit may be from the code it holds: within rel32 reach with room to spare, so
+/// that the application's RIP-relative operands (which point into its own module, close to
+/// the code) still reach from the cache. The nearest free space is taken first.
+const UNIT_REACH: u64 = (1 << 31) - (128 << 20);
+
+#[derive(Debug)]
+struct Unit {
+    view: DualView,
+    used: usize,
+}
+
+impl Unit {
+    fn range(&self) -> Range<u64> {
+        self.view.exec..self.view.exec + self.view.len as u64
+    }
+}
+
+/// All cache memory of the process.
+#[derive(Debug, Default)]
+pub struct CodeCache {
+    units: Vec<Unit>,
+}
+
+/// Where a piece of code may go: a unit and the address of its next free byte.
+#[derive(Debug, Clone, Copy)]
+pub struct Place {
+    unit: usize,
+    /// Address the code will have.
+    pub addr: u64,
+    room: usize,
+}
+
+impl CodeCache {
+    /// The next free place in a unit near `near` with at least `want` bytes of room (a new
+    /// unit if needed).
+    pub fn place(&mut self, near: u64, want: usize) -> Result<Place, RunError> {
+        let found = self.units.iter().position(|u| {
+            u.view.len - u.used >= want && u.range().start.abs_diff(near) < UNIT_REACH && u.range().end.abs_diff(near) < UNIT_REACH
+        });
+        let unit = match found {
+            Some(i) => i,
+            None => self.add_unit(near)?,
+        };
+        let u = &self.units[unit];
+        Ok(Place { unit, addr: u.view.exec + u.used as u64, room: u.view.len - u.used })
+    }
+
+    fn add_unit(&mut self, near: u64) -> Result<usize, RunError> {
+        let space = AddressSpace::read(None).map_err(RunError::Cache)?;
+        let len = UNIT_BYTES as u64;
+        let candidates = space.free_near(near, len, UNIT_REACH - len, 1 << 16);
+        let addr =
+            candidates.into_iter().next().ok_or_else(|| RunError::Unsupported(format!("no free address space for code near {near:#x}")))?;
+        let view = InProcess::new().map_dual(addr, UNIT_BYTES).map_err(RunError::Cache)?;
+        self.units.push(Unit { view, used: 0 });
+        Ok(self.units.len() - 1)
+    }
+
+    /// Copies `code` to `place` (which it must fit) and claims the bytes.
+    pub fn commit(&mut self, place: Place, code: &[u8]) {
+        assert!(code.len() <= place.room, "code larger than the room it was built for");
+        let u = &mut self.units[place.unit];
+        u.view.write(u.used, code);
+        u.used += code.len();
+    }
+
+    /// Room left at `place`.
+    pub fn fits(place: &Place, len: usize) -> bool {
+        len <= place.room
+    }
+
+    /// Atomically rewrites the aligned 4-byte field at cache address `addr`.
+    pub fn patch_u32(&self, addr: u64, value: u32) {
+        let u = self.unit_of(addr).expect("patch outside the code cache");
+        u.view.store_u32((addr - u.view.exec) as usize, value);
+    }
+
+    fn unit_of(&self, addr: u64) -> Option<&Unit> {
+        self.units.iter().find(|u| u.range().contains(&addr))
+    }
+
+    /// True when `addr` is inside the code cache.
+    pub fn contains(&self, addr: u64) -> bool {
+        self.unit_of(addr).is_some()
+    }
+
+    /// Copies every unit into fresh shared memory, for a child about to be forked: cache
+    /// memory is shared (the two views alias one memfd), so without its own copy a child's
+    /// new blocks would land in its parent's cache.
+    pub fn snapshot(&self) -> Result<Snapshot, RunError> {
+        let mut fds = Vec::with_capacity(self.units.len());
+        for u in &self.units {
+            let fd = memfd(u.view.len)?;
+            let mut bytes = vec![0u8; u.used];
+            u.view.read(0, &mut bytes);
+            std::fs::File::from(fd.try_clone().map_err(|e| RunError::Sys("dup(memfd)", e))?)
+                .write_all_at(&bytes, 0)
+                .map_err(|e| RunError::Sys("write(memfd)", e))?;
+            fds.push(fd);
+        }
+        Ok(Snapshot { fds })
+    }
+
+    /// In the forked child: replaces both views of every unit by the snapshot's copy.
+    pub fn adopt(&mut self, snap: Snapshot) -> Result<(), RunError> {
+        for (u, fd) in self.units.iter_mut().zip(snap.fds) {
+            // SAFETY: replaces the executable view of a unit of ours with an identical copy
+            // (same contents, same address): code running from it sees no difference.
+            let p = unsafe {
+                libc::mmap(
+                    u.view.exec as *mut _,
+                    u.view.len,
+                    libc::PROT_READ | libc::PROT_EXEC,
+                    libc::MAP_SHARED | libc::MAP_FIXED,
+                    fd.as_raw_fd(),
+                    0,
+                )
+            };
+            if p == libc::MAP_FAILED {
+                return Err(RunError::Sys("mmap(cache copy)", std::io::Error::last_os_error()));
+            }
+            u.view = DualView::map_local(u.view.exec, u.view.len, fd.as_fd()).map_err(RunError::Cache)?;
+        }
+        Ok(())
+    }
+
+    /// Bytes of code in the cache.
+    pub fn used(&self) -> usize {
+        self.units.iter().map(|u| u.used).sum()
+    }
+
+    /// Bytes of cache memory reserved.
+    pub fn reserved(&self) -> usize {
+        self.units.len() * UNIT_BYTES
+    }
+}

@@ -1,0 +1,223 @@
+//! The per-thread runtime context, reached from cache code through the GS base.
+//!
+//! One mapping per application thread holds, at fixed offsets from its start: the header
+//! ([`ThreadCtx`]: scratch slots, the saved application registers, the FS values to swap),
+//! the XSAVE area for the application's SIMD state while runtime code runs, and the thread's
+//! indirect-branch lookup table. Cache code addresses all of it as `gs:[offset]`.
+
+use crate::arch;
+use crate::error::RunError;
+use std::mem::offset_of;
+
+/// The application's general registers and flags, saved on every exit from the cache.
+/// Ordered by x86 register number, so `gpr[n]` is register `n` (rax=0 … r15=15).
+#[repr(C)]
+#[derive(Debug, Default, Clone, Copy)]
+pub struct AppRegs {
+    /// rax, rcx, rdx, rbx, rsp, rbp, rsi, rdi, r8 … r15.
+    pub gpr: [u64; 16],
+    /// RFLAGS.
+    pub rflags: u64,
+}
+
+/// Register numbers used by the dispatcher.
+pub mod reg {
+    /// rax
+    pub const RAX: usize = 0;
+    /// rcx
+    pub const RCX: usize = 1;
+    /// rdx
+    pub const RDX: usize = 2;
+    /// rsp
+    pub const RSP: usize = 4;
+    /// rsi
+    pub const RSI: usize = 6;
+    /// rdi
+    pub const RDI: usize = 7;
+    /// r8
+    pub const R8: usize = 8;
+    /// r9
+    pub const R9: usize = 9;
+    /// r10
+    pub const R10: usize = 10;
+    /// r11
+    pub const R11: usize = 11;
+}
+
+/// The header of a thread's context mapping. Field order is free; cache code and the
+/// assembly in [`crate::arch`] use the offsets below.
+#[repr(C)]
+#[derive(Debug)]
+pub struct ThreadCtx {
+    /// Linear address of this header (GS base), for code that needs a plain pointer.
+    pub self_ptr: u64,
+    /// Application rax while cache code borrows rax (exit stubs, indirect branches).
+    pub scratch_rax: u64,
+    /// Application rcx while the indirect-branch lookup borrows rcx.
+    pub scratch_rcx: u64,
+    /// Probe position of the lookup in progress.
+    pub ibl_index: u64,
+    /// Cache address the lookup found.
+    pub ibl_jump: u64,
+    /// The exit record of the last exit from the cache.
+    pub exit_record: u64,
+    /// The application address an indirect branch went to when the lookup missed.
+    pub ibl_target: u64,
+    /// Where the dispatcher resumes the application (a cache address).
+    pub next_pc: u64,
+    /// Address of the routine that saves application state and enters the dispatcher.
+    pub fcache_return: u64,
+    /// Spill slots for registers that mangled instructions borrow.
+    pub spill: [u64; 2],
+    /// Indirect-branch lookups executed (counted only with `--stats`).
+    pub ibl_lookups: u64,
+    /// Application registers, valid while the runtime runs.
+    pub regs: AppRegs,
+    /// The application's FS base (its thread pointer).
+    pub app_fs: u64,
+    /// The application's GS base, as set through `arch_prctl`.
+    pub app_gs: u64,
+    /// The runtime's own FS base (its libc's thread pointer).
+    pub rt_fs: u64,
+    /// Top of the runtime stack the dispatcher runs on.
+    pub rt_stack_top: u64,
+    /// Non-zero when `rdfsbase`/`wrfsbase` may be used (AT_HWCAP2 FSGSBASE).
+    pub has_fsgsbase: u64,
+}
+
+/// Offsets of the header fields, for assembly and emitted code.
+pub mod off {
+    use super::*;
+    /// `self_ptr`
+    pub const SELF: usize = offset_of!(ThreadCtx, self_ptr);
+    /// `scratch_rax`
+    pub const S_RAX: usize = offset_of!(ThreadCtx, scratch_rax);
+    /// `scratch_rcx`
+    pub const S_RCX: usize = offset_of!(ThreadCtx, scratch_rcx);
+    /// `ibl_index`
+    pub const IBL_INDEX: usize = offset_of!(ThreadCtx, ibl_index);
+    /// `ibl_jump`
+    pub const IBL_JUMP: usize = offset_of!(ThreadCtx, ibl_jump);
+    /// `exit_record`
+    pub const EXIT: usize = offset_of!(ThreadCtx, exit_record);
+    /// `ibl_target`
+    pub const IBL_TARGET: usize = offset_of!(ThreadCtx, ibl_target);
+    /// `next_pc`
+    pub const NEXT_PC: usize = offset_of!(ThreadCtx, next_pc);
+    /// `fcache_return`
+    pub const FCACHE_RETURN: usize = offset_of!(ThreadCtx, fcache_return);
+    /// `spill[0]`
+    pub const SPILL0: usize = offset_of!(ThreadCtx, spill);
+    /// `spill[1]`
+    pub const SPILL1: usize = offset_of!(ThreadCtx, spill) + 8;
+    /// `ibl_lookups`
+    pub const IBL_LOOKUPS: usize = offset_of!(ThreadCtx, ibl_lookups);
+    /// `regs.gpr[n]`
+    pub const fn gpr(n: usize) -> usize {
+        offset_of!(ThreadCtx, regs) + n * 8
+    }
+    /// `regs.rflags`
+    pub const RFLAGS: usize = offset_of!(ThreadCtx, regs) + offset_of!(AppRegs, rflags);
+    /// `app_fs`
+    pub const APP_FS: usize = offset_of!(ThreadCtx, app_fs);
+    /// `app_gs`
+    pub const APP_GS: usize = offset_of!(ThreadCtx, app_gs);
+    /// `rt_fs`
+    pub const RT_FS: usize = offset_of!(ThreadCtx, rt_fs);
+    /// `rt_stack_top`
+    pub const RT_STACK: usize = offset_of!(ThreadCtx, rt_stack_top);
+    /// `has_fsgsbase`
+    pub const FSGSBASE: usize = offset_of!(ThreadCtx, has_fsgsbase);
+    /// The XSAVE area (64-byte aligned).
+    pub const XSAVE: usize = 4096;
+    /// The indirect-branch lookup table: [`super::IBL_SLOTS`] entries of `{-tag, cache address}`.
+    pub const IBL_TABLE: usize = XSAVE + super::XSAVE_MAX;
+}
+
+/// Largest XSAVE area supported (AVX-512 needs about 2.7 KiB).
+pub const XSAVE_MAX: usize = 12 * 1024;
+/// Home slots of the lookup table: the low 16 bits of the application address pick one.
+pub const IBL_HOME_SLOTS: usize = 1 << 16;
+/// How far an insertion probes past its home slot before replacing the home entry.
+pub const IBL_MAX_PROBE: usize = 64;
+/// Slots in the table, with the overflow area and one always-empty slot that ends every probe.
+pub const IBL_SLOTS: usize = IBL_HOME_SLOTS + IBL_MAX_PROBE + 1;
+const CTX_BYTES: usize = off::IBL_TABLE + IBL_SLOTS * 16;
+const RT_STACK_BYTES: usize = 1 << 20;
+
+const _: () = assert!(std::mem::size_of::<ThreadCtx>() <= off::XSAVE);
+
+/// A thread's context mapping (its runtime stack is mapped beside it).
+#[derive(Debug)]
+pub struct ContextBlock {
+    base: *mut u8,
+}
+
+impl ContextBlock {
+    /// Maps a fresh context with its own runtime stack; the application state starts as the
+    /// kernel leaves it at `execve` (registers zero, SIMD state at its initial values).
+    pub fn new(rt_fs: u64, has_fsgsbase: bool) -> Result<ContextBlock, RunError> {
+        let xsave_len = arch::xsave_size();
+        if xsave_len > XSAVE_MAX {
+            return Err(RunError::Unsupported(format!("an XSAVE area of {xsave_len} bytes (at most {XSAVE_MAX} supported)")));
+        }
+        let base = arch::map_anonymous(CTX_BYTES).map_err(|e| RunError::Sys("mmap(thread context)", e))?;
+        let stack = arch::map_anonymous(RT_STACK_BYTES).map_err(|e| RunError::Sys("mmap(runtime stack)", e))?;
+        let mut block = ContextBlock { base };
+        let ctx = block.ctx();
+        ctx.self_ptr = base as u64;
+        ctx.fcache_return = arch::fcache_return_address();
+        ctx.rt_fs = rt_fs;
+        ctx.rt_stack_top = stack as u64 + RT_STACK_BYTES as u64;
+        ctx.has_fsgsbase = has_fsgsbase as u64;
+        ctx.regs.rflags = 0x202;
+        arch::init_xsave_area(block.xsave_area());
+        Ok(block)
+    }
+
+    /// The header.
+    pub fn ctx(&mut self) -> &mut ThreadCtx {
+        // SAFETY: `base` is a live, zero-initialised, page-aligned mapping of CTX_BYTES that
+        // this block owns; a ThreadCtx is plain integers, valid for any bit pattern. Only the
+        // owning thread (or the dispatcher on its behalf) touches it.
+        unsafe { &mut *(self.base as *mut ThreadCtx) }
+    }
+
+    /// The header's address, which becomes the thread's GS base.
+    pub fn address(&self) -> u64 {
+        self.base as u64
+    }
+
+    fn xsave_area(&mut self) -> &mut [u8] {
+        // SAFETY: inside the mapping this block owns (see `ctx`).
+        unsafe { std::slice::from_raw_parts_mut(self.base.add(off::XSAVE), XSAVE_MAX) }
+    }
+}
+
+// SAFETY: the block owns its mappings; its thread uses them while running, the engine only
+// under its lock on that thread's behalf (or to clear the lookup table of a thread that is
+// in the dispatcher).
+unsafe impl Send for ContextBlock {}
+
+impl ThreadCtx {
+    fn ibl_table(&mut self) -> &mut [[u64; 2]] {
+        // SAFETY: a ThreadCtx only exists at the start of its context mapping (ContextBlock),
+        // whose lookup table follows at IBL_TABLE; `&mut self` makes the access exclusive.
+        unsafe { std::slice::from_raw_parts_mut((self.self_ptr as *mut u8).add(off::IBL_TABLE) as *mut [u64; 2], IBL_SLOTS) }
+    }
+
+    /// Puts `tag → entry` into the thread's lookup table (replacing the home entry when the
+    /// probe window is full: the table is a cache).
+    pub fn ibl_insert(&mut self, tag: u64, entry: u64) {
+        let table = self.ibl_table();
+        let home = (tag & 0xffff) as usize;
+        let neg = tag.wrapping_neg();
+        let slot = (home..home + IBL_MAX_PROBE).find(|&i| table[i][0] == 0 || table[i][0] == neg).unwrap_or(home);
+        table[slot] = [neg, entry];
+    }
+
+    /// Empties the thread's lookup table.
+    pub fn ibl_clear(&mut self) {
+        self.ibl_table().fill([0, 0]);
+    }
+}

@@ -1,0 +1,224 @@
+//! The engine state and the dispatcher: every exit from the cache lands here, with the
+//! application's state saved in the thread context. The dispatcher finds (or builds) the
+//! fragment for the next application address, links the exit that brought it here, and
+//! resumes the application in the cache.
+
+use crate::block::{self, BuildOptions, ExitKind, ExitRecord};
+use crate::cache::CodeCache;
+use crate::context::ThreadCtx;
+use crate::fragments::{FragId, Fragments};
+use crate::regions::ExecRegions;
+use crate::signals::AppSignals;
+use crate::stats::Stats;
+use crate::syscalls::{self, Brk};
+use crate::{modules, report, signals};
+use iced_x86::InstructionInfoFactory;
+use std::ffi::CString;
+use std::sync::{Mutex, MutexGuard, OnceLock};
+use std::time::Instant;
+
+/// What the user asked of the engine.
+#[derive(Debug, Clone, Default)]
+pub struct EngineOptions {
+    /// Print statistics at exit.
+    pub stats: bool,
+    /// Log every block built.
+    pub verbose: bool,
+    /// Never link exits (every exit goes through the dispatcher): a testing aid.
+    pub no_link: bool,
+    /// Take execute permission away from the application's own code, so that any
+    /// instruction run outside the cache would fault: a testing aid.
+    pub strip_exec: bool,
+}
+
+impl EngineOptions {
+    /// The `rewire run` options that give these settings (passed on across `execve`).
+    pub fn to_args(&self) -> Vec<CString> {
+        let flags =
+            [(self.stats, c"--stats"), (self.verbose, c"--verbose"), (self.no_link, c"--no-link"), (self.strip_exec, c"--strip-exec")];
+        flags.into_iter().filter(|(on, _)| *on).map(|(_, f)| f.to_owned()).collect()
+    }
+}
+
+/// Everything the dispatcher needs, shared by all threads under one lock.
+#[derive(Debug)]
+pub struct Engine {
+    /// The fragments.
+    pub frags: Fragments,
+    /// The cache memory.
+    pub cache: CodeCache,
+    /// Where the application may execute.
+    pub exec: ExecRegions,
+    /// Options.
+    pub opts: EngineOptions,
+    /// Counters.
+    pub stats: Stats,
+    /// The program's emulated brk.
+    pub brk: Brk,
+    /// The program's own signal dispositions.
+    pub signals: AppSignals,
+    /// The program's path, for `/proc/self/exe`.
+    pub exe: CString,
+    /// rewire's own executable, to follow `execve`.
+    pub rewire_exe: CString,
+    /// The thread contexts (GS bases).
+    pub contexts: Vec<u64>,
+    info: InstructionInfoFactory,
+}
+
+static ENGINE: OnceLock<Mutex<Engine>> = OnceLock::new();
+
+/// Why no fragment could be had for an address.
+#[derive(Debug)]
+pub enum NoFragment {
+    /// The address is not in executable memory of the program.
+    NotExecutable,
+    /// The code cache could not grow.
+    CacheFull(String),
+}
+
+impl Engine {
+    /// A fresh engine.
+    pub fn new(
+        cache: CodeCache,
+        exec: ExecRegions,
+        opts: EngineOptions,
+        brk: Brk,
+        signals: AppSignals,
+        exe: CString,
+        rewire_exe: CString,
+    ) -> Engine {
+        Engine {
+            frags: Fragments::new(!opts.no_link),
+            cache,
+            exec,
+            opts,
+            stats: Stats::default(),
+            brk,
+            signals,
+            exe,
+            rewire_exe,
+            contexts: Vec::new(),
+            info: InstructionInfoFactory::new(),
+        }
+    }
+
+    /// Installs the engine for the process.
+    pub fn install(self) {
+        ENGINE.set(Mutex::new(self)).expect("one engine per process");
+    }
+
+    /// The fragment for application address `tag`, built if needed.
+    pub fn fragment_for(&mut self, tag: u64) -> Result<FragId, NoFragment> {
+        if let Some(id) = self.frags.lookup(tag) {
+            return Ok(id);
+        }
+        let end = self.exec.end_of(tag).ok_or(NoFragment::NotExecutable)?;
+        let started = Instant::now();
+        let len = (end - tag).min(2048) as usize;
+        // SAFETY: [tag, end) is executable memory of the program (tracked from its own
+        // mapping calls), hence mapped and readable; only read here.
+        let code = unsafe { std::slice::from_raw_parts(tag as *const u8, len) };
+        let opts = BuildOptions { count_ibl: self.opts.stats };
+        let mut want = 2048;
+        let (place, t) = loop {
+            let place = self.cache.place(tag, want).map_err(|e| NoFragment::CacheFull(e.to_string()))?;
+            let t = block::translate(tag, code, place.addr, opts, &mut self.info);
+            if CodeCache::fits(&place, t.code.len()) {
+                break (place, t);
+            }
+            want = t.code.len();
+        };
+        self.cache.commit(place, &t.code);
+        self.stats.blocks += 1;
+        self.stats.app_insns += t.insns as u64;
+        self.stats.cache_code += t.code.len() as u64;
+        if self.opts.verbose {
+            report(&format!(
+                "block {tag:#x} ({}): {} instructions, {} bytes -> {:#x}, {} bytes",
+                modules::describe(tag),
+                t.insns,
+                t.app_len,
+                place.addr,
+                t.code.len()
+            ));
+        }
+        let id = self.frags.add(&mut self.cache, tag, place.addr, t);
+        self.stats.build_time += started.elapsed();
+        Ok(id)
+    }
+
+    /// Forgets the fragments of application code in `range` (after it was unmapped or
+    /// lost execute permission) and empties the lookup tables that may point at them.
+    pub fn invalidate(&mut self, range: std::ops::Range<u64>) {
+        if self.frags.invalidate(&mut self.cache, range) > 0 {
+            for &c in &self.contexts {
+                // SAFETY: every registered context is a live ThreadCtx; the only thread
+                // today is the one in the dispatcher, so no cache code reads the table.
+                unsafe { &mut *(c as *mut ThreadCtx) }.ibl_clear();
+            }
+        }
+    }
+}
+
+/// The engine, locked.
+pub fn engine() -> MutexGuard<'static, Engine> {
+    ENGINE.get().expect("engine installed before the first dispatch").lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The engine, if it is installed and not locked (for signal handlers).
+pub fn try_engine() -> Option<MutexGuard<'static, Engine>> {
+    ENGINE.get()?.try_lock().ok()
+}
+
+/// The dispatcher, called by `rewire_fcache_return` and `rewire_start` on the runtime stack
+/// with the runtime's FS base, the application state saved in `ctx`.
+pub(crate) extern "C" fn rewire_dispatch(ctx: *mut ThreadCtx) {
+    // SAFETY: the assembly passes this thread's context (GS base), live for the thread.
+    let ctx = unsafe { &mut *ctx };
+    // SAFETY: `exit_record` was loaded by cache code from an exit of a live fragment (or
+    // is the start record); records are never freed.
+    let rec = unsafe { &*(ctx.exit_record as *const ExitRecord) };
+    let tag = match rec.kind {
+        ExitKind::Direct { target } => {
+            engine().stats.direct_exits += 1;
+            target
+        }
+        ExitKind::Syscall { next } => {
+            syscalls::handle(ctx, next);
+            next
+        }
+        ExitKind::Indirect(branch) => {
+            engine().stats.count_miss(branch);
+            ctx.ibl_target
+        }
+        ExitKind::Start { entry } => entry,
+        ExitKind::Unsupported { at, why } => syscalls::stop(&format!(
+            "the program executed an instruction rewire does not support yet at {at:#x} ({}): {why}",
+            modules::describe(at)
+        )),
+    };
+    let mut eng = engine();
+    eng.stats.dispatches += 1;
+    let id = match eng.fragment_for(tag) {
+        Ok(id) => id,
+        Err(NoFragment::NotExecutable) => {
+            drop(eng);
+            signals::bad_jump(tag, ctx.regs.gpr[crate::context::reg::RSP])
+        }
+        Err(NoFragment::CacheFull(why)) => {
+            drop(eng);
+            syscalls::stop(&format!("the code cache cannot grow: {why}"))
+        }
+    };
+    let entry = eng.frags.get(id).entry;
+    match rec.kind {
+        ExitKind::Direct { .. } => {
+            let Engine { frags, cache, .. } = &mut *eng;
+            frags.link(cache, rec.fragment, rec.index, id);
+        }
+        ExitKind::Indirect(_) if !eng.opts.no_link => ctx.ibl_insert(tag, entry),
+        _ => {}
+    }
+    ctx.next_pc = entry;
+}

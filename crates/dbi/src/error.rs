@@ -1,0 +1,38 @@
+//! Errors of the engine.
+
+use std::path::PathBuf;
+
+/// Why a program cannot be run under the engine.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// No such file (or not found on `PATH`).
+    #[error("{0}: no such file or directory")]
+    NotFound(String),
+    /// The file exists but may not be executed.
+    #[error("{}: permission denied (not executable)", .0.display())]
+    NotExecutable(PathBuf),
+    /// Not an ELF file (and not a `#!` script).
+    #[error("{}: not an ELF executable", .0.display())]
+    NotElf(PathBuf),
+    /// A 32-bit ELF file.
+    #[error("{}: 32-bit programs are not supported (x86-64 only)", .0.display())]
+    Elf32(PathBuf),
+    /// An ELF file for another machine or of another type.
+    #[error("{}: {}", .0.display(), .1)]
+    WrongKind(PathBuf, String),
+    /// The program's ELF interpreter does not exist.
+    #[error("{}: its interpreter {} is missing", .0.display(), .1.display())]
+    MissingInterpreter(PathBuf, PathBuf),
+    /// Reading or mapping a file failed.
+    #[error("{}: {}", .0.display(), .1)]
+    Io(PathBuf, std::io::Error),
+    /// A system call of the engine failed.
+    #[error("{0} failed: {1}")]
+    Sys(&'static str, std::io::Error),
+    /// Code cache memory could not be had.
+    #[error("code cache: {0}")]
+    Cache(rewire_mem::MemError),
+    /// Something this machine or program needs that the engine does not do.
+    #[error("not supported: {0}")]
+    Unsupported(String),
+}

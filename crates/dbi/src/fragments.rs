@@ -1,0 +1,203 @@
+//! The fragments in the cache: lookup by application address (tag) and by cache address
+//! (translation back to the application), and the links between them. A direct exit is
+//! linked by rewriting the aligned rel32 field of its jump with one atomic store; unlinking
+//! points it back at its exit stub.
+
+use crate::block::{ExitKind, ExitRecord, Translated};
+use crate::cache::CodeCache;
+use rewire_x86::emit;
+use rustc_hash::FxHashMap;
+use std::collections::BTreeMap;
+use std::ops::Range;
+
+/// Index of a fragment.
+pub type FragId = u32;
+
+/// A block of application code translated into the cache.
+#[derive(Debug)]
+pub struct Fragment {
+    /// Application address of its first instruction.
+    pub tag: u64,
+    /// Cache address of its first instruction.
+    pub entry: u64,
+    /// Bytes of cache code.
+    pub len: u32,
+    /// Application bytes it covers.
+    pub app_len: u32,
+    /// Application instructions it covers.
+    pub insns: u32,
+    map: Box<[(u16, u16)]>,
+    /// Its exits.
+    pub exits: Vec<Box<ExitRecord>>,
+    /// Exits of other fragments linked to this one, as (fragment, exit index).
+    incoming: Vec<(FragId, u16)>,
+    /// False once invalidated.
+    pub live: bool,
+}
+
+/// Counters of linking activity.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct LinkStats {
+    /// Exits linked.
+    pub links: u64,
+    /// Of those, linked through an absolute jump (target out of rel32 reach).
+    pub far_links: u64,
+    /// Exits unlinked.
+    pub unlinks: u64,
+    /// Fragments invalidated.
+    pub invalidated: u64,
+}
+
+/// All fragments.
+#[derive(Debug, Default)]
+pub struct Fragments {
+    list: Vec<Fragment>,
+    by_tag: FxHashMap<u64, FragId>,
+    by_cache: BTreeMap<u64, FragId>,
+    /// Unlinked direct exits, by the tag they wait for.
+    waiting: FxHashMap<u64, Vec<(FragId, u16)>>,
+    /// Whether exits get linked at all (off only for testing the unlinked paths).
+    linking: bool,
+    /// Counters.
+    pub stats: LinkStats,
+}
+
+impl Fragments {
+    /// An empty table; `linking` false keeps every exit going through the dispatcher.
+    pub fn new(linking: bool) -> Fragments {
+        Fragments { linking, ..Default::default() }
+    }
+
+    /// The live fragment for `tag`.
+    pub fn lookup(&self, tag: u64) -> Option<FragId> {
+        self.by_tag.get(&tag).copied()
+    }
+
+    /// The fragment `id`.
+    pub fn get(&self, id: FragId) -> &Fragment {
+        &self.list[id as usize]
+    }
+
+    /// Every fragment ever built (invalidated ones included).
+    pub fn all(&self) -> &[Fragment] {
+        &self.list
+    }
+
+    /// Registers a block just committed at `entry` and links it both ways: its direct exits
+    /// to fragments that exist, and exits waiting for its tag to it.
+    pub fn add(&mut self, cache: &mut CodeCache, tag: u64, entry: u64, t: Translated) -> FragId {
+        let id = self.list.len() as FragId;
+        let mut exits = t.exits;
+        for (i, e) in exits.iter_mut().enumerate() {
+            e.fragment = id;
+            e.index = i as u16;
+        }
+        self.list.push(Fragment {
+            tag,
+            entry,
+            len: t.code.len() as u32,
+            app_len: t.app_len,
+            insns: t.insns,
+            map: t.map.into_boxed_slice(),
+            exits,
+            incoming: Vec::new(),
+            live: true,
+        });
+        self.by_tag.insert(tag, id);
+        self.by_cache.insert(entry, id);
+        if self.linking {
+            for i in 0..self.list[id as usize].exits.len() {
+                if let ExitKind::Direct { target } = self.list[id as usize].exits[i].kind {
+                    match self.lookup(target) {
+                        Some(to) => self.link(cache, id, i as u16, to),
+                        None => self.waiting.entry(target).or_default().push((id, i as u16)),
+                    }
+                }
+            }
+            for (from, exit) in self.waiting.remove(&tag).unwrap_or_default() {
+                if self.list[from as usize].live {
+                    self.link(cache, from, exit, id);
+                }
+            }
+        }
+        id
+    }
+
+    /// Points direct exit `exit` of fragment `from` at fragment `to`.
+    pub fn link(&mut self, cache: &mut CodeCache, from: FragId, exit: u16, to: FragId) {
+        if !self.linking {
+            return;
+        }
+        let target = self.list[to as usize].entry;
+        let rec = &self.list[from as usize].exits[exit as usize];
+        if rec.field == 0 || rec.linked == Some(to) {
+            return;
+        }
+        let end = rec.field + 4;
+        let dest = if emit::rel32_reaches(end, target) {
+            target
+        } else {
+            // Out of reach: go through an absolute jump placed near the source.
+            let pad = emit::jmp_abs(target);
+            let Ok(place) = cache.place(rec.field, pad.len()) else { return };
+            cache.commit(place, &pad);
+            self.stats.far_links += 1;
+            place.addr
+        };
+        cache.patch_u32(rec.field, (dest.wrapping_sub(end)) as u32);
+        self.list[from as usize].exits[exit as usize].linked = Some(to);
+        self.list[to as usize].incoming.push((from, exit));
+        self.stats.links += 1;
+    }
+
+    /// Points exit `exit` of fragment `from` back at its stub.
+    pub fn unlink(&mut self, cache: &mut CodeCache, from: FragId, exit: u16) {
+        let rec = &mut self.list[from as usize].exits[exit as usize];
+        let Some(to) = rec.linked.take() else { return };
+        cache.patch_u32(rec.field, rec.stub.wrapping_sub(rec.field + 4) as u32);
+        self.list[to as usize].incoming.retain(|&(f, e)| (f, e) != (from, exit));
+        self.stats.unlinks += 1;
+    }
+
+    /// Removes every fragment built from application code in `range`: nothing reaches them
+    /// any more (links into them are undone, their tags forgotten). Returns how many.
+    pub fn invalidate(&mut self, cache: &mut CodeCache, range: Range<u64>) -> usize {
+        let doomed: Vec<FragId> = (0..self.list.len() as FragId)
+            .filter(|&id| {
+                let f = &self.list[id as usize];
+                f.live && f.tag < range.end && f.tag + f.app_len as u64 > range.start
+            })
+            .collect();
+        for &id in &doomed {
+            for (from, exit) in std::mem::take(&mut self.list[id as usize].incoming) {
+                self.unlink(cache, from, exit);
+            }
+            for exit in 0..self.list[id as usize].exits.len() as u16 {
+                self.unlink(cache, id, exit);
+            }
+            let f = &mut self.list[id as usize];
+            f.live = false;
+            let tag = f.tag;
+            if self.by_tag.get(&tag) == Some(&id) {
+                self.by_tag.remove(&tag);
+            }
+        }
+        for list in self.waiting.values_mut() {
+            list.retain(|(f, _)| !doomed.contains(f));
+        }
+        self.stats.invalidated += doomed.len() as u64;
+        doomed.len()
+    }
+
+    /// The application address of the instruction that cache address `pc` belongs to.
+    pub fn translate(&self, pc: u64) -> Option<u64> {
+        let (_, &id) = self.by_cache.range(..=pc).next_back()?;
+        let f = &self.list[id as usize];
+        if pc >= f.entry + f.len as u64 {
+            return None;
+        }
+        let off = (pc - f.entry) as u16;
+        let i = f.map.partition_point(|&(c, _)| c <= off).max(1) - 1;
+        Some(f.tag + f.map.get(i).map_or(0, |&(_, a)| a as u64))
+    }
+}

@@ -1,0 +1,85 @@
+//! Counters behind `--stats`.
+
+use crate::block::Branch;
+use crate::context::ThreadCtx;
+use crate::dispatch::Engine;
+use crate::modules;
+use rewire_mem::AddressSpace;
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+/// What the engine did.
+#[derive(Debug, Default)]
+pub struct Stats {
+    /// Blocks built.
+    pub blocks: u64,
+    /// Application instructions in them.
+    pub app_insns: u64,
+    /// Bytes of cache code written for them.
+    pub cache_code: u64,
+    /// Time spent building them.
+    pub build_time: Duration,
+    /// Entries into the dispatcher.
+    pub dispatches: u64,
+    /// Direct exits taken while unlinked.
+    pub direct_exits: u64,
+    /// System calls.
+    pub syscalls: u64,
+    /// Indirect-branch lookup misses: returns, calls, jumps.
+    pub ibl_misses: [u64; 3],
+}
+
+impl Stats {
+    /// Counts a lookup miss of `branch`.
+    pub fn count_miss(&mut self, branch: Branch) {
+        self.ibl_misses[branch as usize] += 1;
+    }
+}
+
+/// The `--stats` report, one line per item.
+pub fn report(engine: &Engine, lookups: u64) -> Vec<String> {
+    let s = &engine.stats;
+    let l = &engine.frags.stats;
+    let mut per_module: BTreeMap<String, u64> = BTreeMap::new();
+    let space = AddressSpace::read(None).unwrap_or_default();
+    for f in engine.frags.all() {
+        *per_module.entry(modules::name_in(&space, f.tag)).or_default() += 1;
+    }
+    let mut by_count: Vec<_> = per_module.into_iter().collect();
+    by_count.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    let modules = by_count.iter().map(|(m, n)| format!("{m} {n}")).collect::<Vec<_>>().join(", ");
+    let misses: u64 = s.ibl_misses.iter().sum();
+    let secs = s.build_time.as_secs_f64();
+    let mut out = vec![
+        format!("blocks built: {} ({modules})", s.blocks),
+        format!("application instructions translated: {}", s.app_insns),
+        format!("code cache: {} bytes of code, {} bytes reserved", engine.cache.used(), engine.cache.reserved()),
+        format!("dispatcher entries: {}", s.dispatches),
+        format!(
+            "exits to the dispatcher: direct {} (before linking), system calls {}, indirect-branch misses {} (ret {}, call {}, jmp {})",
+            s.direct_exits, s.syscalls, misses, s.ibl_misses[0], s.ibl_misses[1], s.ibl_misses[2]
+        ),
+        format!("links: {} ({} far), unlinks {}, fragments invalidated {}", l.links, l.far_links, l.unlinks, l.invalidated),
+    ];
+    if lookups > 0 {
+        let hits = lookups.saturating_sub(misses);
+        out.push(format!(
+            "indirect-branch lookups: {lookups}, hits {hits} ({:.2}%), misses {misses}",
+            100.0 * hits as f64 / lookups as f64
+        ));
+    }
+    out.push(format!("block building: {:.3} ms, {:.0} blocks/s", secs * 1e3, if secs > 0.0 { s.blocks as f64 / secs } else { 0.0 }));
+    out
+}
+
+/// Indirect-branch lookups counted in all thread contexts.
+pub fn lookups(engine: &Engine) -> u64 {
+    engine
+        .contexts
+        .iter()
+        .map(|&c| {
+            // SAFETY: registered contexts are live ThreadCtx headers; a plain read of a counter.
+            unsafe { &*(c as *const ThreadCtx) }.ibl_lookups
+        })
+        .sum()
+}
