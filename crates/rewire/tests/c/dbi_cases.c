@@ -1,0 +1,184 @@
+// Programs for the engine's tests: each mode prints results that must be identical natively
+// and under `rewire run`. Built as PIE, non-PIE and static by the tests.
+#define _GNU_SOURCE
+#include <fcntl.h>
+#include <immintrin.h>
+#include <limits.h>
+#include <link.h>
+#include <setjmp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/auxv.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+static int jump_table(int i) {
+    switch (i % 13) {
+    case 0: return i * 3;
+    case 1: return i ^ 0x55;
+    case 2: return i - 7;
+    case 3: return i << 2;
+    case 4: return i / 3;
+    case 5: return ~i;
+    case 6: return i * i;
+    case 7: return i + 1000;
+    case 8: return i & 0xf0;
+    case 9: return i | 0x101;
+    case 10: return -i;
+    case 11: return i % 7;
+    default: return 42;
+    }
+}
+
+static long add(long a, long b) { return a + b; }
+static long sub(long a, long b) { return a - b; }
+static long mul(long a, long b) { return a * b; }
+static long (*const ops[])(long, long) = {add, sub, mul};
+
+static int cmp_desc(const void *a, const void *b) { return *(const int *)b - *(const int *)a; }
+
+__attribute__((noinline)) static long depth(long n) {
+    volatile long pad[4] = {n, n, n, n};
+    return n == 0 ? 0 : 1 + depth(n - 1) + (pad[0] - pad[3]);
+}
+
+static jmp_buf jb;
+__attribute__((noinline)) static void thrower(int level, int code) {
+    if (level == 0) longjmp(jb, code);
+    thrower(level - 1, code);
+}
+
+static const unsigned char table[256] = {1, 2, 3, 5, 8, 13, 21, 34, 55, 89, 144, 233};
+static long counters[64];
+static __thread long tls_counter = 5;
+static __thread char tls_buf[100];
+
+__attribute__((target("avx2"))) static long avx2_sum(void) {
+    __m256i acc = _mm256_setzero_si256();
+    for (int i = 0; i < 1000; i++) {
+        __m256i v = _mm256_set_epi32(i, i * 2, i * 3, i * 4, i * 5, i * 6, i * 7, i * 8);
+        acc = _mm256_add_epi32(acc, _mm256_mullo_epi32(v, v));
+    }
+    int out[8];
+    _mm256_storeu_si256((__m256i *)out, acc);
+    long s = 0;
+    for (int i = 0; i < 8; i++) s += out[i];
+    return s;
+}
+
+__attribute__((target("avx"))) static double avx_dot(void) {
+    double a[64], b[64];
+    for (int i = 0; i < 64; i++) { a[i] = i * 0.5; b[i] = 64 - i; }
+    __m256d acc = _mm256_setzero_pd();
+    for (int i = 0; i < 64; i += 4) acc = _mm256_add_pd(acc, _mm256_mul_pd(_mm256_loadu_pd(a + i), _mm256_loadu_pd(b + i)));
+    double out[4];
+    _mm256_storeu_pd(out, acc);
+    return out[0] + out[1] + out[2] + out[3];
+}
+
+static int first_phdr(struct dl_phdr_info *info, size_t size, void *data) {
+    (void)size;
+    *(const ElfW(Phdr) **)data = info->dlpi_phdr;
+    return 1;
+}
+
+extern char _start[];
+
+__attribute__((noinline)) void crash_here(volatile int *p) { *p = 1; }
+
+int main(int argc, char **argv) {
+    const char *mode = argc > 1 ? argv[1] : "";
+    if (!strcmp(mode, "switch")) {
+        long s = 0;
+        for (int i = 0; i < 100000; i++) s += jump_table(i);
+        printf("switch %ld\n", s);
+    } else if (!strcmp(mode, "fnptr")) {
+        long v = 1;
+        for (int i = 0; i < 30000; i++) v = ops[i % 3](v, i) & 0xffffff;
+        int a[100];
+        for (int i = 0; i < 100; i++) a[i] = (i * 37) % 101;
+        qsort(a, 100, sizeof a[0], cmp_desc);
+        printf("fnptr %ld %d %d %d\n", v, a[0], a[50], a[99]);
+    } else if (!strcmp(mode, "recursion")) {
+        printf("recursion %ld\n", depth(100000));
+    } else if (!strcmp(mode, "longjmp")) {
+        int total = 0;
+        for (int i = 1; i <= 5; i++) {
+            int r = setjmp(jb);
+            if (r == 0) thrower(i * 10, i);
+            else total += r;
+        }
+        printf("longjmp %d\n", total);
+    } else if (!strcmp(mode, "data")) {
+        long s = 0;
+        for (int i = 0; i < 64; i++) counters[i] += table[i % 12] * i;
+        for (int i = 0; i < 64; i++) s += counters[i];
+        char buf[64];
+        snprintf(buf, sizeof buf, "%s-%x", "data", (unsigned)s);
+        printf("%s %zu\n", buf, strlen(buf));
+    } else if (!strcmp(mode, "tls")) {
+        for (int i = 0; i < 1000; i++) tls_counter += i;
+        strcpy(tls_buf, "thread-local");
+        printf("tls %ld %s %d\n", tls_counter, tls_buf, (char *)&tls_counter != tls_buf);
+    } else if (!strcmp(mode, "avx")) {
+        if (__builtin_cpu_supports("avx2")) printf("avx2 %ld\n", avx2_sum());
+        if (__builtin_cpu_supports("avx")) printf("avx %.1f\n", avx_dot());
+        printf("avx done\n");
+    } else if (!strcmp(mode, "exe")) {
+        char link[PATH_MAX] = {0}, real[PATH_MAX];
+        ssize_t n = readlink("/proc/self/exe", link, sizeof link - 1);
+        if (n < 0 || !realpath(argv[0], real)) return 2;
+        int fd = open("/proc/self/exe", O_RDONLY);
+        char magic[4] = {0};
+        if (fd < 0 || read(fd, magic, 4) != 4) return 3;
+        printf("exe same=%d elf=%d\n", strcmp(link, real) == 0, memcmp(magic, "\177ELF", 4) == 0);
+    } else if (!strcmp(mode, "auxv")) {
+        const ElfW(Phdr) *phdr = 0;
+        dl_iterate_phdr(first_phdr, &phdr);
+        const char *execfn = (const char *)getauxval(AT_EXECFN);
+        printf("auxv entry=%d phdr=%d phnum=%d execfn=%d random=%d pagesz=%lu vdso=%d\n",
+               getauxval(AT_ENTRY) == (unsigned long)_start, getauxval(AT_PHDR) == (unsigned long)phdr,
+               getauxval(AT_PHNUM) > 2, execfn && !strcmp(execfn, argv[0]), getauxval(AT_RANDOM) != 0,
+               getauxval(AT_PAGESZ), getauxval(AT_SYSINFO_EHDR) != 0);
+    } else if (!strcmp(mode, "brk")) {
+        char *start = sbrk(0);
+        char *p = sbrk(1 << 20);
+        memset(p, 7, 1 << 20);
+        char *q = sbrk(0);
+        sbrk(-(1 << 19));
+        long sum = 0;
+        for (int i = 0; i < 10000; i++) {
+            char *m = malloc(i % 500 + 1);
+            m[0] = (char)i;
+            sum += m[0];
+            if (i % 3) free(m);
+        }
+        printf("brk grew=%ld shrunk=%ld sum=%ld\n", (long)(q - start), (long)(q - (char *)sbrk(0)), sum);
+    } else if (!strcmp(mode, "fork")) {
+        fflush(stdout);
+        pid_t pid = fork();
+        if (pid == 0) {
+            printf("child says hi\n");
+            return 7;
+        }
+        int st = 0;
+        waitpid(pid, &st, 0);
+        pid = fork();
+        if (pid == 0) {
+            execl("/bin/echo", "echo", "exec'd", "echo", (char *)0);
+            _exit(99);
+        }
+        int st2 = 0;
+        waitpid(pid, &st2, 0);
+        printf("fork child status %d, exec child status %d\n", WEXITSTATUS(st), WEXITSTATUS(st2));
+    } else if (!strcmp(mode, "crash")) {
+        printf("about to crash\n");
+        fflush(stdout);
+        crash_here((volatile int *)16);
+    } else {
+        fprintf(stderr, "unknown mode\n");
+        return 64;
+    }
+    return 0;
+}

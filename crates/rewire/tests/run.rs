@@ -1,0 +1,220 @@
+//! `rewire run`: real programs of this machine and C programs compiled here run entirely from
+//! the code cache, with the same stdout and exit status as natively.
+
+use std::io::Write;
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
+
+/// How a run ended and what it wrote.
+#[derive(Debug, PartialEq, Eq)]
+struct Outcome {
+    code: Option<i32>,
+    signal: Option<i32>,
+    stdout: Vec<u8>,
+}
+
+fn execute(cmd: &mut Command, stdin: &[u8]) -> (Outcome, String) {
+    let mut child = cmd.current_dir("/tmp").stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn");
+    let mut input = child.stdin.take().expect("stdin");
+    let data = stdin.to_vec();
+    let writer = std::thread::spawn(move || {
+        let _ = input.write_all(&data);
+    });
+    let out = child.wait_with_output().expect("wait");
+    writer.join().expect("stdin writer");
+    let outcome = Outcome { code: out.status.code(), signal: out.status.signal(), stdout: out.stdout };
+    (outcome, String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+fn native(argv: &[&str], stdin: &[u8]) -> Outcome {
+    execute(Command::new(argv[0]).args(&argv[1..]), stdin).0
+}
+
+/// Runs `argv` under `rewire run OPTIONS --`; returns the outcome and rewire's stderr.
+fn under(options: &[&str], argv: &[&str], stdin: &[u8]) -> (Outcome, String) {
+    execute(Command::new(env!("CARGO_BIN_EXE_rewire")).arg("run").args(options).arg("--").args(argv), stdin)
+}
+
+/// Asserts that `argv` behaves identically natively and under the engine (with `options`).
+fn same(options: &[&str], argv: &[&str], stdin: &[u8]) -> Outcome {
+    let n = native(argv, stdin);
+    let (u, err) = under(options, argv, stdin);
+    assert_eq!(n, u, "{argv:?} with {options:?} differs; rewire said: {err}");
+    u
+}
+
+fn build_dir() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir = std::env::temp_dir().join(format!("rewire-run-tests-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    })
+}
+
+/// `dbi_cases.c` built as PIE, non-PIE and static (once per test process).
+fn cases() -> &'static [PathBuf; 3] {
+    static BUILT: OnceLock<[PathBuf; 3]> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/c/dbi_cases.c");
+        let build = |name: &str, flags: &[&str]| {
+            let out = build_dir().join(name);
+            let ok = Command::new("gcc").args(["-O2", "-g", "-o"]).arg(&out).arg(&source).args(flags).status().expect("gcc").success();
+            assert!(ok, "gcc {name}");
+            out
+        };
+        [build("cases-pie", &["-fPIE", "-pie"]), build("cases-nopie", &["-fno-pie", "-no-pie"]), build("cases-static", &["-static"])]
+    })
+}
+
+const MODES: &[&str] = &["switch", "fnptr", "recursion", "longjmp", "data", "tls", "avx", "exe", "auxv", "brk", "fork"];
+
+#[test]
+fn core_programs_of_this_machine_match_native() {
+    let py = "/usr/bin/python3.11";
+    let commands: &[&[&str]] = &[
+        &["/bin/true"],
+        &["/bin/echo", "hello", "world"],
+        &["ls", "-la", "/usr/bin"],
+        &["cat", "/etc/os-release"],
+        &["sha256sum", "/usr/bin/ls"],
+        &["sort", "-r", "/etc/services"],
+        &["awk", "-F:", "{print $1, NF}", "/etc/passwd"],
+        &["sed", "-e", "s/[aeiou]/_/g", "/etc/services"],
+        &["grep", "-c", "-E", "^[a-z]+[[:space:]]+[0-9]+/tcp", "/etc/services"],
+        &["uname", "-s", "-m"],
+        &[py, "-c", r#"import json,hashlib; print(json.dumps({"a":[1,2,3]}), hashlib.sha1(b"x").hexdigest())"#],
+        &[py, "-c", r#"import re; print(len(re.findall(r"\w+", open("/etc/services").read())))"#],
+        &[py, "-c", "import sys; sys.exit(3)"],
+        &["/usr/bin/false"],
+    ];
+    for argv in commands {
+        same(&[], argv, b"");
+    }
+    // gzip -c /etc/services | gzip -dc | md5sum, every stage under the engine.
+    let packed = same(&[], &["gzip", "-c", "/etc/services"], b"").stdout;
+    let unpacked = same(&[], &["gzip", "-dc"], &packed).stdout;
+    assert_eq!(unpacked, std::fs::read("/etc/services").unwrap());
+    same(&[], &["md5sum"], &unpacked);
+}
+
+#[test]
+fn compiled_programs_match_native_as_pie_non_pie_and_static() {
+    for exe in cases() {
+        let exe = exe.to_str().unwrap();
+        for mode in MODES {
+            let out = same(&[], &[exe, mode], b"");
+            assert_eq!(out.code, Some(0), "{exe} {mode}");
+            let text = String::from_utf8_lossy(&out.stdout);
+            assert!(!text.contains("=0"), "{exe} {mode}: a check failed: {text}");
+        }
+    }
+}
+
+#[test]
+fn a_crash_is_reported_at_the_application_address_and_ends_with_sigsegv() {
+    for exe in cases() {
+        let exe = exe.to_str().unwrap();
+        let n = native(&[exe, "crash"], b"");
+        let (u, err) = under(&[], &[exe, "crash"], b"");
+        assert_eq!(n, u, "{err}");
+        assert_eq!(u.signal, Some(libc::SIGSEGV));
+        let name = Path::new(exe).file_name().unwrap().to_str().unwrap();
+        assert!(err.contains("killed by SIGSEGV"), "{err}");
+        assert!(err.contains(&format!("({name}+0x")), "module+offset in: {err}");
+        assert!(err.contains("fault address 0x10"), "{err}");
+        assert!(err.contains("mov dword ptr [rdi],1"), "the faulting instruction in: {err}");
+    }
+}
+
+#[test]
+fn stats_show_blocks_built_from_the_interpreter_and_libc() {
+    let (out, err) = under(&["--stats"], &["/bin/true"], b"");
+    assert_eq!(out.code, Some(0));
+    let blocks = err.lines().find(|l| l.starts_with("rewire: blocks built: ")).expect(&err);
+    for module in ["ld-linux-x86-64.so.2 ", "libc.so.6 ", "true "] {
+        assert!(blocks.contains(module), "{module} missing in {blocks}");
+    }
+    for item in ["dispatcher entries: ", "exits to the dispatcher: direct ", "links: ", "indirect-branch lookups: ", "blocks/s"] {
+        assert!(err.contains(item), "{item} missing in {err}");
+    }
+}
+
+/// The test hook `--strip-exec` takes execute permission away from every page of the
+/// program's code (its own, its interpreter's and every library it maps): any instruction
+/// run anywhere but the code cache would crash it.
+#[test]
+fn no_application_instruction_runs_outside_the_cache() {
+    same(&["--strip-exec"], &["/bin/true"], b"");
+    same(&["--strip-exec"], &["ls", "-la", "/usr/bin"], b"");
+    same(&["--strip-exec"], &["/usr/bin/python3.11", "-c", "import json; print(json.dumps([1, 2]))"], b"");
+    for exe in cases() {
+        same(&["--strip-exec"], &[exe.to_str().unwrap(), "fnptr"], b"");
+    }
+}
+
+#[test]
+fn unlinked_exits_through_the_dispatcher_give_the_same_results() {
+    same(&["--no-link"], &["sort", "-r", "/etc/services"], b"");
+    for mode in ["switch", "longjmp", "tls"] {
+        same(&["--no-link"], &[cases()[0].to_str().unwrap(), mode], b"");
+    }
+}
+
+#[test]
+fn bad_programs_get_clear_errors() {
+    let dir = build_dir();
+    let write = |name: &str, bytes: &[u8], mode: u32| {
+        let p = dir.join(name);
+        std::fs::write(&p, bytes).unwrap();
+        std::fs::set_permissions(&p, std::os::unix::fs::PermissionsExt::from_mode(mode)).unwrap();
+        p.to_str().unwrap().to_string()
+    };
+    let mut elf32 = b"\x7fELF\x01\x01\x01".to_vec();
+    elf32.resize(64, 0);
+    let mut arm64 = b"\x7fELF\x02\x01\x01".to_vec();
+    arm64.resize(64, 0);
+    arm64[16] = 2;
+    arm64[18] = 183;
+    let source = dir.join("nointerp.c");
+    std::fs::write(&source, "int main(){return 0;}").unwrap();
+    let no_interp = dir.join("nointerp");
+    let ok = Command::new("gcc")
+        .arg("-o")
+        .arg(&no_interp)
+        .arg(&source)
+        .arg("-Wl,--dynamic-linker=/nonexistent/ld.so")
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok);
+    let cases: Vec<(String, i32, &str)> = vec![
+        ("/nonexistent/program".into(), 127, "no such file or directory"),
+        ("no-such-command-anywhere".into(), 127, "no such file or directory"),
+        (write("not-exec", b"\x7fELF", 0o644), 126, "permission denied"),
+        (write("text", b"hello\n", 0o755), 126, "not an ELF executable"),
+        (write("elf32", &elf32, 0o755), 126, "32-bit programs are not supported"),
+        (write("arm64", &arm64, 0o755), 126, "another architecture"),
+        (no_interp.to_str().unwrap().to_string(), 126, "its interpreter /nonexistent/ld.so is missing"),
+    ];
+    for (program, code, message) in cases {
+        let (out, err) = under(&[], &[&program], b"");
+        assert_eq!(out.code, Some(code), "{program}: {err}");
+        assert!(err.starts_with("rewire: ") && err.contains(message), "{program}: {err}");
+        assert!(!err.contains("panicked"), "{err}");
+    }
+}
+
+#[test]
+fn scripts_and_the_process_name_are_the_programs() {
+    let script = build_dir().join("script.sh");
+    std::fs::write(&script, "#!/bin/sh\necho \"args: $0 $1 $2\"\nread comm < /proc/self/comm\necho \"$comm\"\nexit 4\n").unwrap();
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let s = script.to_str().unwrap();
+    let out = same(&[], &[s, "one", "two"], b"");
+    assert_eq!(out.code, Some(4));
+    let py = same(&[], &["/usr/bin/python3.11", "-c", "print(open('/proc/self/comm').read().strip())"], b"");
+    assert_eq!(py.stdout, b"python3.11\n");
+}
