@@ -183,6 +183,18 @@ impl ContextBlock {
         unsafe { &mut *(self.base as *mut ThreadCtx) }
     }
 
+    /// Takes the application state of `parent` (registers, SIMD state, FS and GS bases), as
+    /// a new thread starts with its creator's registers.
+    pub fn inherit_app_state(&mut self, parent: &ThreadCtx) {
+        let ctx = self.ctx();
+        ctx.regs = parent.regs;
+        ctx.app_fs = parent.app_fs;
+        ctx.app_gs = parent.app_gs;
+        // SAFETY: the parent's XSAVE area is inside its context mapping (see `ctx`).
+        let from = unsafe { std::slice::from_raw_parts((parent.self_ptr as *const u8).add(off::XSAVE), XSAVE_MAX) };
+        self.xsave_area().copy_from_slice(from);
+    }
+
     /// The header's address, which becomes the thread's GS base.
     pub fn address(&self) -> u64 {
         self.base as u64

@@ -2,6 +2,16 @@
 
 use std::path::PathBuf;
 
+impl RunError {
+    /// The errno behind a failed system call, if that is what happened.
+    pub fn errno(&self) -> Option<i32> {
+        match self {
+            RunError::Sys(_, e) | RunError::Io(_, e) => e.raw_os_error(),
+            _ => None,
+        }
+    }
+}
+
 /// Why a program cannot be run under the engine.
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {

@@ -27,6 +27,7 @@ pub mod signals;
 pub mod stack;
 pub mod stats;
 pub mod syscalls;
+mod threads;
 
 pub use dispatch::EngineOptions;
 pub use error::RunError;
@@ -133,7 +134,7 @@ pub(crate) fn finish() {
 
 /// Gives the program's thread the kernel's restartable-sequence registration: the runtime's
 /// libc registered this thread already, and the kernel allows one registration per thread.
-fn unregister_rseq() {
+pub(crate) fn unregister_rseq() {
     extern "C" {
         static __rseq_offset: isize;
         static __rseq_size: u32;

@@ -7,7 +7,7 @@
 use crate::arch::syscall6;
 use crate::context::{reg, ThreadCtx};
 use crate::dispatch::engine;
-use crate::{appmem, exec, finish, report, signals};
+use crate::{appmem, exec, finish, report, signals, threads};
 
 const ENOSYS: u64 = (-libc::ENOSYS) as i64 as u64;
 const EFAULT: u64 = (-libc::EFAULT) as i64 as u64;
@@ -82,6 +82,7 @@ pub fn handle(ctx: &mut ThreadCtx, next: u64) {
     let result = match nr as i64 {
         libc::SYS_brk => engine().brk.set(a[0]),
         libc::SYS_arch_prctl => arch_prctl(ctx, a),
+        libc::SYS_exit if !threads::exiting() => raw(nr, a),
         libc::SYS_exit_group | libc::SYS_exit => {
             finish();
             // SAFETY: the program ends itself; nothing of ours needs to outlive it.
@@ -95,7 +96,8 @@ pub fn handle(ctx: &mut ThreadCtx, next: u64) {
             with_exe_path(nr, a, 1)
         }
         libc::SYS_mmap | libc::SYS_mprotect | libc::SYS_pkey_mprotect | libc::SYS_munmap | libc::SYS_mremap => memory(nr, a),
-        libc::SYS_clone => clone(ctx, a),
+        libc::SYS_clone if a[0] & libc::CLONE_VM as u64 != 0 => threads::clone_thread(ctx, a, next),
+        libc::SYS_clone => fork(ctx, a),
         // glibc falls back to clone, which the engine knows how to follow.
         libc::SYS_clone3 => ENOSYS,
         // The child runs on a copy of the runtime's memory, so vfork is a fork here.
@@ -239,20 +241,16 @@ fn memory(nr: u64, mut a: [u64; 6]) -> u64 {
     ret
 }
 
-/// `clone` without a shared address space (fork and its variants) runs as is: the child
-/// continues in a copy of the runtime. Threads arrive with the process-model work.
-fn clone(ctx: &mut ThreadCtx, a: [u64; 6]) -> u64 {
-    let flags = a[0];
-    if flags & (libc::CLONE_VM | libc::CLONE_THREAD) as u64 != 0 || a[1] != 0 {
-        stop("the program started a thread (clone with CLONE_VM); threads arrive with the process-model work");
-    }
-    fork(ctx, a)
-}
-
-/// A new process that continues under the engine: it gets its own copy of the code cache.
+/// `clone` without a shared address space (fork and its variants): the child continues in a
+/// copy of the runtime, with its own copy of the code cache.
 fn fork(ctx: &mut ThreadCtx, a: [u64; 6]) -> u64 {
     let flags = a[0];
-    let snap = match engine().cache.snapshot() {
+    if a[1] != 0 {
+        stop("the program called clone with a new stack but no shared address space, which is not supported yet");
+    }
+    // Held across the fork: the child must not inherit the engine in the middle of a change.
+    let mut eng = engine();
+    let snap = match eng.cache.snapshot() {
         Ok(s) => s,
         Err(e) => stop(&format!("cannot copy the code cache for a new process: {e}")),
     };
@@ -263,7 +261,7 @@ fn fork(ctx: &mut ThreadCtx, a: [u64; 6]) -> u64 {
         if settls {
             ctx.app_fs = a[4];
         }
-        if let Err(e) = engine().cache.adopt(snap) {
+        if let Err(e) = eng.cache.adopt(snap) {
             stop(&format!("cannot give the new process its own code cache: {e}"));
         }
     }

@@ -61,7 +61,14 @@ fn cases() -> &'static [PathBuf; 3] {
         let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/c/dbi_cases.c");
         let build = |name: &str, flags: &[&str]| {
             let out = build_dir().join(name);
-            let ok = Command::new("gcc").args(["-O2", "-g", "-o"]).arg(&out).arg(&source).args(flags).status().expect("gcc").success();
+            let ok = Command::new("gcc")
+                .args(["-O2", "-g", "-pthread", "-o"])
+                .arg(&out)
+                .arg(&source)
+                .args(flags)
+                .status()
+                .expect("gcc")
+                .success();
             assert!(ok, "gcc {name}");
             out
         };
@@ -69,7 +76,7 @@ fn cases() -> &'static [PathBuf; 3] {
     })
 }
 
-const MODES: &[&str] = &["switch", "fnptr", "recursion", "longjmp", "data", "tls", "avx", "exe", "auxv", "brk", "fork"];
+const MODES: &[&str] = &["switch", "fnptr", "recursion", "longjmp", "data", "tls", "avx", "exe", "auxv", "brk", "fork", "threads"];
 
 #[test]
 fn core_programs_of_this_machine_match_native() {

@@ -5,6 +5,7 @@
 #include <immintrin.h>
 #include <limits.h>
 #include <link.h>
+#include <pthread.h>
 #include <setjmp.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -81,6 +82,15 @@ static int first_phdr(struct dl_phdr_info *info, size_t size, void *data) {
     (void)size;
     *(const ElfW(Phdr) **)data = info->dlpi_phdr;
     return 1;
+}
+
+static __thread long thread_counter;
+static long thread_results[8];
+static void *thread_work(void *arg) {
+    long id = (long)arg;
+    for (long i = 0; i < 200000; i++) thread_counter += i % (id + 2);
+    thread_results[id] = thread_counter;
+    return (void *)(id * 10);
 }
 
 extern char _start[];
@@ -172,6 +182,18 @@ int main(int argc, char **argv) {
         int st2 = 0;
         waitpid(pid, &st2, 0);
         printf("fork child status %d, exec child status %d\n", WEXITSTATUS(st), WEXITSTATUS(st2));
+    } else if (!strcmp(mode, "threads")) {
+        pthread_t t[8];
+        for (long i = 0; i < 8; i++) pthread_create(&t[i], 0, thread_work, (void *)i);
+        long joined = 0;
+        for (int i = 0; i < 8; i++) {
+            void *r;
+            pthread_join(t[i], &r);
+            joined += (long)r;
+        }
+        printf("threads %ld main-counter %ld:", joined, thread_counter);
+        for (int i = 0; i < 8; i++) printf(" %ld", thread_results[i]);
+        printf("\n");
     } else if (!strcmp(mode, "crash")) {
         printf("about to crash\n");
         fflush(stdout);
