@@ -128,36 +128,41 @@ global_asm!(
 );
 
 // The indirect-branch lookup, copied into every block that ends in an indirect branch.
-// On entry rax holds the application target and `scratch_rax` the application's rax. It
-// probes the thread's table (`{-tag, cache address}` pairs, home slot = low 16 bits of the
-// target, linear probing up to an empty slot) without touching the arithmetic flags: the
-// comparisons are `lea` + `jrcxz`. A hit restores rax and rcx and jumps to the fragment. A
-// miss falls off the end with the target in `ibl_target`, rax in `scratch_rax` and rcx
-// restored; the block appends its own exit to the dispatcher there. Only relative jumps
-// inside the template: it works at any address.
+// On entry rax holds the application target and `scratch_rax` the application's rax. The
+// thread's table is two arrays, negated tags and cache addresses; the home slot is the low
+// 16 bits of the target, collisions probe the following slots up to an empty one. Nothing
+// touches the arithmetic flags: comparisons are `lea` + `jrcxz`. A hit restores rax and
+// jumps through the table to the fragment's lookup entry, whose first instruction restores
+// rcx. A miss falls off the end with the target in `ibl_target`, rax in `scratch_rax` and
+// rcx restored; the block appends its own exit there. Only relative jumps inside the
+// template: it works at any address.
 global_asm!(
     ".globl rewire_ibl_template",
     ".globl rewire_ibl_template_end",
     "rewire_ibl_template:",
     "mov gs:[{s_rcx}], rcx",
     "movzx ecx, ax",
-    "lea rcx, [rcx + rcx]",
-    "2:",
-    "mov gs:[{idx}], rcx",
-    "mov rcx, gs:[rcx * 8 + {table}]",
-    "jrcxz 4f",
+    "mov rcx, gs:[rcx * 8 + {tags}]",
     "lea rcx, [rcx + rax]",
     "jrcxz 3f",
+    "movzx ecx, ax",
+    "2:",
+    "lea rcx, [rcx + 1]",
+    "mov gs:[{idx}], rcx",
+    "mov rcx, gs:[rcx * 8 + {tags}]",
+    "jrcxz 4f",
+    "lea rcx, [rcx + rax]",
+    "jrcxz 5f",
     "mov rcx, gs:[{idx}]",
-    "lea rcx, [rcx + 2]",
     "jmp 2b",
-    "3:",
+    "5:",
     "mov rcx, gs:[{idx}]",
-    "mov rcx, gs:[rcx * 8 + {table} + 8]",
-    "mov gs:[{jump}], rcx",
-    "mov rcx, gs:[{s_rcx}]",
     "mov rax, gs:[{s_rax}]",
-    "jmp qword ptr gs:[{jump}]",
+    "jmp qword ptr gs:[rcx * 8 + {targets}]",
+    "3:",
+    "movzx ecx, ax",
+    "mov rax, gs:[{s_rax}]",
+    "jmp qword ptr gs:[rcx * 8 + {targets}]",
     "4:",
     "mov gs:[{target}], rax",
     "mov rcx, gs:[{s_rcx}]",
@@ -165,8 +170,8 @@ global_asm!(
     s_rcx = const off::S_RCX,
     s_rax = const off::S_RAX,
     idx = const off::IBL_INDEX,
-    table = const off::IBL_TABLE,
-    jump = const off::IBL_JUMP,
+    tags = const off::IBL_TAGS,
+    targets = const off::IBL_TARGETS,
     target = const off::IBL_TARGET,
 );
 

@@ -10,6 +10,9 @@ use iced_x86::{
     Code, ConditionCode, Decoder, DecoderOptions, FlowControl, Instruction, InstructionInfoFactory, Mnemonic, OpKind, Register,
 };
 
+/// Bytes before a fragment's body: its entry for indirect branches, which restores rcx (the
+/// lookup used it to jump through the table). Direct links enter after it.
+pub const LOOKUP_PREFIX: usize = 9;
 /// Most application instructions in one block.
 pub const MAX_BLOCK_INSNS: usize = 64;
 /// Most application bytes in one block (keeps translation offsets within 16 bits).
@@ -86,7 +89,8 @@ impl ExitRecord {
     }
 }
 
-/// A translated block, ready to be copied to the cache address it was built for.
+/// A translated block, ready to be copied to the cache address it was built for. Its code
+/// starts with the [`LOOKUP_PREFIX`].
 #[derive(Debug)]
 pub struct Translated {
     /// The cache code.
@@ -126,6 +130,8 @@ struct Builder<'a> {
 /// executable mapping) into cache code for address `at`.
 pub fn translate(tag: u64, code: &[u8], at: u64, opts: BuildOptions, info: &mut InstructionInfoFactory) -> Translated {
     let mut b = Builder { e: Emitter::new(at), exits: Vec::new(), stubs: Vec::new(), map: Vec::new(), tag, opts, info };
+    b.e.load_gs(1, off::S_RCX);
+    debug_assert_eq!(b.e.offset(), LOOKUP_PREFIX);
     let limit = code.len().min(MAX_BLOCK_BYTES + 16);
     let mut decoder = Decoder::with_ip(64, &code[..limit], tag, DecoderOptions::NONE);
     let mut insn = Instruction::default();

@@ -211,13 +211,13 @@ pub(crate) extern "C" fn rewire_dispatch(ctx: *mut ThreadCtx) {
             syscalls::stop(&format!("the code cache cannot grow: {why}"))
         }
     };
-    let entry = eng.frags.get(id).entry;
+    let (entry, lookup_entry) = (eng.frags.get(id).entry, eng.frags.get(id).lookup_entry());
     match rec.kind {
         ExitKind::Direct { .. } => {
             let Engine { frags, cache, .. } = &mut *eng;
             frags.link(cache, rec.fragment, rec.index, id);
         }
-        ExitKind::Indirect(_) if !eng.opts.no_link => ctx.ibl_insert(tag, entry),
+        ExitKind::Indirect(_) if !eng.opts.no_link => ctx.ibl_insert(tag, lookup_entry),
         _ => {}
     }
     ctx.next_pc = entry;

@@ -3,7 +3,7 @@
 //! linked by rewriting the aligned rel32 field of its jump with one atomic store; unlinking
 //! points it back at its exit stub.
 
-use crate::block::{ExitKind, ExitRecord, Translated};
+use crate::block::{ExitKind, ExitRecord, Translated, LOOKUP_PREFIX};
 use crate::cache::CodeCache;
 use rewire_x86::emit;
 use rustc_hash::FxHashMap;
@@ -18,7 +18,7 @@ pub type FragId = u32;
 pub struct Fragment {
     /// Application address of its first instruction.
     pub tag: u64,
-    /// Cache address of its first instruction.
+    /// Cache address of its first instruction (after the lookup prefix).
     pub entry: u64,
     /// Bytes of cache code.
     pub len: u32,
@@ -62,6 +62,13 @@ pub struct Fragments {
     pub stats: LinkStats,
 }
 
+impl Fragment {
+    /// Where indirect branches enter (the lookup prefix).
+    pub fn lookup_entry(&self) -> u64 {
+        self.entry - LOOKUP_PREFIX as u64
+    }
+}
+
 impl Fragments {
     /// An empty table; `linking` false keeps every exit going through the dispatcher.
     pub fn new(linking: bool) -> Fragments {
@@ -83,9 +90,10 @@ impl Fragments {
         &self.list
     }
 
-    /// Registers a block just committed at `entry` and links it both ways: its direct exits
+    /// Registers a block just committed at `start` and links it both ways: its direct exits
     /// to fragments that exist, and exits waiting for its tag to it.
-    pub fn add(&mut self, cache: &mut CodeCache, tag: u64, entry: u64, t: Translated) -> FragId {
+    pub fn add(&mut self, cache: &mut CodeCache, tag: u64, start: u64, t: Translated) -> FragId {
+        let entry = start + LOOKUP_PREFIX as u64;
         let id = self.list.len() as FragId;
         let mut exits = t.exits;
         for (i, e) in exits.iter_mut().enumerate() {
@@ -104,7 +112,7 @@ impl Fragments {
             live: true,
         });
         self.by_tag.insert(tag, id);
-        self.by_cache.insert(entry, id);
+        self.by_cache.insert(start, id);
         if self.linking {
             for i in 0..self.list[id as usize].exits.len() {
                 if let ExitKind::Direct { target } = self.list[id as usize].exits[i].kind {
@@ -191,12 +199,12 @@ impl Fragments {
 
     /// The application address of the instruction that cache address `pc` belongs to.
     pub fn translate(&self, pc: u64) -> Option<u64> {
-        let (_, &id) = self.by_cache.range(..=pc).next_back()?;
+        let (&start, &id) = self.by_cache.range(..=pc).next_back()?;
         let f = &self.list[id as usize];
-        if pc >= f.entry + f.len as u64 {
+        if pc >= start + f.len as u64 {
             return None;
         }
-        let off = (pc - f.entry) as u16;
+        let off = (pc - start) as u16;
         let i = f.map.partition_point(|&(c, _)| c <= off).max(1) - 1;
         Some(f.tag + f.map.get(i).map_or(0, |&(_, a)| a as u64))
     }

@@ -1,0 +1,100 @@
+#!/usr/bin/env python3
+"""rewire's engine benchmark: real workloads natively and under `rewire run`, side by side.
+
+usage: bench/dbi.py [-n RUNS] [-w NAME,NAME] [--rewire PATH] [-- EXTRA RUN OPTIONS]
+
+Builds its inputs once under $REWIRE_BENCH_DIR (default /tmp/rewire-bench), then for every
+workload alternates native and rewire runs (so machine drift hits both alike) and prints the
+median wall time natively, the median ratio rewire/native, rewire's peak RSS against native,
+and whether stdout and exit status matched. The last line is the geometric mean of the ratios.
+"""
+import argparse, hashlib, math, os, random, shutil, statistics, subprocess, time
+
+DIR = os.environ.get("REWIRE_BENCH_DIR", "/tmp/rewire-bench")
+PY = "/usr/bin/python3.11"
+PY_WORK = """
+def fib(n): return n if n < 2 else fib(n - 1) + fib(n - 2)
+table = {}
+for i in range(400000): table[i % 7919] = table.get(i % 7919, 0) + i
+words = sorted(str(i * 7 % 1000) for i in range(200000))
+print(fib(25), sum(table.values()), words[:3])
+"""
+
+
+def prepare():
+    os.makedirs(DIR, exist_ok=True)
+    text = os.path.join(DIR, "words.txt")
+    if not os.path.exists(text):
+        rng = random.Random(3)
+        vocab = ["".join(rng.choice("etaoinshrdlucmfwyp") for _ in range(rng.randint(2, 9))) for _ in range(4000)]
+        with open(text, "w") as f:
+            for _ in range(300000):
+                f.write(" ".join(rng.choice(vocab) for _ in range(rng.randint(2, 11))) + "\n")
+    src = os.path.join(DIR, "gen.i")
+    if not os.path.exists(src):
+        rng = random.Random(5)
+        fns = []
+        for i in range(400):
+            cases = " ".join(f"case {c}: a += {rng.randint(1, 99)} * k; break;" for c in range(6))
+            call = f"a += g{i - 1}(a & 15);" if i else ""
+            fns.append(f"static long g{i}(long n) {{ long a = {i}; for (long k = 0; k < n; k++) {{ switch (k % 7) {{ {cases} default: {call} }} }} return a; }}")
+        fns.append("int main(int c, char **v) { return (int)g399(c); }")
+        with open(src, "w") as f:
+            f.write("\n".join(fns))
+    script = os.path.join(DIR, "work.py")
+    with open(script, "w") as f:
+        f.write(PY_WORK)
+    cc1 = subprocess.check_output(["gcc", "-print-prog-name=cc1"], text=True).strip()
+    return {
+        "gzip": f"gzip -6 -c {text}",
+        "bzip2": f"bzip2 -9 -c {text}",
+        "xz": f"xz -2 -T1 -c {text}",
+        "sha256": f"sha256sum {text} {text} {text}",
+        "sort": f"sort -S 300M {text}",
+        "sort-mt": f"sort --parallel=2 -S 300M {text}",
+        "python": f"{PY} {script}",
+        "cc1": f"{cc1} -fpreprocessed -quiet -O1 -o /dev/null {src}",
+        "startup": "ls -la /usr/bin",
+    }
+
+
+def run(argv):
+    start = time.perf_counter()
+    p = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, cwd=DIR)
+    digest = hashlib.sha256()
+    for chunk in iter(lambda: p.stdout.read(1 << 16), b""):
+        digest.update(chunk)
+    _, status, usage = os.wait4(p.pid, 0)
+    return time.perf_counter() - start, usage.ru_maxrss / 1024, digest.hexdigest(), status
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("-n", type=int, default=3)
+    ap.add_argument("-w", default="")
+    ap.add_argument("--rewire", default=shutil.which("rewire") or os.path.join(os.path.dirname(__file__), "../target/release/rewire"))
+    ap.add_argument("extra", nargs="*")
+    a = ap.parse_args()
+    workloads = prepare()
+    names = a.w.split(",") if a.w else list(workloads)
+    prefix = [a.rewire, "run", *a.extra, "--"]
+    print(f"{'workload':10} {'native s':>9} {'ratio':>7} {'MiB':>6} {'native MiB':>10} same")
+    ratios = []
+    for name in names:
+        argv = workloads[name].split()
+        nat, rew = [], []
+        for _ in range(a.n):
+            nat.append(run(argv))
+            rew.append(run(prefix + argv))
+        same = all(r[2] == nat[0][2] and r[3] == nat[0][3] for r in rew)
+        ratio = statistics.median(r[0] / n[0] for n, r in zip(nat, rew))
+        if same:
+            ratios.append(ratio)
+        print(f"{name:10} {statistics.median(n[0] for n in nat):9.3f} {ratio:7.2f} {max(r[1] for r in rew):6.0f} "
+              f"{max(n[1] for n in nat):10.0f} {'yes' if same else 'NO'}", flush=True)
+    geo = math.exp(sum(map(math.log, ratios)) / len(ratios)) if ratios else float("nan")
+    print(f"geometric mean ratio {geo:.3f} over {len(ratios)} matching workloads of {len(names)}")
+
+
+if __name__ == "__main__":
+    main()
