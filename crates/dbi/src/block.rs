@@ -283,11 +283,7 @@ impl Builder<'_> {
             return;
         }
         let [r] = self.scratch::<1>(insn);
-        let mut moved = *insn;
-        moved.set_memory_base(r);
-        moved.set_memory_index(Register::None);
-        moved.set_memory_displacement64(0);
-        moved.set_memory_displ_size(0);
+        let moved = addressed_by(insn, r);
         let n = gpr_number(r);
         self.e.store_gs(off::SPILL0, n);
         self.e.mov_imm64(n, addr);
@@ -302,26 +298,13 @@ impl Builder<'_> {
         let (n1, n2) = (gpr_number(r1), gpr_number(r2));
         self.e.store_gs(off::SPILL0, n1);
         self.e.store_gs(off::SPILL1, n2);
-        let ea = iced_x86::MemoryOperand::new(
-            insn.memory_base(),
-            insn.memory_index(),
-            insn.memory_index_scale(),
-            insn.memory_displacement64() as i64,
-            insn.memory_displ_size(),
-            false,
-            Register::None,
-        );
-        let lea = Instruction::with2(Code::Lea_r64_m, r1, ea).expect("lea of a memory operand");
+        let lea = Instruction::with2(Code::Lea_r64_m, r1, memory_operand(insn, Register::None)).expect("lea of a memory operand");
         self.e.encode(&lea).expect("lea encodes anywhere");
         self.e.load_gs(n2, off::APP_GS);
         let sum = Instruction::with2(Code::Lea_r64_m, r1, iced_x86::MemoryOperand::with_base_index(r1, r2)).expect("lea");
         self.e.encode(&sum).expect("lea encodes anywhere");
-        let mut moved = *insn;
+        let mut moved = addressed_by(insn, r1);
         moved.set_segment_prefix(Register::None);
-        moved.set_memory_base(r1);
-        moved.set_memory_index(Register::None);
-        moved.set_memory_displacement64(0);
-        moved.set_memory_displ_size(0);
         self.e.encode(&moved).expect("register-based operand encodes anywhere");
         self.e.load_gs(n2, off::SPILL1);
         self.e.load_gs(n1, off::SPILL0);
@@ -369,16 +352,8 @@ impl Builder<'_> {
             }
             return;
         }
-        let mem = iced_x86::MemoryOperand::new(
-            insn.memory_base(),
-            insn.memory_index(),
-            insn.memory_index_scale(),
-            insn.memory_displacement64() as i64,
-            insn.memory_displ_size(),
-            false,
-            insn.segment_prefix(),
-        );
-        let load = Instruction::with2(Code::Mov_r64_rm64, Register::RAX, mem).expect("mov rax, m64");
+        let load =
+            Instruction::with2(Code::Mov_r64_rm64, Register::RAX, memory_operand(insn, insn.segment_prefix())).expect("mov rax, m64");
         if self.e.encode(&load).is_err() {
             self.e.mov_imm64(0, insn.ip_rel_memory_address());
             self.e.bytes(&[0x48, 0x8b, 0x00]);
@@ -463,6 +438,29 @@ fn unsupported(insn: &Instruction) -> Option<&'static str> {
         return Some("GS-relative indirect branches");
     }
     None
+}
+
+/// The memory operand of `insn` (with `segment` as its segment override).
+fn memory_operand(insn: &Instruction, segment: Register) -> iced_x86::MemoryOperand {
+    iced_x86::MemoryOperand::new(
+        insn.memory_base(),
+        insn.memory_index(),
+        insn.memory_index_scale(),
+        insn.memory_displacement64() as i64,
+        insn.memory_displ_size(),
+        false,
+        segment,
+    )
+}
+
+/// `insn` with its memory operand replaced by `[r]`.
+fn addressed_by(insn: &Instruction, r: Register) -> Instruction {
+    let mut moved = *insn;
+    moved.set_memory_base(r);
+    moved.set_memory_index(Register::None);
+    moved.set_memory_displacement64(0);
+    moved.set_memory_displ_size(0);
+    moved
 }
 
 /// The x86 number of a 64-bit general register (rax=0 … r15=15).
