@@ -25,6 +25,8 @@ pub struct Emitter {
     buf: Vec<u8>,
     labels: Vec<Option<usize>>,
     fixups: Vec<Fixup>,
+    /// 8-byte constants placed after the code, with the labels that address them.
+    constants: Vec<(Label, u64)>,
     encoder: Encoder,
 }
 
@@ -35,7 +37,14 @@ pub struct EncodeError;
 impl Emitter {
     /// An empty emitter for code that will live at `base`.
     pub fn new(base: u64) -> Emitter {
-        Emitter { base, buf: Vec::with_capacity(256), labels: Vec::new(), fixups: Vec::new(), encoder: Encoder::new(64) }
+        Emitter {
+            base,
+            buf: Vec::with_capacity(256),
+            labels: Vec::new(),
+            fixups: Vec::new(),
+            constants: Vec::new(),
+            encoder: Encoder::new(64),
+        }
     }
 
     /// Address of the next byte.
@@ -125,15 +134,19 @@ impl Emitter {
         self.buf.extend_from_slice(&(off as u32).to_le_bytes());
     }
 
-    /// Pushes the 8-byte `value` without touching registers or flags.
+    /// Pushes the 8-byte `value` without touching registers or flags, with one 8-byte store
+    /// (so that the `pop` of a return reads it back through store forwarding): `push imm32`
+    /// when it sign-extends, else `push qword [rip+constant]`.
     pub fn push_imm64(&mut self, value: u64) {
         let lo = value as u32;
-        self.buf.push(0x68);
-        self.buf.extend_from_slice(&lo.to_le_bytes());
-        if value != lo as i32 as i64 as u64 {
-            // mov dword [rsp+4], high half
-            self.buf.extend_from_slice(&[0xc7, 0x44, 0x24, 0x04]);
-            self.buf.extend_from_slice(&((value >> 32) as u32).to_le_bytes());
+        if value == lo as i32 as i64 as u64 {
+            self.buf.push(0x68);
+            self.buf.extend_from_slice(&lo.to_le_bytes());
+        } else {
+            let l = self.label();
+            self.constants.push((l, value));
+            self.buf.extend_from_slice(&[0xff, 0x35]);
+            self.fixup32(l);
         }
     }
 
@@ -168,6 +181,15 @@ impl Emitter {
 
     /// Resolves labels and returns the code.
     pub fn finish(mut self) -> Vec<u8> {
+        if !self.constants.is_empty() {
+            while self.ip() % 8 != 0 {
+                self.buf.push(0xcc);
+            }
+            for (l, v) in std::mem::take(&mut self.constants) {
+                self.bind(l);
+                self.buf.extend_from_slice(&v.to_le_bytes());
+            }
+        }
         for f in &self.fixups {
             let target = self.labels[f.label.0].expect("label used but never bound") as i64;
             let rel = target - f.end as i64;

@@ -37,7 +37,7 @@ use context::{reg, ContextBlock};
 use std::convert::Infallible;
 use std::ffi::{CString, OsString};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 
 /// A program to run under the engine.
 #[derive(Debug, Clone, Default)]
@@ -57,6 +57,7 @@ const STACK_GAP: u64 = 256 << 10;
 /// first instruction; afterwards the process ends when and how the program ends.
 pub fn run(opts: Options) -> Result<Infallible, RunError> {
     let loaded = loader::load(&opts.command, opts.argv0.as_deref())?;
+    open_report_fd();
     let envp: Vec<CString> = std::env::vars_os()
         .map(|(k, v)| {
             let mut b = k.into_vec();
@@ -110,11 +111,46 @@ pub fn run(opts: Options) -> Result<Infallible, RunError> {
     unsafe { arch::start(gs) }
 }
 
-/// Writes `rewire: MSG` to stderr.
+/// The runtime's own copy of stderr, kept open whatever the program does with its fds.
+static REPORT_FD: AtomicI32 = AtomicI32::new(2);
+
+/// Gives the runtime a private duplicate of stderr, numbered high (programs close their
+/// stderr at exit, and reports come after that).
+fn open_report_fd() {
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit fills the struct; fcntl duplicates fd 2 (close-on-exec).
+    let fd = unsafe {
+        libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit);
+        let want = (limit.rlim_cur.min(1024) as i32 - 24).max(3);
+        libc::fcntl(2, libc::F_DUPFD_CLOEXEC, want)
+    };
+    if fd >= 0 {
+        REPORT_FD.store(fd, Ordering::Relaxed);
+    }
+}
+
+/// The descriptor reports go to (the program must not see or close it).
+pub(crate) fn report_fd() -> i32 {
+    REPORT_FD.load(Ordering::Relaxed)
+}
+
+/// Moves the report descriptor out of the way of a program about to use its number.
+pub(crate) fn move_report_fd() {
+    let old = report_fd();
+    // SAFETY: duplicates our own descriptor to a free number above it, then closes the old one.
+    let new = unsafe { libc::fcntl(old, libc::F_DUPFD_CLOEXEC, old + 1) };
+    if new >= 0 {
+        REPORT_FD.store(new, Ordering::Relaxed);
+        // SAFETY: our descriptor, no longer used.
+        unsafe { libc::close(old) };
+    }
+}
+
+/// Writes `rewire: MSG` to the runtime's stderr.
 pub(crate) fn report(msg: &str) {
     let line = format!("rewire: {msg}\n");
     // SAFETY: write(2) of a live buffer; a plain system call, safe in signal handlers.
-    unsafe { libc::write(2, line.as_ptr().cast(), line.len()) };
+    unsafe { libc::write(report_fd(), line.as_ptr().cast(), line.len()) };
 }
 
 pub(crate) static FINISHED: AtomicBool = AtomicBool::new(false);

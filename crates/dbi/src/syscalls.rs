@@ -7,10 +7,11 @@
 use crate::arch::syscall6;
 use crate::context::{reg, ThreadCtx};
 use crate::dispatch::engine;
-use crate::{appmem, exec, finish, report, signals, threads};
+use crate::{appmem, exec, finish, move_report_fd, report, report_fd, signals, threads};
 
 const ENOSYS: u64 = (-libc::ENOSYS) as i64 as u64;
 const EFAULT: u64 = (-libc::EFAULT) as i64 as u64;
+const EBADF: u64 = (-libc::EBADF) as i64 as u64;
 const EINVAL: u64 = (-libc::EINVAL) as i64 as u64;
 const PAGE: u64 = 4096;
 /// Exit status of rewire itself when it must stop the program (as `env` and `timeout` use).
@@ -104,6 +105,13 @@ pub fn handle(ctx: &mut ThreadCtx, next: u64) {
         libc::SYS_fork | libc::SYS_vfork => fork(ctx, [libc::SIGCHLD as u64, 0, 0, 0, 0, 0]),
         libc::SYS_execveat => stop("the program called execveat, which rewire cannot follow yet"),
         libc::SYS_rt_sigaction => signals::app_sigaction(a),
+        // The runtime's report descriptor does not exist for the program.
+        libc::SYS_close if a[0] as i32 == report_fd() => EBADF,
+        libc::SYS_close_range => close_range(a),
+        libc::SYS_dup2 | libc::SYS_dup3 if a[1] as i32 == report_fd() => {
+            move_report_fd();
+            raw(nr, a)
+        }
         libc::SYS_rt_sigreturn => stop("the program returned from a signal handler (rt_sigreturn), which needs signal delivery"),
         _ => raw(nr, a),
     };
@@ -111,6 +119,21 @@ pub fn handle(ctx: &mut ThreadCtx, next: u64) {
     r.gpr[reg::RAX] = result;
     r.gpr[reg::RCX] = next;
     r.gpr[reg::R11] = r.rflags;
+}
+
+/// `close_range(first, last, flags)` around the runtime's report descriptor.
+fn close_range(a: [u64; 6]) -> u64 {
+    let (first, last, fd) = (a[0] as u32, a[1] as u32, report_fd() as u32);
+    if !(first..=last).contains(&fd) {
+        return raw(libc::SYS_close_range as u64, a);
+    }
+    let below = if fd > first { raw(libc::SYS_close_range as u64, [first as u64, (fd - 1) as u64, a[2], 0, 0, 0]) } else { 0 };
+    let above = if fd < last { raw(libc::SYS_close_range as u64, [(fd + 1) as u64, last as u64, a[2], 0, 0, 0]) } else { 0 };
+    if below != 0 {
+        below
+    } else {
+        above
+    }
 }
 
 fn raw(nr: u64, a: [u64; 6]) -> u64 {
