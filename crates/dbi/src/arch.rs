@@ -129,38 +129,36 @@ global_asm!(
 
 // The indirect-branch lookup, copied into every block that ends in an indirect branch.
 // On entry rax holds the application target and `scratch_rax` the application's rax. The
-// thread's table is two arrays, negated tags and cache addresses; the home slot is the low
-// 16 bits of the target, collisions probe the following slots up to an empty one. Nothing
-// touches the arithmetic flags: comparisons are `lea` + `jrcxz`. A hit restores rax and
-// jumps through the table to the fragment's lookup entry, whose first instruction restores
-// rcx. A miss falls off the end with the target in `ibl_target`, rax in `scratch_rax` and
-// rcx restored; the block appends its own exit there. Only relative jumps inside the
-// template: it works at any address.
+// thread's table holds `{-tag, cache address}` pairs (one cache line for both halves); the
+// home slot is the low 16 bits of the target, collisions probe the following slots up to an
+// empty one. Nothing touches the arithmetic flags: comparisons are `lea` + `jrcxz`, and rcx
+// counts in qwords (2 per slot) so `[rcx*8]` addresses a slot. A hit restores rax and jumps
+// through the table to the fragment's lookup entry, whose first instruction restores rcx.
+// A miss falls off the end with the target in `ibl_target`, rax in `scratch_rax` and rcx
+// restored; the block appends its own exit there. Only relative jumps inside the template:
+// it works at any address.
 global_asm!(
     ".globl rewire_ibl_template",
     ".globl rewire_ibl_template_end",
     "rewire_ibl_template:",
     "mov gs:[{s_rcx}], rcx",
     "movzx ecx, ax",
+    "lea rcx, [rcx + rcx]",
+    "mov gs:[{idx}], rcx",
     "mov rcx, gs:[rcx * 8 + {tags}]",
     "lea rcx, [rcx + rax]",
     "jrcxz 3f",
-    "movzx ecx, ax",
     "2:",
-    "lea rcx, [rcx + 1]",
+    "mov rcx, gs:[{idx}]",
+    "lea rcx, [rcx + 2]",
     "mov gs:[{idx}], rcx",
     "mov rcx, gs:[rcx * 8 + {tags}]",
     "jrcxz 4f",
     "lea rcx, [rcx + rax]",
-    "jrcxz 5f",
-    "mov rcx, gs:[{idx}]",
+    "jrcxz 3f",
     "jmp 2b",
-    "5:",
-    "mov rcx, gs:[{idx}]",
-    "mov rax, gs:[{s_rax}]",
-    "jmp qword ptr gs:[rcx * 8 + {targets}]",
     "3:",
-    "movzx ecx, ax",
+    "mov rcx, gs:[{idx}]",
     "mov rax, gs:[{s_rax}]",
     "jmp qword ptr gs:[rcx * 8 + {targets}]",
     "4:",
@@ -170,8 +168,8 @@ global_asm!(
     s_rcx = const off::S_RCX,
     s_rax = const off::S_RAX,
     idx = const off::IBL_INDEX,
-    tags = const off::IBL_TAGS,
-    targets = const off::IBL_TARGETS,
+    tags = const off::IBL_TABLE,
+    targets = const off::IBL_TABLE + 8,
     target = const off::IBL_TARGET,
 );
 

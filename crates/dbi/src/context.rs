@@ -126,10 +126,8 @@ pub mod off {
     pub const FSGSBASE: usize = offset_of!(ThreadCtx, has_fsgsbase);
     /// The XSAVE area (64-byte aligned).
     pub const XSAVE: usize = 4096;
-    /// The lookup table's negated tags ([`super::IBL_SLOTS`] of them).
-    pub const IBL_TAGS: usize = XSAVE + super::XSAVE_MAX;
-    /// The lookup table's cache addresses (fragment lookup entries), slot for slot.
-    pub const IBL_TARGETS: usize = IBL_TAGS + super::IBL_SLOTS * 8;
+    /// The lookup table: [`super::IBL_SLOTS`] slots of `{negated tag, lookup entry}`.
+    pub const IBL_TABLE: usize = XSAVE + super::XSAVE_MAX;
 }
 
 /// Largest XSAVE area supported (AVX-512 needs about 2.7 KiB).
@@ -140,7 +138,7 @@ pub const IBL_HOME_SLOTS: usize = 1 << 16;
 pub const IBL_MAX_PROBE: usize = 64;
 /// Slots in the table, with the overflow area and one always-empty slot that ends every probe.
 pub const IBL_SLOTS: usize = IBL_HOME_SLOTS + IBL_MAX_PROBE + 1;
-const CTX_BYTES: usize = off::IBL_TARGETS + IBL_SLOTS * 8;
+const CTX_BYTES: usize = off::IBL_TABLE + IBL_SLOTS * 16;
 const RT_STACK_BYTES: usize = 1 << 20;
 
 const _: () = assert!(std::mem::size_of::<ThreadCtx>() <= off::XSAVE);
@@ -210,34 +208,24 @@ impl ContextBlock {
 unsafe impl Send for ContextBlock {}
 
 impl ThreadCtx {
-    fn ibl_arrays(&mut self) -> (&mut [u64], &mut [u64]) {
+    fn ibl_table(&mut self) -> &mut [[u64; 2]] {
         // SAFETY: a ThreadCtx only exists at the start of its context mapping (ContextBlock),
-        // whose two lookup arrays follow at IBL_TAGS and IBL_TARGETS, disjoint;
-        // `&mut self` makes the access exclusive.
-        unsafe {
-            let base = self.self_ptr as *mut u8;
-            (
-                std::slice::from_raw_parts_mut(base.add(off::IBL_TAGS) as *mut u64, IBL_SLOTS),
-                std::slice::from_raw_parts_mut(base.add(off::IBL_TARGETS) as *mut u64, IBL_SLOTS),
-            )
-        }
+        // whose lookup table follows at IBL_TABLE; `&mut self` makes the access exclusive.
+        unsafe { std::slice::from_raw_parts_mut((self.self_ptr as *mut u8).add(off::IBL_TABLE) as *mut [u64; 2], IBL_SLOTS) }
     }
 
     /// Puts `tag → entry` into the thread's lookup table (replacing the home entry when the
     /// probe window is full: the table is a cache).
     pub fn ibl_insert(&mut self, tag: u64, entry: u64) {
-        let (tags, targets) = self.ibl_arrays();
+        let table = self.ibl_table();
         let home = (tag & 0xffff) as usize;
         let neg = tag.wrapping_neg();
-        let slot = (home..home + IBL_MAX_PROBE).find(|&i| tags[i] == 0 || tags[i] == neg).unwrap_or(home);
-        targets[slot] = entry;
-        tags[slot] = neg;
+        let slot = (home..home + IBL_MAX_PROBE).find(|&i| table[i][0] == 0 || table[i][0] == neg).unwrap_or(home);
+        table[slot] = [neg, entry];
     }
 
     /// Empties the thread's lookup table.
     pub fn ibl_clear(&mut self) {
-        let (tags, targets) = self.ibl_arrays();
-        tags.fill(0);
-        targets.fill(0);
+        self.ibl_table().fill([0, 0]);
     }
 }
