@@ -10,7 +10,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <asm/prctl.h>
 #include <sys/auxv.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -194,6 +196,22 @@ int main(int argc, char **argv) {
         printf("threads %ld main-counter %ld:", joined, thread_counter);
         for (int i = 0; i < 8; i++) printf(" %ld", thread_results[i]);
         printf("\n");
+    } else if (!strcmp(mode, "gs")) {
+        // The program's own GS base (the engine keeps GS for itself and emulates the program's).
+        static long area[4] = {11, 22, 33, 44};
+        if (syscall(SYS_arch_prctl, ARCH_SET_GS, area)) return 5;
+        long v, idx = 2;
+        __asm__ volatile("movq %%gs:8, %0" : "=r"(v));
+        __asm__ volatile("movq %0, %%gs:(,%1,8)" : : "r"(v * 10), "r"(idx) : "memory");
+        long got = 0;
+        syscall(SYS_arch_prctl, ARCH_GET_GS, &got);
+        printf("gs %ld %ld %d\n", v, area[2], got == (long)area);
+    } else if (!strcmp(mode, "loops")) {
+        // loop and jrcxz exist only with 8-bit displacements: the engine rewrites them.
+        long n = 0, rcx = 1000, zero_taken = 0;
+        __asm__ volatile("1: incq %0\n\tloop 1b" : "+r"(n), "+c"(rcx));
+        __asm__ volatile("xorl %%ecx, %%ecx\n\tjrcxz 2f\n\tjmp 3f\n2: movq $1, %0\n3:" : "=r"(zero_taken) : : "rcx");
+        printf("loops %ld %ld %ld\n", n, rcx, zero_taken);
     } else if (!strcmp(mode, "crash")) {
         printf("about to crash\n");
         fflush(stdout);
