@@ -126,45 +126,138 @@ struct Builder<'a> {
     info: &'a mut InstructionInfoFactory,
 }
 
-/// Translates the application code at `tag` (`code` holds its bytes, up to the end of the
-/// executable mapping) into cache code for address `at`.
-pub fn translate(tag: u64, code: &[u8], at: u64, opts: BuildOptions, info: &mut InstructionInfoFactory) -> Translated {
-    let mut b = Builder { e: Emitter::new(at), exits: Vec::new(), stubs: Vec::new(), map: Vec::new(), tag, opts, info };
-    b.e.load_gs(1, off::S_RCX);
-    debug_assert_eq!(b.e.offset(), LOOKUP_PREFIX);
+/// The application instructions of one block, decoded.
+#[derive(Debug, Clone)]
+pub struct Decoded {
+    /// Address of the first instruction.
+    pub tag: u64,
+    /// The instructions, the last one ending the block (a control transfer, `syscall`, an
+    /// instruction the engine must stop at, or the size limit).
+    pub insns: Vec<Instruction>,
+    /// The block stops at bytes that do not decode (the CPU would fault there).
+    pub ends_invalid: bool,
+}
+
+impl Decoded {
+    /// Application bytes covered.
+    pub fn app_len(&self) -> u64 {
+        self.insns.last().map_or(0, |i| i.next_ip() - self.tag)
+    }
+}
+
+/// Decodes the block at `tag` from `code` (its bytes, up to the end of executable memory).
+pub fn decode(tag: u64, code: &[u8]) -> Decoded {
     let limit = code.len().min(MAX_BLOCK_BYTES + 16);
     let mut decoder = Decoder::with_ip(64, &code[..limit], tag, DecoderOptions::NONE);
+    let mut insns = Vec::with_capacity(16);
     let mut insn = Instruction::default();
-    let mut insns = 0u32;
-    let mut app_len = 0usize;
-    loop {
-        if insns as usize == MAX_BLOCK_INSNS || app_len >= MAX_BLOCK_BYTES {
-            b.direct_exit_jump(tag + app_len as u64);
-            break;
-        }
+    let mut len = 0;
+    while insns.len() < MAX_BLOCK_INSNS && len < MAX_BLOCK_BYTES {
         decoder.decode_out(&mut insn);
         if insn.is_invalid() {
-            // Invalid or cut off by the end of the mapping: the CPU would fault here.
-            b.mark(tag + app_len as u64);
-            b.e.bytes(&[0x0f, 0x0b]);
-            if insns == 0 {
-                insns = 1;
-                app_len = 1;
-            }
-            break;
+            return Decoded { tag, insns, ends_invalid: true };
         }
-        b.mark(insn.ip());
-        insns += 1;
-        app_len += insn.len();
-        let bytes = &code[(insn.ip() - tag) as usize..(insn.next_ip() - tag) as usize];
-        if !b.instruction(&insn, bytes) {
+        len += insn.len();
+        insns.push(insn);
+        if insn.flow_control() != FlowControl::Next || unsupported(&insn).is_some() {
             break;
         }
     }
-    b.finish(app_len as u32, insns)
+    Decoded { tag, insns, ends_invalid: false }
+}
+
+/// A per-thread counter increment a tool asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CounterAdd {
+    /// Before which instruction of the block (index); `None`: anywhere in the block, once
+    /// per execution (the builder picks the place where it costs least).
+    pub before: Option<usize>,
+    /// Byte offset of the counter in the thread's counter area.
+    pub offset: u32,
+    /// What to add.
+    pub amount: u32,
+}
+
+/// Translates a decoded block (`code` holds its bytes from the tag) into cache code for
+/// address `at`, with the counter increments `adds`.
+pub fn translate(
+    d: &Decoded,
+    code: &[u8],
+    at: u64,
+    adds: &[CounterAdd],
+    opts: BuildOptions,
+    info: &mut InstructionInfoFactory,
+) -> Translated {
+    let tag = d.tag;
+    let mut b = Builder { e: Emitter::new(at), exits: Vec::new(), stubs: Vec::new(), map: Vec::new(), tag, opts, info };
+    b.e.load_gs(1, off::S_RCX);
+    debug_assert_eq!(b.e.offset(), LOOKUP_PREFIX);
+    let placed: Vec<(usize, CounterAdd)> = adds.iter().map(|a| (a.before.unwrap_or_else(|| cheapest_place(&d.insns)), *a)).collect();
+    let mut open = true;
+    for (i, insn) in d.insns.iter().enumerate() {
+        b.mark(insn.ip());
+        for (_, add) in placed.iter().filter(|(at, _)| *at == i) {
+            b.counter(add, flags_dead_before(&d.insns[i..]));
+        }
+        let bytes = &code[(insn.ip() - tag) as usize..(insn.next_ip() - tag) as usize];
+        open = b.instruction(insn, bytes);
+    }
+    let app_len = d.app_len();
+    if d.ends_invalid {
+        b.mark(tag + app_len);
+        b.e.bytes(&[0x0f, 0x0b]);
+    } else if open {
+        b.direct_exit_jump(tag + app_len);
+    }
+    let insns = d.insns.len().max(1) as u32;
+    b.finish(app_len.max(1) as u32, insns)
+}
+
+/// True when no instruction can observe the arithmetic flags before the first of `insns`
+/// runs: the first instruction touching them writes all six without reading any.
+fn flags_dead_before(insns: &[Instruction]) -> bool {
+    const ALL: u32 = iced_x86::RflagsBits::OF
+        | iced_x86::RflagsBits::SF
+        | iced_x86::RflagsBits::ZF
+        | iced_x86::RflagsBits::AF
+        | iced_x86::RflagsBits::CF
+        | iced_x86::RflagsBits::PF;
+    for insn in insns {
+        if insn.rflags_read() & ALL != 0 || insn.flow_control() != FlowControl::Next {
+            return false;
+        }
+        if insn.rflags_modified() & ALL == ALL {
+            return true;
+        }
+    }
+    false
+}
+
+/// Where a once-per-execution counter costs least: before the first instruction whose
+/// flags are dead, else at the top.
+fn cheapest_place(insns: &[Instruction]) -> usize {
+    (0..insns.len()).find(|&i| flags_dead_before(&insns[i..])).unwrap_or(0)
 }
 
 impl Builder<'_> {
+    /// `add qword gs:[counters + offset], amount` where the flags are dead, else the same
+    /// through rax and `lea`, which leave the flags alone.
+    fn counter(&mut self, add: &CounterAdd, flags_dead: bool) {
+        let at = (off::COUNTERS + add.offset as usize) as u32;
+        if flags_dead {
+            self.e.bytes(&[0x65, 0x48, 0x81, 0x04, 0x25]);
+            self.e.bytes(&at.to_le_bytes());
+            self.e.bytes(&add.amount.to_le_bytes());
+        } else {
+            self.e.store_gs(off::SPILL0, 0);
+            self.e.load_gs(0, at as usize);
+            self.e.bytes(&[0x48, 0x8d, 0x80]);
+            self.e.bytes(&add.amount.to_le_bytes());
+            self.e.store_gs(at as usize, 0);
+            self.e.load_gs(0, off::SPILL0);
+        }
+    }
+
     fn mark(&mut self, app: u64) {
         self.map.push((self.e.offset() as u16, (app - self.tag) as u16));
     }

@@ -128,6 +128,8 @@ pub mod off {
     pub const XSAVE: usize = 4096;
     /// The lookup table: [`super::IBL_SLOTS`] slots of `{negated tag, lookup entry}`.
     pub const IBL_TABLE: usize = XSAVE + super::XSAVE_MAX;
+    /// The thread's tool counters ([`super::COUNTER_BYTES`], page aligned).
+    pub const COUNTERS: usize = (IBL_TABLE + super::IBL_SLOTS * 16).next_multiple_of(4096);
 }
 
 /// Largest XSAVE area supported (AVX-512 needs about 2.7 KiB).
@@ -138,7 +140,9 @@ pub const IBL_HOME_SLOTS: usize = 1 << 16;
 pub const IBL_MAX_PROBE: usize = 64;
 /// Slots in the table, with the overflow area and one always-empty slot that ends every probe.
 pub const IBL_SLOTS: usize = IBL_HOME_SLOTS + IBL_MAX_PROBE + 1;
-const CTX_BYTES: usize = off::IBL_TABLE + IBL_SLOTS * 16;
+/// Bytes of per-thread tool counters (8 bytes each; untouched pages cost nothing).
+pub const COUNTER_BYTES: usize = 64 << 20;
+const CTX_BYTES: usize = off::COUNTERS + COUNTER_BYTES;
 const RT_STACK_BYTES: usize = 1 << 20;
 
 const _: () = assert!(std::mem::size_of::<ThreadCtx>() <= off::XSAVE);
@@ -222,6 +226,15 @@ impl ThreadCtx {
         let neg = tag.wrapping_neg();
         let slot = (home..home + IBL_MAX_PROBE).find(|&i| table[i][0] == 0 || table[i][0] == neg).unwrap_or(home);
         table[slot] = [neg, entry];
+    }
+
+    /// The thread's counter at byte `offset` of its counter area.
+    pub fn counter(&self, offset: u32) -> u64 {
+        assert!((offset as usize) < COUNTER_BYTES && offset % 8 == 0, "counter outside the area");
+        // SAFETY: inside this context's mapping (see `ibl_table`), 8-byte aligned; a plain
+        // read of a counter its thread may be incrementing (a torn value is impossible for an
+        // aligned 8-byte load).
+        unsafe { std::ptr::read_volatile((self.self_ptr as *const u8).add(off::COUNTERS + offset as usize) as *const u64) }
     }
 
     /// Empties the thread's lookup table.

@@ -7,10 +7,13 @@ use crate::block::{self, BuildOptions, ExitKind, ExitRecord};
 use crate::cache::CodeCache;
 use crate::context::ThreadCtx;
 use crate::fragments::{FragId, Fragments};
+use crate::modules::Modules;
 use crate::regions::ExecRegions;
 use crate::signals::AppSignals;
 use crate::stats::Stats;
 use crate::syscalls::{self, Brk};
+use crate::tool::{BlockView, Instrument, NullTool, Output, Tool};
+use crate::tools::ToolOptions;
 use crate::{modules, report, signals};
 use iced_x86::InstructionInfoFactory;
 use std::ffi::CString;
@@ -20,6 +23,12 @@ use std::time::Instant;
 /// What the user asked of the engine.
 #[derive(Debug, Clone, Default)]
 pub struct EngineOptions {
+    /// The built-in tool (`-t`), `None` for the null tool.
+    pub tool: Option<String>,
+    /// Options of the built-in tools.
+    pub tool_options: ToolOptions,
+    /// Where tool output goes.
+    pub output: Output,
     /// Print statistics at exit.
     pub stats: bool,
     /// Log every block built.
@@ -34,9 +43,36 @@ pub struct EngineOptions {
 impl EngineOptions {
     /// The `rewire run` options that give these settings (passed on across `execve`).
     pub fn to_args(&self) -> Vec<CString> {
-        let flags =
-            [(self.stats, c"--stats"), (self.verbose, c"--verbose"), (self.no_link, c"--no-link"), (self.strip_exec, c"--strip-exec")];
-        flags.into_iter().filter(|(on, _)| *on).map(|(_, f)| f.to_owned()).collect()
+        let t = &self.tool_options;
+        let flags = [
+            (self.stats, c"--stats"),
+            (self.verbose, c"--verbose"),
+            (self.no_link, c"--no-link"),
+            (self.strip_exec, c"--strip-exec"),
+            (t.hitcount, c"--hitcount"),
+            (t.per_module, c"--per-module"),
+        ];
+        let mut out: Vec<CString> = flags.into_iter().filter(|(on, _)| *on).map(|(_, f)| f.to_owned()).collect();
+        let mut valued = |flag: &str, value: &[u8]| {
+            let mut v = flag.as_bytes().to_vec();
+            v.push(b'=');
+            v.extend_from_slice(value);
+            out.push(CString::new(v).expect("no NUL in options"));
+        };
+        if let Some(tool) = &self.tool {
+            valued("--tool", tool.as_bytes());
+        }
+        valued("--drcov-version", t.drcov_version.to_string().as_bytes());
+        valued("--top", t.top.to_string().as_bytes());
+        // Absolute, so that a program that changed directory still writes where the user asked.
+        let absolute = |p: &std::path::Path| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
+        if let Some(dir) = &self.output.dir {
+            valued("--output-dir", absolute(dir).as_os_str().as_encoded_bytes());
+        }
+        if let Some(log) = &self.output.log {
+            valued("--log", absolute(log).as_os_str().as_encoded_bytes());
+        }
+        out
     }
 }
 
@@ -63,6 +99,12 @@ pub struct Engine {
     pub rewire_exe: CString,
     /// The thread contexts (GS bases).
     pub contexts: Vec<u64>,
+    /// The tool.
+    pub tool: Box<dyn Tool>,
+    /// The program's modules.
+    pub modules: Modules,
+    /// Next free byte of the per-thread counter areas.
+    pub next_counter: u32,
     info: InstructionInfoFactory,
 }
 
@@ -99,6 +141,9 @@ impl Engine {
             exe,
             rewire_exe,
             contexts: Vec::new(),
+            tool: Box::new(NullTool),
+            modules: Modules::default(),
+            next_counter: 0,
             info: InstructionInfoFactory::new(),
         }
     }
@@ -120,10 +165,18 @@ impl Engine {
         // mapping calls), hence mapped and readable; only read here.
         let code = unsafe { std::slice::from_raw_parts(tag as *const u8, len) };
         let opts = BuildOptions { count_ibl: self.opts.stats };
+        let decoded = block::decode(tag, code);
+        let mut adds = Vec::new();
+        {
+            let Engine { modules, tool, next_counter, exec, .. } = self;
+            let segment = modules.segment_of(tag, exec.generation());
+            let view = BlockView { tag, insns: &decoded.insns, segment };
+            tool.on_block(&view, &mut Instrument { adds: &mut adds, next_counter });
+        }
         let mut want = 2048;
         let (place, t) = loop {
             let place = self.cache.place(tag, want).map_err(|e| NoFragment::CacheFull(e.to_string()))?;
-            let t = block::translate(tag, code, place.addr, opts, &mut self.info);
+            let t = block::translate(&decoded, code, place.addr, &adds, opts, &mut self.info);
             if CodeCache::fits(&place, t.code.len()) {
                 break (place, t);
             }

@@ -21,13 +21,15 @@ mod error;
 mod exec;
 pub mod fragments;
 pub mod loader;
-mod modules;
+pub mod modules;
 pub mod regions;
 pub mod signals;
 pub mod stack;
 pub mod stats;
 pub mod syscalls;
 mod threads;
+pub mod tool;
+pub mod tools;
 
 pub use dispatch::EngineOptions;
 pub use error::RunError;
@@ -56,6 +58,13 @@ const STACK_GAP: u64 = 256 << 10;
 /// Runs the program under the engine. Returns only with an error from before the program's
 /// first instruction; afterwards the process ends when and how the program ends.
 pub fn run(opts: Options) -> Result<Infallible, RunError> {
+    let modules = modules::Modules::excluding_current();
+    let tool = tools::builtin(opts.engine.tool.as_deref().unwrap_or("null"), &opts.engine.tool_options, &opts.engine.output)?;
+    if let Some(dir) = &opts.engine.output.dir {
+        if !dir.is_dir() {
+            return Err(RunError::Io(dir.clone(), std::io::Error::from(std::io::ErrorKind::NotFound)));
+        }
+    }
     let loaded = loader::load(&opts.command, opts.argv0.as_deref())?;
     open_report_fd();
     let envp: Vec<CString> = std::env::vars_os()
@@ -91,6 +100,10 @@ pub fn run(opts: Options) -> Result<Infallible, RunError> {
     let rewire_exe = CString::new(rewire_exe.into_os_string().into_vec()).expect("path without NUL bytes");
     let mut engine = dispatch::Engine::new(cache, exec, opts.engine, brk, signals::AppSignals::inherited(), exe, rewire_exe);
     engine.contexts.push(block.address());
+    engine.tool = tool;
+    engine.modules = modules;
+    // SAFETY: gettid has no effects.
+    engine.tool.on_thread_start(unsafe { libc::gettid() } as u32);
     engine.install();
     unregister_rseq();
     signals::install_fault_handlers();
@@ -160,11 +173,11 @@ pub(crate) fn finish() {
     if FINISHED.swap(true, Ordering::SeqCst) {
         return;
     }
-    let Some(eng) = dispatch::try_engine() else { return };
+    let Some(mut eng) = dispatch::try_engine() else { return };
+    let dispatch::Engine { tool, contexts, modules, opts, exe, .. } = &mut *eng;
+    tool.on_exit(&tool::Finish { contexts, segments: modules.segments(), output: &opts.output, program: &exe.to_string_lossy() });
     if eng.opts.stats {
-        for line in stats::report(&eng, stats::lookups(&eng)) {
-            report(&line);
-        }
+        eng.opts.output.report(&stats::report(&eng, stats::lookups(&eng)));
     }
 }
 

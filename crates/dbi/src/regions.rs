@@ -9,14 +9,22 @@ use std::ops::Range;
 pub struct ExecRegions {
     /// start → end
     map: BTreeMap<u64, u64>,
+    /// Bumped on every change.
+    generation: u64,
 }
 
 impl ExecRegions {
+    /// Changes so far (a new value means the ranges may differ).
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
     /// Marks `r` executable.
     pub fn add(&mut self, r: Range<u64>) {
         if r.is_empty() {
             return;
         }
+        self.generation += 1;
         self.remove(r.clone());
         let (mut start, mut end) = (r.start, r.end);
         if let Some((&s, &e)) = self.map.range(..=start).next_back() {
@@ -37,6 +45,7 @@ impl ExecRegions {
         if r.is_empty() {
             return;
         }
+        self.generation += 1;
         let overlapping: Vec<(u64, u64)> = self.map.range(..r.end).filter(|&(_, &e)| e > r.start).map(|(&s, &e)| (s, e)).collect();
         for (s, e) in overlapping {
             self.map.remove(&s);

@@ -7,6 +7,7 @@
 use crate::arch::syscall6;
 use crate::context::{reg, ThreadCtx};
 use crate::dispatch::engine;
+use crate::tool::Syscall;
 use crate::{appmem, exec, finish, move_report_fd, report, report_fd, signals, threads};
 
 const ENOSYS: u64 = (-libc::ENOSYS) as i64 as u64;
@@ -79,11 +80,20 @@ pub fn handle(ctx: &mut ThreadCtx, next: u64) {
     let g = &ctx.regs.gpr;
     let nr = g[reg::RAX];
     let a = [g[reg::RDI], g[reg::RSI], g[reg::RDX], g[reg::R10], g[reg::R8], g[reg::R9]];
-    engine().stats.syscalls += 1;
+    // SAFETY: gettid has no effects.
+    let call = Syscall { tid: unsafe { libc::gettid() } as u32, nr, args: a };
+    {
+        let mut eng = engine();
+        eng.stats.syscalls += 1;
+        eng.tool.on_syscall(&call);
+    }
     let result = match nr as i64 {
         libc::SYS_brk => engine().brk.set(a[0]),
         libc::SYS_arch_prctl => arch_prctl(ctx, a),
-        libc::SYS_exit if !threads::exiting() => raw(nr, a),
+        libc::SYS_exit if !threads::exiting() => {
+            engine().tool.on_thread_exit(call.tid);
+            raw(nr, a)
+        }
         libc::SYS_exit_group | libc::SYS_exit => {
             finish();
             // SAFETY: the program ends itself; nothing of ours needs to outlive it.
@@ -115,6 +125,7 @@ pub fn handle(ctx: &mut ThreadCtx, next: u64) {
         libc::SYS_rt_sigreturn => stop("the program returned from a signal handler (rt_sigreturn), which needs signal delivery"),
         _ => raw(nr, a),
     };
+    engine().tool.on_syscall_result(&call, result);
     let r = &mut ctx.regs;
     r.gpr[reg::RAX] = result;
     r.gpr[reg::RCX] = next;
@@ -281,6 +292,7 @@ fn fork(ctx: &mut ThreadCtx, a: [u64; 6]) -> u64 {
     let settls = flags & libc::CLONE_SETTLS as u64 != 0;
     let ret = raw(libc::SYS_clone as u64, [flags & !(libc::CLONE_SETTLS as u64), 0, a[2], a[3], 0, 0]);
     if ret == 0 {
+        eng.tool.on_fork_child();
         if settls {
             ctx.app_fs = a[4];
         }

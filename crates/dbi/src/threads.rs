@@ -81,7 +81,11 @@ fn thread_main(mut start: Start, tid_to_parent: std::sync::mpsc::Sender<u64>) {
     let ctx = start.block.ctx();
     ctx.rt_fs = arch::fs_base();
     let gs = start.block.address();
-    engine().contexts.push(gs);
+    {
+        let mut eng = engine();
+        eng.contexts.push(gs);
+        eng.tool.on_thread_start(tid);
+    }
     let _ = tid_to_parent.send(tid as u64);
     // SAFETY: a complete context with an unused runtime stack; the engine is installed.
     unsafe { arch::start(gs) }

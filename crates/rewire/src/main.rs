@@ -10,6 +10,7 @@ mod remote_cmds;
 
 use clap::{Parser, Subcommand};
 use std::ffi::OsString;
+use std::path::PathBuf;
 
 /// rewire rewrites running x86-64 Linux code: inline hooks (Detours style) and dynamic binary
 /// instrumentation.
@@ -66,6 +67,32 @@ enum Command {
 
 #[derive(clap::Args)]
 struct RunArgs {
+    /// The tool: cov (drcov coverage files), inscount (exact instruction count), bbcount
+    /// (blocks built and executed, the hottest), opcodes (dynamic mnemonic mix), syscalls (a
+    /// log of system calls), null (none, the default).
+    #[arg(short = 't', long = "tool", value_name = "TOOL")]
+    tool: Option<String>,
+    /// Directory for the files tools write (cov: drcov.PROGRAM.PID.SEQ.proc.log). Default: the
+    /// current directory.
+    #[arg(short = 'o', long = "output-dir", value_name = "DIR")]
+    output_dir: Option<PathBuf>,
+    /// Append tool reports (and --stats) to FILE instead of stderr.
+    #[arg(long, value_name = "FILE")]
+    log: Option<PathBuf>,
+    /// cov: drcov format version, 3 (module table version 5, per-segment offsets) or 2 (the
+    /// legacy layout with module offsets, for older readers).
+    #[arg(long, default_value_t = 3, value_name = "N")]
+    drcov_version: u8,
+    /// cov: also count how many times each block ran (inline per-thread counters), written
+    /// to a .hits.txt file beside the drcov file.
+    #[arg(long)]
+    hitcount: bool,
+    /// inscount: break the count down by module.
+    #[arg(long)]
+    per_module: bool,
+    /// bbcount, opcodes: how many entries to list.
+    #[arg(long, default_value_t = 20, value_name = "N")]
+    top: usize,
     /// At exit, print what the engine did: blocks built per module, cache size, exits to the
     /// dispatcher by kind, links, indirect-branch lookup hits and misses, build rate.
     #[arg(long)]
@@ -131,7 +158,20 @@ fn run(args: RunArgs) -> anyhow::Result<u8> {
     let opts = rewire_dbi::Options {
         command: args.command,
         argv0: args.argv0,
-        engine: rewire_dbi::EngineOptions { stats: args.stats, verbose: args.verbose, no_link: args.no_link, strip_exec: args.strip_exec },
+        engine: rewire_dbi::EngineOptions {
+            tool: args.tool,
+            tool_options: rewire_dbi::tools::ToolOptions {
+                drcov_version: args.drcov_version,
+                hitcount: args.hitcount,
+                per_module: args.per_module,
+                top: args.top,
+            },
+            output: rewire_dbi::tool::Output { dir: args.output_dir, log: args.log },
+            stats: args.stats,
+            verbose: args.verbose,
+            no_link: args.no_link,
+            strip_exec: args.strip_exec,
+        },
     };
     match rewire_dbi::run(opts) {
         Ok(never) => match never {},

@@ -76,7 +76,8 @@ fn cases() -> &'static [PathBuf; 3] {
     })
 }
 
-const MODES: &[&str] = &["switch", "fnptr", "recursion", "longjmp", "data", "tls", "avx", "exe", "auxv", "brk", "fork", "threads", "gs", "loops"];
+const MODES: &[&str] =
+    &["switch", "fnptr", "recursion", "longjmp", "data", "tls", "avx", "exe", "auxv", "brk", "fork", "threads", "gs", "loops"];
 
 #[test]
 fn core_programs_of_this_machine_match_native() {
