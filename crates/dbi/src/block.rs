@@ -51,6 +51,12 @@ pub enum ExitKind {
         /// Why.
         why: &'static str,
     },
+    /// A tool's clean call: run it, then resume at the record's `stub` address (the code
+    /// right after the call sequence).
+    CleanCall {
+        /// Index of the call site in the engine's table.
+        site: u32,
+    },
     /// The first entry of a thread.
     Start {
         /// Where the thread starts.
@@ -178,16 +184,20 @@ pub struct CounterAdd {
     pub amount: u32,
 }
 
+/// What a tool inserts into a block: counter increments and clean calls (before instruction
+/// index, call site number).
+#[derive(Debug, Clone, Default)]
+pub struct Insertions {
+    /// Counter increments.
+    pub adds: Vec<CounterAdd>,
+    /// Clean calls: (before which instruction, site).
+    pub calls: Vec<(usize, u32)>,
+}
+
 /// Translates a decoded block (`code` holds its bytes from the tag) into cache code for
-/// address `at`, with the counter increments `adds`.
-pub fn translate(
-    d: &Decoded,
-    code: &[u8],
-    at: u64,
-    adds: &[CounterAdd],
-    opts: BuildOptions,
-    info: &mut InstructionInfoFactory,
-) -> Translated {
+/// address `at`, with a tool's insertions.
+pub fn translate(d: &Decoded, code: &[u8], at: u64, ins: &Insertions, opts: BuildOptions, info: &mut InstructionInfoFactory) -> Translated {
+    let adds = &ins.adds;
     let tag = d.tag;
     let mut b = Builder { e: Emitter::new(at), exits: Vec::new(), stubs: Vec::new(), map: Vec::new(), tag, opts, info };
     b.e.load_gs(1, off::S_RCX);
@@ -196,6 +206,9 @@ pub fn translate(
     let mut open = true;
     for (i, insn) in d.insns.iter().enumerate() {
         b.mark(insn.ip());
+        for &(_, site) in ins.calls.iter().filter(|(at, _)| *at == i) {
+            b.clean_call(site);
+        }
         for (_, add) in placed.iter().filter(|(at, _)| *at == i) {
             b.counter(add, flags_dead_before(&d.insns[i..]));
         }
@@ -256,6 +269,18 @@ impl Builder<'_> {
             self.e.store_gs(at as usize, 0);
             self.e.load_gs(0, off::SPILL0);
         }
+    }
+
+    /// Leaves the cache through the dispatcher, which runs the call and comes back right
+    /// after this sequence with the application state intact.
+    fn clean_call(&mut self, site: u32) {
+        let rec = ExitRecord::new(ExitKind::CleanCall { site });
+        let addr = rec.address();
+        self.exits.push(rec);
+        self.stubs.push(None);
+        self.e.exit_to_dispatcher(addr);
+        let resume = self.e.ip();
+        self.exits.last_mut().expect("just pushed").stub = resume;
     }
 
     fn mark(&mut self, app: u64) {

@@ -3,7 +3,7 @@
 //! fragment for the next application address, links the exit that brought it here, and
 //! resumes the application in the cache.
 
-use crate::block::{self, BuildOptions, ExitKind, ExitRecord};
+use crate::block::{self, BuildOptions, ExitKind, ExitRecord, Insertions};
 use crate::cache::CodeCache;
 use crate::context::ThreadCtx;
 use crate::fragments::{FragId, Fragments};
@@ -12,7 +12,7 @@ use crate::regions::ExecRegions;
 use crate::signals::AppSignals;
 use crate::stats::Stats;
 use crate::syscalls::{self, Brk};
-use crate::tool::{BlockView, Instrument, NullTool, Output, Tool};
+use crate::tool::{self, BlockView, CallSite, Instrument, NullTool, Output, Tool};
 use crate::tools::ToolOptions;
 use crate::{modules, report, signals};
 use iced_x86::InstructionInfoFactory;
@@ -105,6 +105,8 @@ pub struct Engine {
     pub modules: Modules,
     /// Next free byte of the per-thread counter areas.
     pub next_counter: u32,
+    /// The tool's clean calls, by site number.
+    pub call_sites: Vec<CallSite>,
     info: InstructionInfoFactory,
 }
 
@@ -144,6 +146,7 @@ impl Engine {
             tool: Box::new(NullTool),
             modules: Modules::default(),
             next_counter: 0,
+            call_sites: Vec::new(),
             info: InstructionInfoFactory::new(),
         }
     }
@@ -166,17 +169,25 @@ impl Engine {
         let code = unsafe { std::slice::from_raw_parts(tag as *const u8, len) };
         let opts = BuildOptions { count_ibl: self.opts.stats };
         let decoded = block::decode(tag, code);
-        let mut adds = Vec::new();
+        let mut ins = Insertions::default();
         {
-            let Engine { modules, tool, next_counter, exec, .. } = self;
-            let segment = modules.segment_of(tag, exec.generation());
+            let Engine { modules, tool, next_counter, exec, call_sites, .. } = self;
+            let (segment, new) = modules.segment_of(tag, exec.generation());
+            for s in new {
+                tool.on_module_load(s);
+            }
             let view = BlockView { tag, insns: &decoded.insns, segment };
-            tool.on_block(&view, &mut Instrument { adds: &mut adds, next_counter });
+            let mut calls = Vec::new();
+            tool.on_block(&view, &mut Instrument { adds: &mut ins.adds, calls: &mut calls, insns: &decoded.insns, next_counter });
+            for (before, site) in calls {
+                ins.calls.push((before, call_sites.len() as u32));
+                call_sites.push(site);
+            }
         }
         let mut want = 2048;
         let (place, t) = loop {
             let place = self.cache.place(tag, want).map_err(|e| NoFragment::CacheFull(e.to_string()))?;
-            let t = block::translate(&decoded, code, place.addr, &adds, opts, &mut self.info);
+            let t = block::translate(&decoded, code, place.addr, &ins, opts, &mut self.info);
             if CodeCache::fits(&place, t.code.len()) {
                 break (place, t);
             }
@@ -204,6 +215,9 @@ impl Engine {
     /// Forgets the fragments of application code in `range` (after it was unmapped or
     /// lost execute permission) and empties the lookup tables that may point at them.
     pub fn invalidate(&mut self, range: std::ops::Range<u64>) {
+        for s in self.modules.forget(range.clone()) {
+            self.tool.on_module_unload(&s);
+        }
         if self.frags.invalidate(&mut self.cache, range) > 0 {
             for &c in &self.contexts {
                 // SAFETY: every registered context is a live ThreadCtx; the only thread
@@ -246,6 +260,12 @@ pub(crate) extern "C" fn rewire_dispatch(ctx: *mut ThreadCtx) {
             ctx.ibl_target
         }
         ExitKind::Start { entry } => entry,
+        ExitKind::CleanCall { site } => {
+            let site = engine().call_sites[site as usize].clone();
+            (site.func)(&tool::evaluate(&site, ctx));
+            ctx.next_pc = rec.stub;
+            return;
+        }
         ExitKind::Unsupported { at, why } => syscalls::stop(&format!(
             "the program executed an instruction rewire does not support yet at {at:#x} ({}): {why}",
             modules::describe(at)

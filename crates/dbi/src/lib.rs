@@ -55,11 +55,19 @@ pub struct Options {
 /// Bytes kept between the runtime's own stack frames and the program's initial stack.
 const STACK_GAP: u64 = 256 << 10;
 
-/// Runs the program under the engine. Returns only with an error from before the program's
-/// first instruction; afterwards the process ends when and how the program ends.
+/// Runs the program under the engine with the built-in tool the options name. Returns only
+/// with an error from before the program's first instruction; afterwards the process ends
+/// when and how the program ends.
 pub fn run(opts: Options) -> Result<Infallible, RunError> {
-    let modules = modules::Modules::excluding_current();
     let tool = tools::builtin(opts.engine.tool.as_deref().unwrap_or("null"), &opts.engine.tool_options, &opts.engine.output)?;
+    run_tool(tool, opts)
+}
+
+/// Runs the program under the engine with your own `tool` (see `examples/call_edges.rs`).
+/// Programs it `execve`s run natively unless `opts.engine.tool` names a built-in tool to
+/// follow them with.
+pub fn run_tool(tool: Box<dyn tool::Tool>, opts: Options) -> Result<Infallible, RunError> {
+    let modules = modules::Modules::excluding_current();
     if let Some(dir) = &opts.engine.output.dir {
         if !dir.is_dir() {
             return Err(RunError::Io(dir.clone(), std::io::Error::from(std::io::ErrorKind::NotFound)));

@@ -48,13 +48,16 @@ impl Modules {
     }
 
     /// The segment holding `addr`, looking the mappings up again if no known one does and
-    /// executable memory changed (`generation`) since the last look.
-    pub fn segment_of(&mut self, addr: u64, generation: u64) -> Option<&Segment> {
+    /// executable memory changed (`generation`) since the last look; with the segments that
+    /// look found.
+    pub fn segment_of(&mut self, addr: u64, generation: u64) -> (Option<&Segment>, &[Segment]) {
+        let known = self.segments.len();
         if self.lookup(addr).is_none() && self.scanned != Some(generation) {
             self.scanned = Some(generation);
             self.scan();
         }
-        self.lookup(addr).map(|id| &self.segments[id as usize])
+        let found = self.lookup(addr).map(|id| &self.segments[id as usize]);
+        (found, &self.segments[known..])
     }
 
     fn lookup(&self, addr: u64) -> Option<u32> {
@@ -67,17 +70,17 @@ impl Modules {
         &self.segments
     }
 
-    /// Forgets the segments overlapping `r` for lookups (they were unmapped).
-    pub fn forget(&mut self, r: Range<u64>) {
-        let gone: Vec<u64> = self
-            .live
-            .iter()
-            .filter(|(_, &id)| self.segments[id as usize].range.start < r.end && self.segments[id as usize].range.end > r.start)
-            .map(|(&s, _)| s)
-            .collect();
-        for s in gone {
-            self.live.remove(&s);
-        }
+    /// Forgets the segments overlapping `r` for lookups (they were unmapped); returns them.
+    pub fn forget(&mut self, r: Range<u64>) -> Vec<Segment> {
+        let overlaps = |s: &Segment| s.range.start < r.end && s.range.end > r.start;
+        let gone: Vec<(u64, u32)> =
+            self.live.iter().filter(|(_, &id)| overlaps(&self.segments[id as usize])).map(|(&s, &id)| (s, id)).collect();
+        gone.into_iter()
+            .map(|(s, id)| {
+                self.live.remove(&s);
+                self.segments[id as usize].clone()
+            })
+            .collect()
     }
 
     fn scan(&mut self) {

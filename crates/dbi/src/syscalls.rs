@@ -81,13 +81,15 @@ pub fn handle(ctx: &mut ThreadCtx, next: u64) {
     let nr = g[reg::RAX];
     let a = [g[reg::RDI], g[reg::RSI], g[reg::RDX], g[reg::R10], g[reg::R8], g[reg::R9]];
     // SAFETY: gettid has no effects.
-    let call = Syscall { tid: unsafe { libc::gettid() } as u32, nr, args: a };
-    {
+    let mut call = Syscall { tid: unsafe { libc::gettid() } as u32, nr, args: a };
+    let skipped = {
         let mut eng = engine();
         eng.stats.syscalls += 1;
-        eng.tool.on_syscall(&call);
-    }
-    let result = match nr as i64 {
+        eng.tool.on_syscall(&mut call)
+    };
+    let (nr, a) = (call.nr, call.args);
+    let mut result = match nr as i64 {
+        _ if skipped.is_some() => skipped.unwrap_or(0),
         libc::SYS_brk => engine().brk.set(a[0]),
         libc::SYS_arch_prctl => arch_prctl(ctx, a),
         libc::SYS_exit if !threads::exiting() => {
@@ -125,7 +127,7 @@ pub fn handle(ctx: &mut ThreadCtx, next: u64) {
         libc::SYS_rt_sigreturn => stop("the program returned from a signal handler (rt_sigreturn), which needs signal delivery"),
         _ => raw(nr, a),
     };
-    engine().tool.on_syscall_result(&call, result);
+    engine().tool.on_syscall_result(&call, &mut result);
     let r = &mut ctx.regs;
     r.gpr[reg::RAX] = result;
     r.gpr[reg::RCX] = next;

@@ -36,10 +36,46 @@ impl BlockView<'_> {
     }
 }
 
+/// A value passed to a clean call, computed from the application state when it runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Arg {
+    /// The application address of the instruction the call is placed before.
+    AppPc,
+    /// A constant.
+    Const(u64),
+    /// A general register's application value (sub-registers are zero-extended).
+    Reg(iced_x86::Register),
+    /// The effective address of memory operand `operand` of the instruction the call is
+    /// placed before (segment bases included).
+    MemAddress(u32),
+}
+
+/// A function a clean call runs, with its arguments' values.
+pub type CleanCallFn = std::sync::Arc<dyn Fn(&[u64]) + Send + Sync>;
+
+/// A clean call placed in a block.
+#[derive(Clone)]
+pub struct CallSite {
+    /// The function.
+    pub func: CleanCallFn,
+    /// Its arguments.
+    pub args: Vec<Arg>,
+    /// The instruction it runs before.
+    pub insn: Instruction,
+}
+
+impl std::fmt::Debug for CallSite {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CallSite").field("args", &self.args).field("at", &format_args!("{:#x}", self.insn.ip())).finish()
+    }
+}
+
 /// Instrumentation requests for the block being built.
 #[derive(Debug)]
 pub struct Instrument<'a> {
     pub(crate) adds: &'a mut Vec<CounterAdd>,
+    pub(crate) calls: &'a mut Vec<(usize, CallSite)>,
+    pub(crate) insns: &'a [Instruction],
     pub(crate) next_counter: &'a mut u32,
 }
 
@@ -64,6 +100,53 @@ impl Instrument<'_> {
     pub fn count_before(&mut self, index: usize, counter: Counter, amount: u32) {
         self.adds.push(CounterAdd { before: Some(index), offset: counter.0, amount });
     }
+
+    /// Calls `func` with the values of `args` every time instruction `index` is about to run.
+    /// The whole application state is saved around it (a context switch: use counters for
+    /// anything hot).
+    pub fn clean_call(&mut self, index: usize, func: CleanCallFn, args: Vec<Arg>) {
+        let insn = self.insns[index];
+        self.calls.push((index, CallSite { func, args, insn }));
+    }
+}
+
+/// The values of a clean call's arguments, from the saved application state.
+pub(crate) fn evaluate(site: &CallSite, ctx: &ThreadCtx) -> Vec<u64> {
+    use iced_x86::Register as R;
+    let reg = |r: R| -> u64 {
+        if r == R::None {
+            return 0;
+        }
+        if r == R::RIP {
+            return site.insn.next_ip();
+        }
+        let n = (r.full_register() as u32).wrapping_sub(R::RAX as u32) as usize;
+        let v = if n < 16 { ctx.regs.gpr[n] } else { 0 };
+        match r.size() {
+            1 if matches!(r, R::AH | R::CH | R::DH | R::BH) => (v >> 8) & 0xff,
+            1 => v & 0xff,
+            2 => v & 0xffff,
+            4 => v & 0xffff_ffff,
+            _ => v,
+        }
+    };
+    site.args
+        .iter()
+        .map(|a| match *a {
+            Arg::AppPc => site.insn.ip(),
+            Arg::Const(c) => c,
+            Arg::Reg(r) => reg(r),
+            Arg::MemAddress(op) => site
+                .insn
+                .virtual_address(op, 0, |r, _, _| match r {
+                    R::FS => Some(ctx.app_fs),
+                    R::GS => Some(ctx.app_gs),
+                    R::ES | R::CS | R::SS | R::DS => Some(0),
+                    other => Some(reg(other)),
+                })
+                .unwrap_or(0),
+        })
+        .collect()
 }
 
 /// A system call of the program, before it runs.
@@ -139,10 +222,17 @@ impl Finish<'_> {
 pub trait Tool: Send + std::fmt::Debug {
     /// A block is being built: look at it, ask for counters.
     fn on_block(&mut self, _block: &BlockView<'_>, _instrument: &mut Instrument<'_>) {}
-    /// A system call is about to run.
-    fn on_syscall(&mut self, _call: &Syscall) {}
-    /// It ran, with `result` (`-errno` on failure).
-    fn on_syscall_result(&mut self, _call: &Syscall, _result: u64) {}
+    /// A system call is about to run. The tool may change its arguments, or skip it by
+    /// returning the result the program gets instead.
+    fn on_syscall(&mut self, _call: &mut Syscall) -> Option<u64> {
+        None
+    }
+    /// It ran with `result` (`-errno` on failure), which the tool may change.
+    fn on_syscall_result(&mut self, _call: &Syscall, _result: &mut u64) {}
+    /// A module segment appeared (first seen when code in the program was about to run).
+    fn on_module_load(&mut self, _segment: &Segment) {}
+    /// A module segment went away (unmapped).
+    fn on_module_unload(&mut self, _segment: &Segment) {}
     /// A thread started (`tid`).
     fn on_thread_start(&mut self, _tid: u32) {}
     /// A thread ended.

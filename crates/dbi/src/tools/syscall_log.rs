@@ -159,17 +159,18 @@ pub fn result(call: &Syscall, r: u64) -> String {
 }
 
 impl Tool for SyscallLog {
-    fn on_syscall(&mut self, call: &Syscall) {
+    fn on_syscall(&mut self, call: &mut Syscall) -> Option<u64> {
         let text = describe(call);
         if matches!(call.nr as i64, libc::SYS_exit | libc::SYS_exit_group) {
             self.output.report(&[format!("[{}] {text} = ?", call.tid)]);
         } else {
             self.pending.insert(call.tid, text);
         }
+        None
     }
 
-    fn on_syscall_result(&mut self, call: &Syscall, r: u64) {
+    fn on_syscall_result(&mut self, call: &Syscall, r: &mut u64) {
         let text = self.pending.remove(&call.tid).unwrap_or_else(|| describe(call));
-        self.output.report(&[format!("[{}] {text} = {}", call.tid, result(call, r))]);
+        self.output.report(&[format!("[{}] {text} = {}", call.tid, result(call, *r))]);
     }
 }
