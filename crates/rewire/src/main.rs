@@ -26,6 +26,9 @@ enum Command {
     /// Run a program with every instruction executed from the code cache; its output and
     /// exit status pass through unchanged.
     Run(RunArgs),
+    /// Coverage reports from drcov files.
+    #[command(subcommand)]
+    Cov(CovCommand),
     /// Inline hooks.
     #[command(subcommand)]
     Hook(HookCommand),
@@ -116,6 +119,28 @@ struct RunArgs {
 }
 
 #[derive(Subcommand)]
+enum CovCommand {
+    /// Merge drcov files (rewire's or DynamoRIO's) and print coverage per module and per
+    /// function (symbols from the ELF symbol tables); optionally write source-line coverage
+    /// from DWARF as an lcov tracefile (for genhtml) or as HTML.
+    Report {
+        /// The drcov files.
+        #[arg(required = true)]
+        files: Vec<String>,
+        /// List the functions (run and not) of modules whose path contains this (default: the
+        /// first module, usually the program).
+        #[arg(long, value_name = "SUBSTRING")]
+        module: Option<String>,
+        /// Write an lcov tracefile of the source lines of modules with DWARF line information.
+        #[arg(long, value_name = "OUT")]
+        lcov: Option<PathBuf>,
+        /// Write an HTML report (index.html and a page per source file) into DIR.
+        #[arg(long, value_name = "DIR")]
+        html: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
 enum HookCommand {
     /// Report, for each exported function of a library (or the ones named), whether it can be
     /// hooked and, if not, which instruction at which address prevents it and why.
@@ -140,6 +165,7 @@ fn rewire_main() -> u8 {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Run(args) => run(args),
+        Command::Cov(CovCommand::Report { files, module, lcov, html }) => cov_report(&files, module, lcov, html),
         Command::Hook(HookCommand::Check { lib, symbols, refused_only }) => hook_check::run(&lib, &symbols, refused_only),
         Command::Inject { pid, lib, hooks } => remote_cmds::inject(pid, &lib, &hooks),
         Command::Launch { lib, hooks, command } => remote_cmds::launch(&lib, &hooks, &command),
@@ -181,4 +207,28 @@ fn run(args: RunArgs) -> anyhow::Result<u8> {
             Ok(if matches!(e, rewire_dbi::RunError::NotFound(_)) { 127 } else { 126 })
         }
     }
+}
+
+fn cov_report(files: &[String], module: Option<String>, lcov: Option<PathBuf>, html: Option<PathBuf>) -> anyhow::Result<u8> {
+    let cov = rewire_cov::drcov::read_files(files)?;
+    let modules = rewire_cov::report::modules(&cov);
+    let detail = module.or_else(|| modules.first().map(|m| m.path.clone())).unwrap_or_default();
+    // The first module of a drcov file is the program; keep the files' order for that.
+    let first = cov.keys().next().cloned().unwrap_or_default();
+    let detail = if detail.is_empty() { first } else { detail };
+    for line in rewire_cov::report::text(&modules, &detail) {
+        println!("{line}");
+    }
+    if lcov.is_some() || html.is_some() {
+        let lines = rewire_cov::lines::source_lines(&cov, "");
+        if let Some(out) = lcov {
+            std::fs::write(&out, rewire_cov::lines::lcov(&lines)).map_err(|e| anyhow::anyhow!("{}: {e}", out.display()))?;
+            println!("lcov: {} source files in {}", lines.len(), out.display());
+        }
+        if let Some(dir) = html {
+            rewire_cov::lines::html(&lines, &dir)?;
+            println!("html: {}", dir.join("index.html").display());
+        }
+    }
+    Ok(0)
 }

@@ -246,3 +246,71 @@ fn counting_tools_report_and_leave_stdout_alone() {
     assert_eq!(out.status.code(), Some(126));
     assert!(String::from_utf8_lossy(&out.stderr).contains("no tool named \"nosuchtool\""));
 }
+
+const BRANCHY: &str = r#"#include <stdio.h>
+#include <stdlib.h>
+int classify(int x) {
+    if (x > 10) {
+        printf("big\n");
+        return 2;
+    } else {
+        printf("small\n");
+        return 1;
+    }
+}
+int never_called(int y) { return y * 7; }
+int main(int argc, char **argv) { return classify(atoi(argv[1])) == 2 ? 0 : 3; }
+"#;
+
+fn lcov_lines(text: &str, source: &str) -> Vec<(u32, u32)> {
+    let record = text.split("end_of_record").find(|r| r.contains(&format!("SF:{source}"))).expect(text);
+    record
+        .lines()
+        .filter_map(|l| l.strip_prefix("DA:"))
+        .map(|d| d.split_once(',').map(|(a, b)| (a.parse().unwrap(), b.parse().unwrap())).unwrap())
+        .collect()
+}
+
+#[test]
+fn cov_report_marks_run_and_unrun_source_lines() {
+    let dir = scratch("report");
+    let src = dir.join("branchy.c");
+    std::fs::write(&src, BRANCHY).unwrap();
+    let program = dir.join("branchy");
+    assert!(Command::new("gcc").args(["-O0", "-g", "-o"]).arg(&program).arg(&src).status().unwrap().success());
+    let run = |arg: &str, out: &str| {
+        let o = dir.join(out);
+        std::fs::create_dir_all(&o).unwrap();
+        let r = rewire(&["run", "-t", "cov", "-o", o.to_str().unwrap(), "--", program.to_str().unwrap(), arg]);
+        assert!(r.status.success() || r.status.code() == Some(3));
+        std::fs::read_dir(&o).unwrap().next().unwrap().unwrap().path().to_str().unwrap().to_string()
+    };
+    let big = run("50", "big");
+    let small = run("5", "small");
+
+    // One run: the else branch and never_called did not run.
+    let info = dir.join("big.info");
+    let out = rewire(&["cov", "report", &big, "--lcov", info.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.lines().any(|l| l.ends_with(" classify") && !l.trim_start().starts_with("0.0%")), "{text}");
+    assert!(text.lines().any(|l| l.ends_with(" never_called") && l.trim_start().starts_with("0.0%")), "{text}");
+    let lines = lcov_lines(&std::fs::read_to_string(&info).unwrap(), src.to_str().unwrap());
+    let ran = |n: u32| lines.iter().find(|l| l.0 == n).map(|l| l.1);
+    assert_eq!(ran(4), Some(1), "if (x > 10): {lines:?}");
+    assert_eq!(ran(5), Some(1), "the branch taken: {lines:?}");
+    assert_eq!(ran(8), Some(0), "the branch not taken: {lines:?}");
+    assert_eq!(ran(12), Some(0), "never_called: {lines:?}");
+
+    // Both runs merged: both branches ran.
+    let merged = dir.join("merged.info");
+    let html = dir.join("html");
+    let out = rewire(&["cov", "report", &big, &small, "--lcov", merged.to_str().unwrap(), "--html", html.to_str().unwrap()]);
+    assert!(out.status.success());
+    let lines = lcov_lines(&std::fs::read_to_string(&merged).unwrap(), src.to_str().unwrap());
+    assert!(lines.iter().filter(|l| l.0 >= 4 && l.0 <= 9).all(|l| l.1 == 1), "{lines:?}");
+    let index = std::fs::read_to_string(html.join("index.html")).unwrap();
+    assert!(index.contains("branchy.c"));
+    let page = std::fs::read_to_string(html.join("file0.html")).unwrap();
+    assert!(page.contains("class=\"hit\"") && page.contains("class=\"miss\""));
+}
