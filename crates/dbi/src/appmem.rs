@@ -47,3 +47,26 @@ pub fn read_cstr(addr: u64, max: usize) -> Option<Vec<u8>> {
     }
     None
 }
+
+/// Copies `data` to the program's stack at `addr`, growing the main thread's `[stack]`
+/// mapping as the program's own accesses would (the kernel grows it on page faults, not for
+/// `process_vm_writev`); false if `addr` is not in or just below the program's stack.
+pub fn write_stack(addr: u64, data: &[u8]) -> bool {
+    if write(addr, data) {
+        return true;
+    }
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit fills the struct.
+    unsafe { libc::getrlimit(libc::RLIMIT_STACK, &mut limit) };
+    let Ok(space) = rewire_mem::AddressSpace::read(None) else { return false };
+    let Some(stack) = space.mappings.iter().find(|m| m.path == "[stack]") else { return false };
+    let room = limit.rlim_cur.min(1 << 30);
+    let growable = addr < stack.range.start && addr >= stack.range.end.saturating_sub(room) && addr + data.len() as u64 <= stack.range.end;
+    if !growable {
+        return false;
+    }
+    // SAFETY: below the program's stack within its size limit: the kernel extends the stack
+    // mapping on the fault, exactly as for the program's own pushes; nothing else lives there.
+    unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), addr as *mut u8, data.len()) };
+    true
+}

@@ -271,6 +271,32 @@ pub unsafe fn start(ctx: u64) -> ! {
     unsafe { rewire_start() }
 }
 
+/// The calling thread's GS base (its context), read through the context's self pointer.
+pub fn gs_base() -> u64 {
+    let v: u64;
+    // SAFETY: reads 8 bytes at gs:[0], the context's self pointer, on threads whose GS base
+    // is a context (the only ones the signal handler runs on).
+    unsafe { std::arch::asm!("mov {}, gs:[0]", out(reg) v, options(nostack, readonly, preserves_flags)) };
+    v
+}
+
+/// Makes an XSAVE image taken from the program (a signal frame) safe for `xrstor`: only
+/// state components the OS enabled, standard format, reserved header bytes zero.
+pub fn sanitize_xsave(area: &mut [u8]) {
+    if area.len() < 576 {
+        return;
+    }
+    let xcr0: u64 = {
+        let (lo, hi): (u32, u32);
+        // SAFETY: xgetbv(0) reads XCR0; OSXSAVE is set wherever the engine runs (it uses xsave).
+        unsafe { std::arch::asm!("xgetbv", in("ecx") 0, out("eax") lo, out("edx") hi, options(nomem, nostack, preserves_flags)) };
+        (hi as u64) << 32 | lo as u64
+    };
+    let bv = u64::from_le_bytes(area[512..520].try_into().expect("8 bytes")) & xcr0;
+    area[512..520].copy_from_slice(&bv.to_le_bytes());
+    area[520..576].fill(0);
+}
+
 /// Sets the GS base of the calling thread.
 pub fn set_gs_base(base: u64) {
     // SAFETY: ARCH_SET_GS only changes this thread's GS base, which no code of this process

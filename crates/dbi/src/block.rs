@@ -57,6 +57,9 @@ pub enum ExitKind {
         /// Index of the call site in the engine's table.
         site: u32,
     },
+    /// The thread was sent into the dispatcher from a signal handler; it continues at
+    /// the application address in the context's `ibl_target`.
+    Redirect,
     /// The first entry of a thread.
     Start {
         /// Where the thread starts.

@@ -81,6 +81,8 @@ pub struct ThreadCtx {
     pub rt_stack_top: u64,
     /// Non-zero when `rdfsbase`/`wrfsbase` may be used (AT_HWCAP2 FSGSBASE).
     pub has_fsgsbase: u64,
+    /// The thread's signal state (a leaked `ThreadSignals`).
+    pub signal_state: u64,
 }
 
 /// Offsets of the header fields, for assembly and emitted code.
@@ -171,6 +173,7 @@ impl ContextBlock {
         ctx.rt_stack_top = stack as u64 + RT_STACK_BYTES as u64;
         ctx.has_fsgsbase = has_fsgsbase as u64;
         ctx.regs.rflags = 0x202;
+        ctx.signal_state = Box::into_raw(Box::<crate::signals::ThreadSignals>::default()) as u64;
         arch::init_xsave_area(block.xsave_area());
         Ok(block)
     }
@@ -216,6 +219,18 @@ impl ThreadCtx {
         // SAFETY: a ThreadCtx only exists at the start of its context mapping (ContextBlock),
         // whose lookup table follows at IBL_TABLE; `&mut self` makes the access exclusive.
         unsafe { std::slice::from_raw_parts_mut((self.self_ptr as *mut u8).add(off::IBL_TABLE) as *mut [u64; 2], IBL_SLOTS) }
+    }
+
+    /// The thread's signal state.
+    pub fn signals(&self) -> &crate::signals::ThreadSignals {
+        // SAFETY: set once at creation to a leaked box, never freed.
+        unsafe { &*(self.signal_state as *const crate::signals::ThreadSignals) }
+    }
+
+    /// The application's saved SIMD state (XSAVE image, standard format).
+    pub fn xsave_bytes(&mut self) -> &mut [u8] {
+        // SAFETY: inside this context's mapping (see `ibl_table`); `&mut self` makes it exclusive.
+        unsafe { std::slice::from_raw_parts_mut((self.self_ptr as *mut u8).add(off::XSAVE), XSAVE_MAX) }
     }
 
     /// Puts `tag → entry` into the thread's lookup table (replacing the home entry when the

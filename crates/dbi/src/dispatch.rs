@@ -9,7 +9,6 @@ use crate::context::ThreadCtx;
 use crate::fragments::{FragId, Fragments};
 use crate::modules::Modules;
 use crate::regions::ExecRegions;
-use crate::signals::AppSignals;
 use crate::stats::Stats;
 use crate::syscalls::{self, Brk};
 use crate::tool::{self, BlockView, CallSite, Instrument, NullTool, Output, Tool};
@@ -91,8 +90,6 @@ pub struct Engine {
     pub stats: Stats,
     /// The program's emulated brk.
     pub brk: Brk,
-    /// The program's own signal dispositions.
-    pub signals: AppSignals,
     /// The program's path, for `/proc/self/exe`.
     pub exe: CString,
     /// rewire's own executable, to follow `execve`.
@@ -123,15 +120,7 @@ pub enum NoFragment {
 
 impl Engine {
     /// A fresh engine.
-    pub fn new(
-        cache: CodeCache,
-        exec: ExecRegions,
-        opts: EngineOptions,
-        brk: Brk,
-        signals: AppSignals,
-        exe: CString,
-        rewire_exe: CString,
-    ) -> Engine {
+    pub fn new(cache: CodeCache, exec: ExecRegions, opts: EngineOptions, brk: Brk, exe: CString, rewire_exe: CString) -> Engine {
         Engine {
             frags: Fragments::new(!opts.no_link),
             cache,
@@ -139,7 +128,6 @@ impl Engine {
             opts,
             stats: Stats::default(),
             brk,
-            signals,
             exe,
             rewire_exe,
             contexts: Vec::new(),
@@ -228,6 +216,13 @@ impl Engine {
     }
 }
 
+static REDIRECT: OnceLock<u64> = OnceLock::new();
+
+/// The exit record signal handlers send threads into the dispatcher with.
+pub fn redirect_record() -> u64 {
+    *REDIRECT.get_or_init(|| Box::leak(ExitRecord::new(ExitKind::Redirect)).address())
+}
+
 /// The engine, locked.
 pub fn engine() -> MutexGuard<'static, Engine> {
     ENGINE.get().expect("engine installed before the first dispatch").lock().unwrap_or_else(|p| p.into_inner())
@@ -251,10 +246,8 @@ pub(crate) extern "C" fn rewire_dispatch(ctx: *mut ThreadCtx) {
             engine().stats.direct_exits += 1;
             target
         }
-        ExitKind::Syscall { next } => {
-            syscalls::handle(ctx, next);
-            next
-        }
+        ExitKind::Syscall { next } => syscalls::handle(ctx, next),
+        ExitKind::Redirect => ctx.ibl_target,
         ExitKind::Indirect(branch) => {
             engine().stats.count_miss(branch);
             ctx.ibl_target
@@ -271,6 +264,7 @@ pub(crate) extern "C" fn rewire_dispatch(ctx: *mut ThreadCtx) {
             modules::describe(at)
         )),
     };
+    let tag = signals::deliver_pending(ctx, tag);
     let mut eng = engine();
     eng.stats.dispatches += 1;
     let id = match eng.fragment_for(tag) {

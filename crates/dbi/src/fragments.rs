@@ -197,8 +197,10 @@ impl Fragments {
         doomed.len()
     }
 
-    /// The application address of the instruction that cache address `pc` belongs to.
-    pub fn translate(&self, pc: u64) -> Option<u64> {
+    /// The application address of the instruction cache address `pc` belongs to, and whether
+    /// `pc` is exactly where that instruction's translation starts (an instruction boundary
+    /// at which the machine state is the application's).
+    pub fn translate_point(&self, pc: u64) -> Option<(u64, bool)> {
         let (&start, &id) = self.by_cache.range(..=pc).next_back()?;
         let f = &self.list[id as usize];
         if pc >= start + f.len as u64 {
@@ -206,6 +208,19 @@ impl Fragments {
         }
         let off = (pc - start) as u16;
         let i = f.map.partition_point(|&(c, _)| c <= off).max(1) - 1;
-        Some(f.tag + f.map.get(i).map_or(0, |&(_, a)| a as u64))
+        let (c, a) = f.map.get(i).copied().unwrap_or((0, 0));
+        Some((f.tag + a as u64, c == off && off as usize >= LOOKUP_PREFIX))
+    }
+
+    /// Unlinks every exit of the fragment holding cache address `pc`, so that a thread
+    /// running it comes back to the dispatcher at its next exit.
+    pub fn unlink_fragment_at(&mut self, cache: &mut CodeCache, pc: u64) {
+        let Some((&start, &id)) = self.by_cache.range(..=pc).next_back() else { return };
+        if pc >= start + self.list[id as usize].len as u64 {
+            return;
+        }
+        for exit in 0..self.list[id as usize].exits.len() as u16 {
+            self.unlink(cache, id, exit);
+        }
     }
 }

@@ -106,7 +106,8 @@ pub fn run_tool(tool: Box<dyn tool::Tool>, opts: Options) -> Result<Infallible, 
     let exe = CString::new(loaded.program.path.as_os_str().as_bytes()).expect("path without NUL bytes");
     let rewire_exe = std::env::current_exe().map_err(|e| RunError::Sys("readlink(/proc/self/exe)", e))?;
     let rewire_exe = CString::new(rewire_exe.into_os_string().into_vec()).expect("path without NUL bytes");
-    let mut engine = dispatch::Engine::new(cache, exec, opts.engine, brk, signals::AppSignals::inherited(), exe, rewire_exe);
+    signals::inherit_dispositions();
+    let mut engine = dispatch::Engine::new(cache, exec, opts.engine, brk, exe, rewire_exe);
     engine.contexts.push(block.address());
     engine.tool = tool;
     engine.modules = modules;

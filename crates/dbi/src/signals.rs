@@ -1,52 +1,106 @@
-//! Signals, as far as the engine core goes: the program's dispositions are kept (it sees its
-//! own handlers), faults in cache code are reported at the application address and end the
-//! process with the status the program would have had. Running the program's own handlers
-//! arrives with the process-model work; until then such a delivery stops with a message.
+//! Signals. The program's dispositions are kept here (it sees its own handlers); the kernel
+//! gets the runtime's master handler for every signal the program handles and for the fault
+//! signals. The master handler records the signal for its thread and gets the thread into the
+//! dispatcher: at once when it was at an instruction boundary in the cache or faulted there
+//! (the interrupted state *is* the application state), else at the thread's next exit (its
+//! fragment is unlinked and its lookup table emptied so that the exit comes soon). The
+//! dispatcher then builds the frame the kernel would have built on the program's stack (or
+//! alternate stack) and runs the program's handler from the cache; `rt_sigreturn` restores
+//! the state the frame holds. Faults with no program handler are reported at the
+//! application address and end the process with the program's status.
 
 use crate::arch::{self, syscall6};
-use crate::dispatch::{engine, try_engine};
+use crate::context::{reg, ThreadCtx, XSAVE_MAX};
+use crate::dispatch::try_engine;
 use crate::{appmem, finish, modules, report};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 const SIG_DFL: u64 = 0;
 const SIG_IGN: u64 = 1;
 const NSIG: usize = 65;
-const SI_KERNEL_FAULTS: [i32; 5] = [libc::SIGSEGV, libc::SIGBUS, libc::SIGILL, libc::SIGFPE, libc::SIGTRAP];
+const FAULT_SIGNALS: [i32; 5] = [libc::SIGSEGV, libc::SIGBUS, libc::SIGILL, libc::SIGFPE, libc::SIGTRAP];
+/// Signals whose default action is to do nothing.
+const DEFAULT_IGNORED: [i32; 4] = [libc::SIGCHLD, libc::SIGURG, libc::SIGWINCH, libc::SIGCONT];
+const SA_NODEFER: u64 = 0x4000_0000;
+const SA_RESETHAND: u64 = 0x8000_0000;
+const SA_ONSTACK: u64 = 0x0800_0000;
+const SA_RESTART: u64 = 0x1000_0000;
+/// RFLAGS bits a signal return may change (CF PF AF ZF SF TF DF OF AC… as the kernel's FIX_EFLAGS).
+const USER_FLAGS: u64 = 0x0004_0dd5;
 
-/// The kernel's `struct sigaction` for `rt_sigaction`: handler, flags, restorer, mask.
-type KernelSigaction = [u64; 4];
+/// The program's dispositions (`struct sigaction` as `rt_sigaction` takes it: handler,
+/// flags, restorer, mask), readable from the signal handler without locks.
+static ACTIONS: [[AtomicU64; 4]; NSIG] = [const { [const { AtomicU64::new(0) }; 4] }; NSIG];
 
-/// The program's signal dispositions, as it set them.
+fn action(sig: usize) -> [u64; 4] {
+    let a = &ACTIONS[sig];
+    [0, 1, 2, 3].map(|i| a[i].load(Ordering::Acquire))
+}
+
+fn set_action(sig: usize, v: [u64; 4]) {
+    for (slot, x) in ACTIONS[sig].iter().zip(v) {
+        slot.store(x, Ordering::Release);
+    }
+}
+
+/// Takes the dispositions the program inherits: those of this process now (default or
+/// ignored, as `execve` leaves them).
+pub fn inherit_dispositions() {
+    for sig in 1..NSIG {
+        let mut a = [0u64; 4];
+        // SAFETY: a query only (no new action); the kernel writes 32 bytes into `a`.
+        unsafe { syscall6(libc::SYS_rt_sigaction as u64, [sig as u64, 0, a.as_mut_ptr() as u64, 8, 0, 0]) };
+        set_action(sig, a);
+    }
+}
+
+/// Signals recorded for one thread, waiting for the dispatcher.
 #[derive(Debug)]
-pub struct AppSignals {
-    actions: [KernelSigaction; NSIG],
+pub struct ThreadSignals {
+    pending: AtomicU64,
+    info: [std::cell::UnsafeCell<[u8; 128]>; NSIG],
+    /// The system call interrupted by a signal, for SA_RESTART: (number, its address).
+    pub interrupted: std::cell::Cell<Option<(u64, u64)>>,
+    /// The temporary mask of an interrupted `rt_sigsuspend`, `ppoll`, `pselect6` or
+    /// `epoll_pwait`: the signal was delivered under it, as natively.
+    pub call_mask: std::cell::Cell<Option<u64>>,
 }
 
-impl AppSignals {
-    /// The dispositions the program inherits: those of this process now (default or
-    /// ignored, as `execve` leaves them).
-    pub fn inherited() -> AppSignals {
-        let mut actions = [[0u64; 4]; NSIG];
-        for (sig, a) in actions.iter_mut().enumerate().skip(1) {
-            // SAFETY: queries only (no new action); the kernel writes 32 bytes into `a`.
-            unsafe { syscall6(libc::SYS_rt_sigaction as u64, [sig as u64, 0, a.as_mut_ptr() as u64, 8, 0, 0]) };
+impl Default for ThreadSignals {
+    fn default() -> ThreadSignals {
+        ThreadSignals {
+            pending: AtomicU64::new(0),
+            info: std::array::from_fn(|_| std::cell::UnsafeCell::new([0; 128])),
+            interrupted: Default::default(),
+            call_mask: Default::default(),
         }
-        AppSignals { actions }
-    }
-
-    fn handler(&self, sig: usize) -> u64 {
-        self.actions.get(sig).map_or(SIG_DFL, |a| a[0])
     }
 }
 
-/// Installs the runtime's handler for the fault signals, so that faults in the cache are
-/// reported at the application's address.
+impl ThreadSignals {
+    fn record(&self, sig: i32, info: *const libc::siginfo_t) {
+        // SAFETY: the kernel's siginfo is 128 bytes; the slot belongs to this thread, which is
+        // the one running this handler (the dispatcher reads it on the same thread).
+        unsafe { std::ptr::copy_nonoverlapping(info as *const u8, self.info[sig as usize].get() as *mut u8, 128) };
+        self.pending.fetch_or(1 << (sig - 1), Ordering::SeqCst);
+    }
+
+    /// True when a signal waits for delivery.
+    pub fn any_pending(&self) -> bool {
+        self.pending.load(Ordering::SeqCst) != 0
+    }
+}
+
+/// Installs the runtime's handler for the fault signals.
 pub fn install_fault_handlers() {
-    for sig in SI_KERNEL_FAULTS {
-        install_runtime_handler(sig as usize);
+    for sig in FAULT_SIGNALS {
+        install_master(sig as usize);
     }
 }
 
-fn install_runtime_handler(sig: usize) {
+/// The master handler for `sig`, without SA_RESTART (a system call the runtime runs for the
+/// program must come back with EINTR, so that the program's handler runs).
+fn install_master(sig: usize) {
     // SAFETY: a zeroed sigaction is valid; the handler is our assembly entry, which follows
     // the SA_SIGINFO calling convention; libc supplies the restorer.
     unsafe {
@@ -57,8 +111,14 @@ fn install_runtime_handler(sig: usize) {
     }
 }
 
+fn kernel_default(sig: usize) {
+    let dfl = [SIG_DFL, 0, 0, 0];
+    // SAFETY: the default action for `sig`, as the program asked.
+    unsafe { syscall6(libc::SYS_rt_sigaction as u64, [sig as u64, dfl.as_ptr() as u64, 0, 8, 0, 0]) };
+}
+
 /// The program's `rt_sigaction`: it sees and changes its own dispositions; the kernel gets
-/// the runtime's handler where the program installs a function.
+/// the master handler where the program installs a function.
 pub fn app_sigaction(a: [u64; 6]) -> u64 {
     let (sig, act, oldact, size) = (a[0] as usize, a[1], a[2], a[3]);
     let kernel_checks =
@@ -67,22 +127,21 @@ pub fn app_sigaction(a: [u64; 6]) -> u64 {
         // SAFETY: the kernel rejects these arguments without changing anything.
         return unsafe { syscall6(libc::SYS_rt_sigaction as u64, a) };
     }
-    let mut new: KernelSigaction = [0; 4];
+    let mut new = [0u64; 4];
     if act != 0 && !appmem::read(act, bytes_of_mut(&mut new)) {
         return (-libc::EFAULT) as i64 as u64;
     }
-    let mut eng = engine();
-    let old = eng.signals.actions[sig];
+    let old = action(sig);
     if act != 0 {
-        eng.signals.actions[sig] = new;
-        let fault_signal = SI_KERNEL_FAULTS.contains(&(sig as i32));
+        set_action(sig, new);
+        let fault_signal = FAULT_SIGNALS.contains(&(sig as i32));
         if new[0] == SIG_DFL || new[0] == SIG_IGN {
             if !fault_signal {
                 // SAFETY: default or ignore, exactly as the program asked.
                 unsafe { syscall6(libc::SYS_rt_sigaction as u64, [sig as u64, act, 0, 8, 0, 0]) };
             }
         } else {
-            install_runtime_handler(sig);
+            install_master(sig);
         }
     }
     if oldact != 0 && !appmem::write(oldact, bytes_of(&old)) {
@@ -91,33 +150,25 @@ pub fn app_sigaction(a: [u64; 6]) -> u64 {
     0
 }
 
-fn bytes_of(a: &KernelSigaction) -> &[u8] {
-    // SAFETY: four u64s are 32 plain bytes.
-    unsafe { std::slice::from_raw_parts(a.as_ptr().cast(), 32) }
+fn bytes_of<T>(v: &T) -> &[u8] {
+    // SAFETY: plain-data values (integer arrays, libc structs) viewed as their bytes.
+    unsafe { std::slice::from_raw_parts(v as *const T as *const u8, std::mem::size_of::<T>()) }
 }
 
-fn bytes_of_mut(a: &mut KernelSigaction) -> &mut [u8] {
-    // SAFETY: four u64s are 32 plain bytes; any bit pattern is valid.
-    unsafe { std::slice::from_raw_parts_mut(a.as_mut_ptr().cast(), 32) }
+fn bytes_of_mut<T>(v: &mut T) -> &mut [u8] {
+    // SAFETY: plain-data values for which every bit pattern is valid.
+    unsafe { std::slice::from_raw_parts_mut(v as *mut T as *mut u8, std::mem::size_of::<T>()) }
 }
 
 fn signal_name(sig: i32) -> String {
-    // SAFETY: strsignal returns a pointer to a static or thread-local string.
-    let p = unsafe { libc::strsignal(sig) };
-    let name = match sig {
-        libc::SIGSEGV => "SIGSEGV",
-        libc::SIGBUS => "SIGBUS",
-        libc::SIGILL => "SIGILL",
-        libc::SIGFPE => "SIGFPE",
-        libc::SIGTRAP => "SIGTRAP",
-        _ => "",
-    };
-    if !name.is_empty() || p.is_null() {
-        return if name.is_empty() { format!("signal {sig}") } else { name.to_string() };
+    match sig {
+        libc::SIGSEGV => "SIGSEGV".into(),
+        libc::SIGBUS => "SIGBUS".into(),
+        libc::SIGILL => "SIGILL".into(),
+        libc::SIGFPE => "SIGFPE".into(),
+        libc::SIGTRAP => "SIGTRAP".into(),
+        _ => format!("signal {sig}"),
     }
-    // SAFETY: non-null, NUL-terminated.
-    let text = unsafe { std::ffi::CStr::from_ptr(p) }.to_string_lossy().into_owned();
-    format!("signal {sig} ({text})")
 }
 
 /// The instruction at application address `pc`, disassembled.
@@ -131,16 +182,26 @@ fn instruction_at(pc: u64) -> String {
     rewire_x86::decode::format_instruction(&d.decode())
 }
 
+fn mask_of(sig: i32) -> u64 {
+    1 << (sig - 1)
+}
+
+fn sigprocmask(how: i32, set: Option<u64>) -> u64 {
+    let mut old = 0u64;
+    let set_ptr = set.as_ref().map_or(0, |s| s as *const u64 as u64);
+    // SAFETY: changes or reads this thread's signal mask (the program's own mask).
+    unsafe { syscall6(libc::SYS_rt_sigprocmask as u64, [how as u64, set_ptr, &raw mut old as u64, 8, 0, 0]) };
+    old
+}
+
 /// Ends the process by `sig`, as the program would have ended, after flushing tool output.
 pub fn die(sig: i32) -> ! {
     finish();
-    // SAFETY: restores the default action, unblocks and sends the signal to this thread:
-    // the process ends with the signal's status (core dump included).
+    kernel_default(sig as usize);
+    // SAFETY: unblocks and sends the signal to this thread: the process ends with the
+    // signal's status (core dump included).
     unsafe {
-        let dfl: KernelSigaction = [SIG_DFL, 0, 0, 0];
-        syscall6(libc::SYS_rt_sigaction as u64, [sig as u64, dfl.as_ptr() as u64, 0, 8, 0, 0]);
-        let set: u64 = 1 << (sig - 1);
-        syscall6(libc::SYS_rt_sigprocmask as u64, [libc::SIG_UNBLOCK as u64, &raw const set as u64, 0, 8, 0, 0]);
+        sigprocmask(libc::SIG_UNBLOCK, Some(mask_of(sig)));
         syscall6(libc::SYS_tgkill as u64, [libc::getpid() as u64, libc::gettid() as u64, sig as u64, 0, 0, 0]);
         syscall6(libc::SYS_exit_group as u64, [128 + sig as u64, 0, 0, 0, 0, 0]);
     }
@@ -156,43 +217,258 @@ pub fn bad_jump(target: u64, sp: u64) -> ! {
     die(libc::SIGSEGV)
 }
 
-/// The runtime's handler for every signal it catches (entered through the assembly entry,
-/// which switched to the runtime's FS base).
+/// The current thread's context (GS base).
+fn current_ctx() -> &'static mut ThreadCtx {
+    // SAFETY: every thread that runs program code has its context at the GS base, and the
+    // master handler is only installed once the main thread's is set.
+    unsafe { &mut *(arch::gs_base() as *mut ThreadCtx) }
+}
+
+/// The master handler (entered through the assembly entry, which switched to the runtime's
+/// FS base).
 pub(crate) extern "C" fn rewire_on_signal(sig: i32, info: *mut libc::siginfo_t, uc: *mut libc::c_void) {
     // SAFETY: the kernel passes a valid siginfo and ucontext for SA_SIGINFO handlers.
-    let (code, fault_addr, pc) = unsafe {
-        let uc = &*(uc as *const libc::ucontext_t);
-        ((*info).si_code, (*info).si_addr() as u64, uc.uc_mcontext.gregs[libc::REG_RIP as usize] as u64)
-    };
+    let (info_ref, uc) = unsafe { (&*info, &mut *(uc as *mut libc::ucontext_t)) };
+    let code = info_ref.si_code;
+    // SAFETY: si_addr is valid to read for every signal (meaningful for faults).
+    let fault_addr = unsafe { info_ref.si_addr() } as u64;
+    let pc = uc.uc_mcontext.gregs[libc::REG_RIP as usize] as u64;
+    let handler = action(sig as usize)[0];
+    let kernel_fault = FAULT_SIGNALS.contains(&sig) && code > 0;
     let eng = try_engine();
-    let app_handler = eng.as_ref().map_or(SIG_DFL, |e| e.signals.handler(sig as usize));
-    let is_fault = SI_KERNEL_FAULTS.contains(&sig) && code > 0;
-    if is_fault {
-        let app_pc = eng.as_ref().and_then(|e| e.frags.translate(pc));
+    let in_cache = eng.as_ref().and_then(|e| e.frags.translate_point(pc));
+    if handler == SIG_DFL || handler == SIG_IGN {
+        if kernel_fault {
+            let name = signal_name(sig);
+            match in_cache {
+                Some((app, _)) => report(&format!(
+                    "the program was killed by {name} at {app:#x} ({}): {} (fault address {fault_addr:#x})",
+                    modules::describe(app),
+                    instruction_at(app)
+                )),
+                None => report(&format!("internal error: {name} at {pc:#x} ({}), fault address {fault_addr:#x}", modules::describe(pc))),
+            }
+            drop(eng);
+            die(sig);
+        }
         drop(eng);
-        let name = signal_name(sig);
-        match app_pc {
-            Some(app) => report(&format!(
-                "the program was killed by {name} at {app:#x} ({}): {} (fault address {fault_addr:#x})",
-                modules::describe(app),
-                instruction_at(app)
-            )),
-            None => report(&format!("internal error: {name} at {pc:#x} ({}), fault address {fault_addr:#x}", modules::describe(pc))),
+        if handler == SIG_DFL && !DEFAULT_IGNORED.contains(&sig) {
+            die(sig);
         }
-        if app_handler > SIG_IGN {
-            report(&format!("(the program's own {name} handler cannot run yet: signal delivery arrives with the process-model work)"));
+        return;
+    }
+    let ctx = current_ctx();
+    ctx.signals().record(sig, info);
+    match in_cache {
+        // At an instruction boundary (or faulting there): the state is the program's.
+        Some((app, clean)) if clean || kernel_fault => {
+            ctx.scratch_rax = uc.uc_mcontext.gregs[libc::REG_RAX as usize] as u64;
+            ctx.ibl_target = app;
+            uc.uc_mcontext.gregs[libc::REG_RAX as usize] = crate::dispatch::redirect_record() as i64;
+            uc.uc_mcontext.gregs[libc::REG_RIP as usize] = arch::fcache_return_address() as i64;
         }
+        _ if kernel_fault => {
+            report(&format!("internal error: {} at {pc:#x} ({}) outside program code", signal_name(sig), modules::describe(pc)));
+            drop(eng);
+            die(sig);
+        }
+        // Mid-sequence or in the runtime: make the thread leave the cache soon.
+        _ => {
+            ctx.ibl_clear();
+            if let Some(mut e) = eng {
+                let target = if in_cache.is_some() { pc } else { ctx.next_pc };
+                let crate::dispatch::Engine { frags, cache, .. } = &mut *e;
+                frags.unlink_fragment_at(cache, target);
+            }
+        }
+    }
+}
+
+/// `mcontext` general-register slots and the engine's register numbers.
+const GREGS: [(i32, usize); 16] = [
+    (libc::REG_R8, 8),
+    (libc::REG_R9, 9),
+    (libc::REG_R10, 10),
+    (libc::REG_R11, 11),
+    (libc::REG_R12, 12),
+    (libc::REG_R13, 13),
+    (libc::REG_R14, 14),
+    (libc::REG_R15, 15),
+    (libc::REG_RDI, 7),
+    (libc::REG_RSI, 6),
+    (libc::REG_RBP, 5),
+    (libc::REG_RBX, 3),
+    (libc::REG_RDX, 2),
+    (libc::REG_RAX, 0),
+    (libc::REG_RCX, 1),
+    (libc::REG_RSP, 4),
+];
+
+/// The kernel's x86-64 `rt_sigframe`: return address (the restorer), ucontext, siginfo.
+#[repr(C)]
+struct Frame {
+    pretcode: u64,
+    uc: libc::ucontext_t,
+    info: [u8; 128],
+}
+
+/// Delivers a pending signal (if any is unblocked) before the thread goes on at `tag`:
+/// builds the frame and returns the handler's address, with the thread's registers set for
+/// it. Returns `tag` when nothing is delivered.
+pub fn deliver_pending(ctx: &mut ThreadCtx, tag: u64) -> u64 {
+    let sigs = ctx.signals();
+    let pending = sigs.pending.load(Ordering::SeqCst);
+    if pending == 0 {
+        return tag;
+    }
+    let blocked = sigprocmask(libc::SIG_BLOCK, None);
+    // After a call with a temporary mask, the handler runs under that mask; the frame keeps
+    // the mask the call restored.
+    let selecting = sigs.call_mask.take().unwrap_or(blocked);
+    let ready = pending & !selecting;
+    // Fault signals first: they belong to the instruction at `tag`.
+    let Some(sig) =
+        FAULT_SIGNALS.iter().copied().find(|&s| ready & mask_of(s) != 0).or_else(|| (1..NSIG as i32).find(|&s| ready & mask_of(s) != 0))
+    else {
+        return tag;
+    };
+    sigs.pending.fetch_and(!mask_of(sig), Ordering::SeqCst);
+    // SAFETY: written by this thread's master handler (see `record`).
+    let info = unsafe { *sigs.info[sig as usize].get() };
+    let act = action(sig as usize);
+    if act[0] == SIG_IGN || (act[0] == SIG_DFL && DEFAULT_IGNORED.contains(&sig)) {
+        return deliver_pending(ctx, tag);
+    }
+    if act[0] == SIG_DFL {
         die(sig);
     }
-    drop(eng);
-    if app_handler > SIG_IGN {
-        report(&format!(
-            "{} arrived for the program's handler; delivering signals to program handlers arrives with the process-model work",
-            signal_name(sig)
-        ));
-        die(sig);
+    let mut pc = tag;
+    if let Some((nr, at)) = sigs.interrupted.take() {
+        if at + 2 == tag && act[1] & SA_RESTART != 0 && restartable(nr) {
+            pc = at;
+            ctx.regs.gpr[reg::RAX] = nr;
+        }
     }
-    if app_handler == SIG_DFL {
-        die(sig);
+    let frame = match build_frame(ctx, sig, &info, &act, pc, blocked) {
+        Some(f) => f,
+        None => {
+            report(&format!("the program was killed by SIGSEGV: no room on its stack for the frame of {}", signal_name(sig)));
+            die(libc::SIGSEGV)
+        }
+    };
+    let mut mask = selecting | act[3];
+    if act[1] & SA_NODEFER == 0 {
+        mask |= mask_of(sig);
     }
+    sigprocmask(libc::SIG_SETMASK, Some(mask));
+    if act[1] & SA_RESETHAND != 0 {
+        set_action(sig as usize, [SIG_DFL, 0, 0, 0]);
+        if !FAULT_SIGNALS.contains(&sig) {
+            kernel_default(sig as usize);
+        }
+    }
+    let r = &mut ctx.regs;
+    r.gpr[reg::RDI] = sig as u64;
+    r.gpr[reg::RSI] = frame + std::mem::offset_of!(Frame, info) as u64;
+    r.gpr[reg::RDX] = frame + std::mem::offset_of!(Frame, uc) as u64;
+    r.gpr[reg::RAX] = 0;
+    r.gpr[reg::RSP] = frame;
+    r.rflags &= !0x0400; // DF clear, as the ABI promises a handler
+    act[0]
+}
+
+/// Calls the kernel restarts after a handler with SA_RESTART (the rest return EINTR).
+fn restartable(nr: u64) -> bool {
+    !matches!(
+        nr as i64,
+        libc::SYS_poll
+            | libc::SYS_ppoll
+            | libc::SYS_select
+            | libc::SYS_pselect6
+            | libc::SYS_epoll_wait
+            | libc::SYS_epoll_pwait
+            | libc::SYS_nanosleep
+            | libc::SYS_clock_nanosleep
+            | libc::SYS_rt_sigsuspend
+            | libc::SYS_rt_sigtimedwait
+            | libc::SYS_pause
+            | libc::SYS_msgrcv
+            | libc::SYS_msgsnd
+            | libc::SYS_semop
+            | libc::SYS_semtimedop
+    )
+}
+
+fn build_frame(ctx: &mut ThreadCtx, sig: i32, info: &[u8; 128], act: &[u64; 4], pc: u64, blocked: u64) -> Option<u64> {
+    let rsp = ctx.regs.gpr[reg::RSP];
+    // SAFETY: a zeroed stack_t is valid; sigaltstack only reads the program's setting.
+    let mut ss: libc::stack_t = unsafe { std::mem::zeroed() };
+    // SAFETY: queries this thread's alternate stack (the program's own setting).
+    unsafe { syscall6(libc::SYS_sigaltstack as u64, [0, &raw mut ss as u64, 0, 0, 0, 0]) };
+    let ss_lo = ss.ss_sp as u64;
+    let on_alt = ss.ss_flags & libc::SS_DISABLE == 0 && rsp > ss_lo && rsp <= ss_lo + ss.ss_size as u64;
+    let top =
+        if act[1] & SA_ONSTACK != 0 && ss.ss_flags & libc::SS_DISABLE == 0 && !on_alt { ss_lo + ss.ss_size as u64 } else { rsp - 128 };
+    let xsave_len = arch::xsave_size().min(XSAVE_MAX) as u64;
+    let fp = (top - xsave_len) & !63;
+    if !appmem::write_stack(fp, &ctx.xsave_bytes()[..xsave_len as usize]) {
+        return None;
+    }
+    let frame = ((fp - std::mem::size_of::<Frame>() as u64) & !15) - 8;
+    // SAFETY: an all-zero Frame is valid plain data.
+    let mut f: Frame = unsafe { std::mem::zeroed() };
+    f.pretcode = act[2];
+    f.info = *info;
+    f.uc.uc_stack = ss;
+    if on_alt {
+        f.uc.uc_stack.ss_flags |= libc::SS_ONSTACK;
+    }
+    let g = &mut f.uc.uc_mcontext.gregs;
+    let regs = &ctx.regs;
+    use libc::{REG_CR2, REG_CSGSFS, REG_EFL, REG_RIP};
+    for (slot, n) in GREGS {
+        g[slot as usize] = regs.gpr[n] as i64;
+    }
+    g[REG_RIP as usize] = pc as i64;
+    g[REG_EFL as usize] = regs.rflags as i64;
+    g[REG_CSGSFS as usize] = 0x33 | (0x2b << 48);
+    if FAULT_SIGNALS.contains(&sig) {
+        let si_addr = u64::from_le_bytes(info[16..24].try_into().expect("8 bytes"));
+        g[REG_CR2 as usize] = si_addr as i64;
+    }
+    f.uc.uc_mcontext.fpregs = fp as *mut _;
+    // The kernel's sigset is 8 bytes at the start of glibc's larger one.
+    // SAFETY: sigset_t is plain data of at least 8 bytes.
+    unsafe { std::ptr::write(&raw mut f.uc.uc_sigmask as *mut u64, blocked) };
+    appmem::write_stack(frame, bytes_of(&f)).then_some(frame)
+}
+
+/// The program's `rt_sigreturn`: restores the state saved in the frame at its stack pointer
+/// and returns the address to continue at.
+pub fn sigreturn(ctx: &mut ThreadCtx) -> Option<u64> {
+    let frame = ctx.regs.gpr[reg::RSP] - 8;
+    // SAFETY: an all-zero Frame is valid plain data.
+    let mut f: Frame = unsafe { std::mem::zeroed() };
+    if !appmem::read(frame, bytes_of_mut(&mut f)) {
+        return None;
+    }
+    let g = &f.uc.uc_mcontext.gregs;
+    use libc::{REG_EFL, REG_RIP};
+    for (slot, n) in GREGS {
+        ctx.regs.gpr[n] = g[slot as usize] as u64;
+    }
+    ctx.regs.rflags = (ctx.regs.rflags & !USER_FLAGS) | (g[REG_EFL as usize] as u64 & USER_FLAGS);
+    let fp = f.uc.uc_mcontext.fpregs as u64;
+    if fp != 0 {
+        let len = arch::xsave_size().min(XSAVE_MAX);
+        let mut state = vec![0u8; len];
+        if appmem::read(fp, &mut state) {
+            arch::sanitize_xsave(&mut state);
+            ctx.xsave_bytes()[..len].copy_from_slice(&state);
+        }
+    }
+    // SAFETY: sigset_t is plain data of at least 8 bytes.
+    let mask = unsafe { std::ptr::read(&raw const f.uc.uc_sigmask as *const u64) };
+    sigprocmask(libc::SIG_SETMASK, Some(mask & !(mask_of(libc::SIGKILL) | mask_of(libc::SIGSTOP))));
+    Some(g[REG_RIP as usize] as u64)
 }

@@ -76,7 +76,8 @@ impl Brk {
 }
 
 /// Runs the system call the program stopped at; `next` is the instruction after it.
-pub fn handle(ctx: &mut ThreadCtx, next: u64) {
+/// Returns where the program goes on (`next`, unless the call was `rt_sigreturn`).
+pub fn handle(ctx: &mut ThreadCtx, next: u64) -> u64 {
     let g = &ctx.regs.gpr;
     let nr = g[reg::RAX];
     let a = [g[reg::RDI], g[reg::RSI], g[reg::RDX], g[reg::R10], g[reg::R8], g[reg::R9]];
@@ -109,7 +110,8 @@ pub fn handle(ctx: &mut ThreadCtx, next: u64) {
             with_exe_path(nr, a, 1)
         }
         libc::SYS_mmap | libc::SYS_mprotect | libc::SYS_pkey_mprotect | libc::SYS_munmap | libc::SYS_mremap => memory(nr, a),
-        libc::SYS_clone if a[0] & libc::CLONE_VM as u64 != 0 => threads::clone_thread(ctx, a, next),
+        libc::SYS_clone if a[0] & libc::CLONE_THREAD as u64 != 0 => threads::clone_thread(ctx, a, next),
+        // A process (posix_spawn's CLONE_VM|CLONE_VFORK included) gets a copy of memory.
         libc::SYS_clone => fork(ctx, a),
         // glibc falls back to clone, which the engine knows how to follow.
         libc::SYS_clone3 => ENOSYS,
@@ -124,14 +126,25 @@ pub fn handle(ctx: &mut ThreadCtx, next: u64) {
             move_report_fd();
             raw(nr, a)
         }
-        libc::SYS_rt_sigreturn => stop("the program returned from a signal handler (rt_sigreturn), which needs signal delivery"),
+        libc::SYS_rt_sigreturn => match signals::sigreturn(ctx) {
+            Some(pc) => return pc,
+            None => {
+                report("the program was killed by SIGSEGV: rt_sigreturn with no signal frame on its stack");
+                signals::die(libc::SIGSEGV)
+            }
+        },
         _ => raw(nr, a),
     };
     engine().tool.on_syscall_result(&call, &mut result);
+    if result as i64 == -(libc::EINTR as i64) && ctx.signals().any_pending() {
+        ctx.signals().interrupted.set(Some((nr, next - 2)));
+        ctx.signals().call_mask.set(temporary_mask(nr, a));
+    }
     let r = &mut ctx.regs;
     r.gpr[reg::RAX] = result;
     r.gpr[reg::RCX] = next;
     r.gpr[reg::R11] = r.rflags;
+    next
 }
 
 /// `close_range(first, last, flags)` around the runtime's report descriptor.
@@ -147,6 +160,22 @@ fn close_range(a: [u64; 6]) -> u64 {
     } else {
         above
     }
+}
+
+/// The signal mask a call installs while it waits, if it takes one.
+fn temporary_mask(nr: u64, a: [u64; 6]) -> Option<u64> {
+    let at = match nr as i64 {
+        libc::SYS_rt_sigsuspend => a[0],
+        libc::SYS_ppoll => a[3],
+        libc::SYS_epoll_pwait => a[4],
+        libc::SYS_pselect6 => {
+            let mut p = [0u8; 8];
+            (a[5] != 0 && appmem::read(a[5], &mut p)).then(|| u64::from_le_bytes(p))?
+        }
+        _ => return None,
+    };
+    let mut m = [0u8; 8];
+    (at != 0 && appmem::read(at, &mut m)).then(|| u64::from_le_bytes(m))
 }
 
 fn raw(nr: u64, a: [u64; 6]) -> u64 {
@@ -277,13 +306,12 @@ fn memory(nr: u64, mut a: [u64; 6]) -> u64 {
     ret
 }
 
-/// `clone` without a shared address space (fork and its variants): the child continues in a
-/// copy of the runtime, with its own copy of the code cache.
+/// `clone` of a process (fork and its variants): the child continues in a copy of the
+/// runtime, with its own copy of the code cache, on the stack the call names if any. A
+/// shared address space without a new thread (`posix_spawn`'s CLONE_VM|CLONE_VFORK) becomes
+/// a copy too: the child only runs until it execs, and the parent does not wait for that.
 fn fork(ctx: &mut ThreadCtx, a: [u64; 6]) -> u64 {
-    let flags = a[0];
-    if a[1] != 0 {
-        stop("the program called clone with a new stack but no shared address space, which is not supported yet");
-    }
+    let flags = a[0] & !((libc::CLONE_VM | libc::CLONE_VFORK) as u64);
     // Held across the fork: the child must not inherit the engine in the middle of a change.
     let mut eng = engine();
     let snap = match eng.cache.snapshot() {
@@ -295,6 +323,9 @@ fn fork(ctx: &mut ThreadCtx, a: [u64; 6]) -> u64 {
     let ret = raw(libc::SYS_clone as u64, [flags & !(libc::CLONE_SETTLS as u64), 0, a[2], a[3], 0, 0]);
     if ret == 0 {
         eng.tool.on_fork_child();
+        if a[1] != 0 {
+            ctx.regs.gpr[reg::RSP] = a[1];
+        }
         if settls {
             ctx.app_fs = a[4];
         }

@@ -76,8 +76,25 @@ fn cases() -> &'static [PathBuf; 3] {
     })
 }
 
-const MODES: &[&str] =
-    &["switch", "fnptr", "recursion", "longjmp", "data", "tls", "avx", "exe", "auxv", "brk", "fork", "threads", "gs", "loops"];
+const MODES: &[&str] = &[
+    "switch",
+    "fnptr",
+    "recursion",
+    "longjmp",
+    "data",
+    "tls",
+    "avx",
+    "exe",
+    "auxv",
+    "brk",
+    "fork",
+    "threads",
+    "gs",
+    "loops",
+    "signals",
+    "dlopen",
+    "spawn",
+];
 
 #[test]
 fn core_programs_of_this_machine_match_native() {
@@ -134,6 +151,40 @@ fn a_crash_is_reported_at_the_application_address_and_ends_with_sigsegv() {
         assert!(err.contains(&format!("({name}+0x")), "module+offset in: {err}");
         assert!(err.contains("fault address 0x10"), "{err}");
         assert!(err.contains("mov dword ptr [rdi],1"), "the faulting instruction in: {err}");
+    }
+}
+
+#[test]
+fn abort_ends_with_sigabrt_as_natively() {
+    for exe in cases() {
+        let out = same(&[], &[exe.to_str().unwrap(), "abort"], b"");
+        assert_eq!(out.signal, Some(libc::SIGABRT));
+    }
+}
+
+#[test]
+fn the_shared_program_list_behaves_as_natively() {
+    // ../shared/bench/programs.txt, [core] and [process]: shell lines run under the engine as
+    // a whole (bash and everything it starts, followed through fork and execve).
+    let lines = [
+        "for i in 1 2 3; do echo $i | cat; done",
+        "x=$(ls /usr | wc -l); echo \"n=$x\"; (exit 7)",
+        "timeout 1 sleep 5; echo \"status=$?\"",
+        "gzip -c /etc/services | gzip -dc | md5sum",
+        "xz -T2 -c /etc/services | xz -dc | md5sum",
+        "sort --parallel=2 -S 1M /etc/services | md5sum",
+        "printf 'int main(){return 42;}' > /tmp/rw42-under.c && gcc -O2 -o /tmp/rw42-under /tmp/rw42-under.c && /tmp/rw42-under; echo \"status=$?\"",
+    ];
+    for line in lines {
+        same(&[], &["bash", "-c", line], b"");
+    }
+    let py = "/usr/bin/python3.11";
+    for script in [
+        "import threading; r=[]; ts=[threading.Thread(target=lambda i=i: r.append(sum(range(i*10**5)))) for i in range(4)]; [t.start() for t in ts]; [t.join() for t in ts]; print(sorted(r))",
+        "import signal,os; signal.signal(signal.SIGUSR1, lambda s,f: print('got', s)); os.kill(os.getpid(), signal.SIGUSR1); print('after')",
+        "import subprocess; print(subprocess.run(['echo','child'],capture_output=True).stdout)",
+    ] {
+        same(&[], &[py, "-c", script], b"");
     }
 }
 

@@ -6,7 +6,12 @@
 #include <limits.h>
 #include <link.h>
 #include <pthread.h>
+#include <dlfcn.h>
+#include <errno.h>
 #include <setjmp.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/time.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -95,6 +100,30 @@ static void *thread_work(void *arg) {
     return (void *)(id * 10);
 }
 
+static sigjmp_buf segv_jb;
+static volatile sig_atomic_t faults, alarms;
+static void on_segv(int sig, siginfo_t *si, void *uc) {
+    (void)sig;
+    (void)uc;
+    faults += si->si_addr == (void *)24;
+    siglongjmp(segv_jb, 1);
+}
+static void on_alarm(int sig) { (void)sig; alarms++; }
+static char *alt_base;
+static volatile int on_alt;
+static void on_usr1(int sig) {
+    char here;
+    (void)sig;
+    on_alt = &here >= alt_base && &here < alt_base + 65536;
+}
+static int pipe_fds[2];
+static void alarm_write(int sig) {
+    (void)sig;
+    alarms++;
+    if (write(pipe_fds[1], "x", 1) != 1) _exit(9);
+}
+
+extern char **environ;
 extern char _start[];
 
 __attribute__((noinline)) void crash_here(volatile int *p) { *p = 1; }
@@ -212,6 +241,66 @@ int main(int argc, char **argv) {
         __asm__ volatile("1: incq %0\n\tloop 1b" : "+r"(n), "+c"(rcx));
         __asm__ volatile("xorl %%ecx, %%ecx\n\tjrcxz 2f\n\tjmp 3f\n2: movq $1, %0\n3:" : "=r"(zero_taken) : : "rcx");
         printf("loops %ld %ld %ld\n", n, rcx, zero_taken);
+    } else if (!strcmp(mode, "signals")) {
+        // A SIGSEGV handler that siglongjmps out, three times.
+        struct sigaction sa = {0};
+        sa.sa_sigaction = on_segv;
+        sa.sa_flags = SA_SIGINFO;
+        sigaction(SIGSEGV, &sa, 0);
+        for (int i = 0; i < 3; i++)
+            if (!sigsetjmp(segv_jb, 1)) crash_here((volatile int *)24);
+        // SIGALRM interrupting a tight loop.
+        signal(SIGALRM, on_alarm);
+        struct itimerval it = {{0, 0}, {0, 20000}};
+        setitimer(ITIMER_REAL, &it, 0);
+        volatile unsigned long spins = 0;
+        while (!alarms) spins++;
+        // A blocking read: restarted with SA_RESTART (the handler writes what it reads)...
+        if (pipe(pipe_fds)) return 4;
+        struct sigaction rs = {0};
+        rs.sa_handler = alarm_write;
+        rs.sa_flags = SA_RESTART;
+        sigaction(SIGALRM, &rs, 0);
+        setitimer(ITIMER_REAL, &it, 0);
+        char c = 0;
+        ssize_t n1 = read(pipe_fds[0], &c, 1);
+        // ... and interrupted with EINTR without it.
+        rs.sa_handler = on_alarm;
+        rs.sa_flags = 0;
+        sigaction(SIGALRM, &rs, 0);
+        setitimer(ITIMER_REAL, &it, 0);
+        ssize_t n2 = read(pipe_fds[0], &c, 1);
+        int eintr = n2 < 0 && errno == EINTR;
+        // A handler on an alternate stack.
+        stack_t ss = {.ss_sp = alt_base = malloc(65536), .ss_size = 65536, .ss_flags = 0};
+        sigaltstack(&ss, 0);
+        struct sigaction us = {0};
+        us.sa_handler = on_usr1;
+        us.sa_flags = SA_ONSTACK;
+        sigaction(SIGUSR1, &us, 0);
+        raise(SIGUSR1);
+        printf("signals faults=%d alarms=%d restarted=%zd eintr=%d altstack=%d\n", (int)faults, (int)alarms, n1, eintr, (int)on_alt);
+    } else if (!strcmp(mode, "abort")) {
+        printf("aborting\n");
+        fflush(stdout);
+        abort();
+    } else if (!strcmp(mode, "dlopen")) {
+        double sum = 0;
+        for (int i = 0; i < 3; i++) {
+            void *h = dlopen("libm.so.6", RTLD_NOW | RTLD_LOCAL);
+            double (*cosine)(double) = h ? (double (*)(double))dlsym(h, "cos") : 0;
+            if (!cosine) return 6;
+            sum += cosine(0.5 * i);
+            dlclose(h);
+        }
+        printf("dlopen %.6f\n", sum);
+    } else if (!strcmp(mode, "spawn")) {
+        pid_t pid;
+        char *args[] = {"echo", "spawned", 0};
+        int r = posix_spawn(&pid, "/bin/echo", 0, 0, args, environ);
+        int st = 0;
+        waitpid(pid, &st, 0);
+        printf("spawn %d %d\n", r, WEXITSTATUS(st));
     } else if (!strcmp(mode, "crash")) {
         printf("about to crash\n");
         fflush(stdout);
