@@ -5,6 +5,7 @@
 
 use crate::block::{self, BuildOptions, ExitKind, ExitRecord, Insertions};
 use crate::cache::CodeCache;
+use crate::code_writes::CodeWrites;
 use crate::context::ThreadCtx;
 use crate::fragments::{FragId, Fragments};
 use crate::modules::Modules;
@@ -34,6 +35,8 @@ pub struct EngineOptions {
     pub verbose: bool,
     /// Never link exits (every exit goes through the dispatcher): a testing aid.
     pub no_link: bool,
+    /// Let programs the program execs run natively (not under the engine).
+    pub no_follow: bool,
     /// Take execute permission away from the application's own code, so that any
     /// instruction run outside the cache would fault: a testing aid.
     pub strip_exec: bool,
@@ -48,6 +51,7 @@ impl EngineOptions {
             (self.verbose, c"--verbose"),
             (self.no_link, c"--no-link"),
             (self.strip_exec, c"--strip-exec"),
+            (self.no_follow, c"--no-follow"),
             (t.hitcount, c"--hitcount"),
             (t.per_module, c"--per-module"),
         ];
@@ -104,6 +108,8 @@ pub struct Engine {
     pub next_counter: u32,
     /// The tool's clean calls, by site number.
     pub call_sites: Vec<CallSite>,
+    /// Writable code pages the engine watches.
+    pub code_writes: CodeWrites,
     info: InstructionInfoFactory,
 }
 
@@ -135,6 +141,7 @@ impl Engine {
             modules: Modules::default(),
             next_counter: 0,
             call_sites: Vec::new(),
+            code_writes: CodeWrites::default(),
             info: InstructionInfoFactory::new(),
         }
     }
@@ -195,6 +202,7 @@ impl Engine {
                 t.code.len()
             ));
         }
+        self.code_writes.watch(tag..tag + t.app_len as u64);
         let id = self.frags.add(&mut self.cache, tag, place.addr, t);
         self.stats.build_time += started.elapsed();
         Ok(id)

@@ -82,15 +82,16 @@ pub fn execve(a: [u64; 6], raw: impl Fn(u64, [u64; 6]) -> u64) -> u64 {
     let Some(path) = appmem::read_cstr(a[0], 4096).and_then(|p| CString::new(p).ok()) else { return err(libc::EFAULT) };
     let Some(argv) = read_strings(a[1]) else { return err(libc::EFAULT) };
     let path = if crate::syscalls::names_exe(a[0]) { engine().exe.clone() } else { path };
+    let follow = !engine().opts.no_follow;
     match precheck(&path) {
         Err(e) => return err(e),
-        Ok(false) => {
+        Ok(runs_under_engine) if !runs_under_engine || !follow => {
             finish();
             let r = raw(nr, a);
             FINISHED.store(false, Ordering::SeqCst);
             return r;
         }
-        Ok(true) => {}
+        Ok(_) => {}
     }
     let (rewire, options) = {
         let eng = engine();

@@ -14,6 +14,7 @@ mod appmem;
 pub mod arch;
 pub mod block;
 pub mod cache;
+pub mod code_writes;
 pub mod context;
 pub mod dispatch;
 mod emitter;

@@ -21,6 +21,8 @@ const NSIG: usize = 65;
 const FAULT_SIGNALS: [i32; 5] = [libc::SIGSEGV, libc::SIGBUS, libc::SIGILL, libc::SIGFPE, libc::SIGTRAP];
 /// Signals whose default action is to do nothing.
 const DEFAULT_IGNORED: [i32; 4] = [libc::SIGCHLD, libc::SIGURG, libc::SIGWINCH, libc::SIGCONT];
+/// si_code of a SIGSEGV for an access the page protection forbids.
+const SEGV_ACCERR: i32 = 2;
 const SA_NODEFER: u64 = 0x4000_0000;
 const SA_RESETHAND: u64 = 0x8000_0000;
 const SA_ONSTACK: u64 = 0x0800_0000;
@@ -235,7 +237,21 @@ pub(crate) extern "C" fn rewire_on_signal(sig: i32, info: *mut libc::siginfo_t, 
     let pc = uc.uc_mcontext.gregs[libc::REG_RIP as usize] as u64;
     let handler = action(sig as usize)[0];
     let kernel_fault = FAULT_SIGNALS.contains(&sig) && code > 0;
-    let eng = try_engine();
+    let mut eng = try_engine();
+    if sig == libc::SIGSEGV && code == SEGV_ACCERR {
+        // A write to code the engine watches: wait for the lock (it is never held by a thread
+        // running program code), forget the page's fragments, let the write run again.
+        while eng.is_none() {
+            std::hint::spin_loop();
+            eng = try_engine();
+        }
+        if let Some(e) = eng.as_mut() {
+            if let Some(page) = e.code_writes.write_fault(fault_addr) {
+                e.invalidate(page);
+                return;
+            }
+        }
+    }
     let in_cache = eng.as_ref().and_then(|e| e.frags.translate_point(pc));
     if handler == SIG_DFL || handler == SIG_IGN {
         if kernel_fault {

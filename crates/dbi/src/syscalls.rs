@@ -274,6 +274,7 @@ fn memory(nr: u64, mut a: [u64; 6]) -> u64 {
             if a[3] & libc::MAP_FIXED as u64 != 0 {
                 eng.invalidate(range.clone());
             }
+            eng.code_writes.mapped(range.clone(), a[2]);
             if wants_exec {
                 eng.exec.add(range);
             } else {
@@ -282,6 +283,7 @@ fn memory(nr: u64, mut a: [u64; 6]) -> u64 {
         }
         libc::SYS_mprotect | libc::SYS_pkey_mprotect => {
             let range = a[0]..a[0] + len(a[1]);
+            eng.code_writes.mapped(range.clone(), a[2]);
             if wants_exec {
                 eng.exec.add(range);
             } else {
@@ -291,11 +293,13 @@ fn memory(nr: u64, mut a: [u64; 6]) -> u64 {
         }
         libc::SYS_munmap => {
             let range = a[0]..a[0] + len(a[1]);
+            eng.code_writes.unmapped(range.clone());
             eng.exec.remove(range.clone());
             eng.invalidate(range);
         }
         _ => {
             let old = a[0]..a[0] + len(a[1]);
+            eng.code_writes.unmapped(old.clone());
             eng.exec.remove(old.clone());
             eng.invalidate(old);
             if was_exec {

@@ -106,6 +106,10 @@ struct RunArgs {
     /// `argv[0]` for the program (default: PROGRAM as given).
     #[arg(long, value_name = "NAME")]
     argv0: Option<OsString>,
+    /// Let programs that PROGRAM execs run natively (by default they run under rewire with
+    /// the same tool and options).
+    #[arg(long)]
+    no_follow: bool,
     /// Testing aid: never link exits, so every exit goes through the dispatcher.
     #[arg(long, hide = true)]
     no_link: bool,
@@ -197,6 +201,7 @@ fn run(args: RunArgs) -> anyhow::Result<u8> {
             verbose: args.verbose,
             no_link: args.no_link,
             strip_exec: args.strip_exec,
+            no_follow: args.no_follow,
         },
     };
     match rewire_dbi::run(opts) {

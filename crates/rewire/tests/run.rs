@@ -94,6 +94,7 @@ const MODES: &[&str] = &[
     "signals",
     "dlopen",
     "spawn",
+    "jit",
 ];
 
 #[test]
@@ -276,4 +277,41 @@ fn scripts_and_the_process_name_are_the_programs() {
     assert_eq!(out.code, Some(4));
     let py = same(&[], &["/usr/bin/python3.11", "-c", "print(open('/proc/self/comm').read().strip())"], b"");
     assert_eq!(py.stdout, b"python3.11\n");
+}
+
+#[test]
+fn cxx_exceptions_thrown_through_many_frames() {
+    let dir = build_dir();
+    let src = dir.join("throw.cpp");
+    std::fs::write(
+        &src,
+        r#"#include <cstdio>
+#include <stdexcept>
+#include <string>
+static int depth(int n) { if (n == 0) throw std::runtime_error("bottom"); return depth(n - 1) + 1; }
+int main() {
+    int caught = 0;
+    for (int i = 0; i < 100; i++) {
+        try { depth(50 + i); } catch (const std::exception &e) { caught += std::string(e.what()) == "bottom"; }
+    }
+    std::printf("caught %d\n", caught);
+    return caught == 100 ? 0 : 1;
+}
+"#,
+    )
+    .unwrap();
+    let exe = dir.join("throw");
+    assert!(Command::new("g++").args(["-O1", "-o"]).arg(&exe).arg(&src).status().expect("g++").success());
+    let out = same(&[], &[exe.to_str().unwrap()], b"");
+    assert_eq!(out.stdout, b"caught 100\n");
+}
+
+#[test]
+fn no_follow_lets_exec_ed_programs_run_natively() {
+    // The child's /proc/self/maps shows rewire's code cache only when it runs under rewire.
+    let probe = "grep -c rewire-code /proc/self/maps";
+    let (followed, _) = under(&[], &["bash", "-c", probe], b"");
+    let (native, _) = under(&["--no-follow"], &["bash", "-c", probe], b"");
+    assert_ne!(followed.stdout, b"0\n");
+    assert_eq!(native.stdout, b"0\n");
 }

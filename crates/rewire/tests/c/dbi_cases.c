@@ -17,6 +17,7 @@
 #include <string.h>
 #include <asm/prctl.h>
 #include <sys/auxv.h>
+#include <sys/mman.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -301,6 +302,24 @@ int main(int argc, char **argv) {
         int st = 0;
         waitpid(pid, &st, 0);
         printf("spawn %d %d\n", r, WEXITSTATUS(st));
+    } else if (!strcmp(mode, "jit")) {
+        // mov eax, imm32; ret — rewritten and rerun in one RWX page, then through RW<->RX cycles.
+        unsigned char stub[] = {0xb8, 0, 0, 0, 0, 0xc3};
+        unsigned char *rwx = mmap(0, 4096, PROT_READ | PROT_WRITE | PROT_EXEC, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        unsigned char *rw = mmap(0, 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        long sum = 0;
+        for (int i = 0; i < 200; i++) {
+            memcpy(stub + 1, &i, 4);
+            memcpy(rwx, stub, sizeof stub);
+            sum += ((int (*)(void))rwx)();
+            mprotect(rw, 4096, PROT_READ | PROT_WRITE);
+            int v = i * 3;
+            memcpy(stub + 1, &v, 4);
+            memcpy(rw, stub, sizeof stub);
+            mprotect(rw, 4096, PROT_READ | PROT_EXEC);
+            sum += ((int (*)(void))rw)();
+        }
+        printf("jit %ld\n", sum);
     } else if (!strcmp(mode, "crash")) {
         printf("about to crash\n");
         fflush(stdout);

@@ -1,0 +1,74 @@
+//! Code the program writes after it was cached (JIT compilers, self-modifying code). Pages
+//! mapped writable *and* executable lose their write permission while blocks built from them
+//! are in the cache; the program's next write to such a page faults, the fragments of that
+//! page are invalidated, write permission comes back, and the write is re-run. Pages mapped
+//! without write permission need nothing (changing them takes an `mprotect`, which
+//! invalidates), and RW→RX cycles invalidate on the `mprotect`.
+
+use crate::regions::ExecRegions;
+use std::collections::BTreeSet;
+use std::ops::Range;
+
+const PAGE: u64 = 4096;
+
+/// Writable and executable memory of the program, and which of its pages the engine
+/// write-protected.
+#[derive(Debug, Default)]
+pub struct CodeWrites {
+    writable_code: ExecRegions,
+    protected: BTreeSet<u64>,
+    /// Write faults handled.
+    pub faults: u64,
+}
+
+fn mprotect(page: u64, prot: i32) -> bool {
+    // SAFETY: changes the protection of one page of the program's own writable and
+    // executable memory; the engine reads it only, the program's accesses are restored on
+    // its first write.
+    unsafe { libc::mprotect(page as *mut _, PAGE as usize, prot) == 0 }
+}
+
+impl CodeWrites {
+    /// The program gave `range` protection `prot` (mmap or mprotect).
+    pub fn mapped(&mut self, range: Range<u64>, prot: u64) {
+        let wx = (libc::PROT_WRITE | libc::PROT_EXEC) as u64;
+        if prot & wx == wx {
+            self.writable_code.add(range.clone());
+        } else {
+            self.writable_code.remove(range.clone());
+        }
+        self.protected.retain(|p| !range.contains(p));
+    }
+
+    /// The program unmapped `range`.
+    pub fn unmapped(&mut self, range: Range<u64>) {
+        self.writable_code.remove(range.clone());
+        self.protected.retain(|p| !range.contains(p));
+    }
+
+    /// A block was built from `range`: write-protect its writable code pages.
+    pub fn watch(&mut self, range: Range<u64>) {
+        let mut page = range.start & !(PAGE - 1);
+        while page < range.end {
+            if self.writable_code.end_of(page).is_some()
+                && !self.protected.contains(&page)
+                && mprotect(page, libc::PROT_READ | libc::PROT_EXEC)
+            {
+                self.protected.insert(page);
+            }
+            page += PAGE;
+        }
+    }
+
+    /// A write fault at `addr`: if it hit a page the engine protected, gives write
+    /// permission back and returns the page (whose fragments must go).
+    pub fn write_fault(&mut self, addr: u64) -> Option<Range<u64>> {
+        let page = addr & !(PAGE - 1);
+        if !self.protected.remove(&page) {
+            return None;
+        }
+        mprotect(page, libc::PROT_READ | libc::PROT_WRITE | libc::PROT_EXEC);
+        self.faults += 1;
+        Some(page..page + PAGE)
+    }
+}
