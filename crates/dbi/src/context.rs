@@ -252,8 +252,13 @@ impl ThreadCtx {
         unsafe { std::ptr::read_volatile((self.self_ptr as *const u8).add(off::COUNTERS + offset as usize) as *const u64) }
     }
 
-    /// Empties the thread's lookup table.
+    /// Empties the thread's lookup table. Only the tags are cleared: a lookup that already
+    /// matched (the owning thread may be interrupted mid-lookup by a signal whose handler
+    /// calls this) still finds a valid cache address beside it.
     pub fn ibl_clear(&mut self) {
-        self.ibl_table().fill([0, 0]);
+        for slot in self.ibl_table() {
+            // SAFETY: an aligned u64 of the table; a volatile store so that it is one write.
+            unsafe { std::ptr::write_volatile(&mut slot[0], 0) };
+        }
     }
 }

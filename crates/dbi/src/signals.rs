@@ -333,6 +333,8 @@ struct Frame {
 /// it. Returns `tag` when nothing is delivered.
 pub fn deliver_pending(ctx: &mut ThreadCtx, tag: u64) -> u64 {
     let sigs = ctx.signals();
+    // Only the exit that just happened can be an interrupted system call.
+    let interrupted = sigs.interrupted.take();
     let pending = sigs.pending.load(Ordering::SeqCst);
     if pending == 0 {
         return tag;
@@ -359,7 +361,7 @@ pub fn deliver_pending(ctx: &mut ThreadCtx, tag: u64) -> u64 {
         die(sig);
     }
     let mut pc = tag;
-    if let Some((nr, at)) = sigs.interrupted.take() {
+    if let Some((nr, at)) = interrupted {
         if at + 2 == tag && act[1] & SA_RESTART != 0 && restartable(nr) {
             pc = at;
             ctx.regs.gpr[reg::RAX] = nr;

@@ -55,7 +55,12 @@ pub fn clone_thread(ctx: &mut ThreadCtx, a: [u64; 6], next: u64) -> u64 {
     let start = Start { block, flags, parent_tid: a[2], child_tid: a[3] };
     let (tx, rx) = std::sync::mpsc::channel::<u64>();
     LIVE.fetch_add(1, Ordering::SeqCst);
-    let spawned = std::thread::Builder::new().stack_size(BOOT_STACK).spawn(move || thread_main(start, tx));
+    // The new runtime thread starts with its creator's GS base: it must not take a signal
+    // before it has its own context. It starts with every signal blocked and unblocks the
+    // program's mask once its GS base is set.
+    let app_mask = block_all();
+    let spawned = std::thread::Builder::new().stack_size(BOOT_STACK).spawn(move || thread_main(start, app_mask, tx));
+    set_mask(app_mask);
     if spawned.is_err() {
         LIVE.fetch_sub(1, Ordering::SeqCst);
         return (-libc::EAGAIN) as i64 as u64;
@@ -63,7 +68,22 @@ pub fn clone_thread(ctx: &mut ThreadCtx, a: [u64; 6], next: u64) -> u64 {
     rx.recv().unwrap_or((-libc::EAGAIN) as i64 as u64)
 }
 
-fn thread_main(mut start: Start, tid_to_parent: std::sync::mpsc::Sender<u64>) {
+/// Blocks every signal of the calling thread; returns the mask it had.
+fn block_all() -> u64 {
+    let (all, mut old) = (!0u64, 0u64);
+    // SAFETY: changes this thread's signal mask only.
+    unsafe { syscall6(libc::SYS_rt_sigprocmask as u64, [libc::SIG_SETMASK as u64, &raw const all as u64, &raw mut old as u64, 8, 0, 0]) };
+    old
+}
+
+fn set_mask(mask: u64) {
+    // SAFETY: changes this thread's signal mask only.
+    unsafe { syscall6(libc::SYS_rt_sigprocmask as u64, [libc::SIG_SETMASK as u64, &raw const mask as u64, 0, 8, 0, 0]) };
+}
+
+fn thread_main(mut start: Start, app_mask: u64, tid_to_parent: std::sync::mpsc::Sender<u64>) {
+    arch::set_gs_base(start.block.address());
+    set_mask(app_mask);
     // SAFETY: gettid has no effects.
     let tid = unsafe { libc::gettid() } as u32;
     if start.flags & libc::CLONE_PARENT_SETTID as u64 != 0 {
