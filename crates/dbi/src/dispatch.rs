@@ -272,7 +272,11 @@ pub(crate) extern "C" fn rewire_dispatch(ctx: *mut ThreadCtx) {
             modules::describe(at)
         )),
     };
+    let exit_target = tag;
     let tag = signals::deliver_pending(ctx, tag);
+    // Link or cache the way out of the exit only when the thread goes where the exit leads
+    // (not into a signal handler delivered on the way).
+    let diverted = tag != exit_target;
     let mut eng = engine();
     eng.stats.dispatches += 1;
     let id = match eng.fragment_for(tag) {
@@ -288,6 +292,7 @@ pub(crate) extern "C" fn rewire_dispatch(ctx: *mut ThreadCtx) {
     };
     let (entry, lookup_entry) = (eng.frags.get(id).entry, eng.frags.get(id).lookup_entry());
     match rec.kind {
+        _ if diverted => {}
         ExitKind::Direct { .. } => {
             let Engine { frags, cache, .. } = &mut *eng;
             frags.link(cache, rec.fragment, rec.index, id);
