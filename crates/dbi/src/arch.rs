@@ -230,7 +230,28 @@ global_asm!(
     handler = sym crate::signals::rewire_on_signal,
 );
 
+// A thread's last steps: unmap its context and runtime stack (the one this runs on) and
+// exit, using registers only. rdi/rsi = context, rdx/rcx = stack, r8 = exit status.
+global_asm!(
+    ".globl rewire_exit_thread",
+    ".p2align 4",
+    "rewire_exit_thread:",
+    "mov r9, rdx",
+    "mov r10, rcx",
+    "mov eax, 11",
+    "syscall",
+    "mov rdi, r9",
+    "mov rsi, r10",
+    "mov eax, 11",
+    "syscall",
+    "mov edi, r8d",
+    "mov eax, 60",
+    "syscall",
+    "ud2",
+);
+
 extern "C" {
+    fn rewire_exit_thread(ctx: u64, ctx_len: u64, stack: u64, stack_len: u64, status: u64) -> !;
     fn rewire_fcache_return();
     fn rewire_start() -> !;
     fn rewire_signal_entry();
@@ -295,6 +316,16 @@ pub fn sanitize_xsave(area: &mut [u8]) {
     let bv = u64::from_le_bytes(area[512..520].try_into().expect("8 bytes")) & xcr0;
     area[512..520].copy_from_slice(&bv.to_le_bytes());
     area[520..576].fill(0);
+}
+
+/// Unmaps the calling thread's context and runtime stack and ends the thread with `status`.
+///
+/// # Safety
+/// Every signal must be blocked, nothing may refer to the context any more, and the caller
+/// must be running on that runtime stack, which is gone when this is called.
+pub unsafe fn exit_thread(ctx: (u64, u64), stack: (u64, u64), status: u64) -> ! {
+    // SAFETY: per the contract; the routine touches no memory.
+    unsafe { rewire_exit_thread(ctx.0, ctx.1, stack.0, stack.1, status) }
 }
 
 /// Sets the GS base of the calling thread.

@@ -144,8 +144,10 @@ pub const IBL_MAX_PROBE: usize = 64;
 pub const IBL_SLOTS: usize = IBL_HOME_SLOTS + IBL_MAX_PROBE + 1;
 /// Bytes of per-thread tool counters (8 bytes each; untouched pages cost nothing).
 pub const COUNTER_BYTES: usize = 64 << 20;
-const CTX_BYTES: usize = off::COUNTERS + COUNTER_BYTES;
-const RT_STACK_BYTES: usize = 1 << 20;
+/// Bytes of a context mapping.
+pub const CTX_BYTES: usize = off::COUNTERS + COUNTER_BYTES;
+/// Bytes of a thread's runtime stack.
+pub const RT_STACK_BYTES: usize = 1 << 20;
 
 const _: () = assert!(std::mem::size_of::<ThreadCtx>() <= off::XSAVE);
 

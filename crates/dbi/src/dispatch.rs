@@ -106,6 +106,8 @@ pub struct Engine {
     pub modules: Modules,
     /// Next free byte of the per-thread counter areas.
     pub next_counter: u32,
+    /// Counter totals of threads that exited.
+    pub exited_counters: Vec<u64>,
     /// The tool's clean calls, by site number.
     pub call_sites: Vec<CallSite>,
     /// Writable code pages the engine watches.
@@ -140,6 +142,7 @@ impl Engine {
             tool: Box::new(NullTool),
             modules: Modules::default(),
             next_counter: 0,
+            exited_counters: Vec::new(),
             call_sites: Vec::new(),
             code_writes: CodeWrites::default(),
             info: InstructionInfoFactory::new(),

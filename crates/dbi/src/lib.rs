@@ -184,8 +184,14 @@ pub(crate) fn finish() {
         return;
     }
     let Some(mut eng) = dispatch::try_engine() else { return };
-    let dispatch::Engine { tool, contexts, modules, opts, exe, .. } = &mut *eng;
-    tool.on_exit(&tool::Finish { contexts, segments: modules.segments(), output: &opts.output, program: &exe.to_string_lossy() });
+    let dispatch::Engine { tool, contexts, exited_counters, modules, opts, exe, .. } = &mut *eng;
+    tool.on_exit(&tool::Finish {
+        contexts,
+        exited: exited_counters,
+        segments: modules.segments(),
+        output: &opts.output,
+        program: &exe.to_string_lossy(),
+    });
     if eng.opts.stats {
         eng.opts.output.report(&stats::report(&eng, stats::lookups(&eng)));
     }

@@ -95,7 +95,7 @@ pub fn handle(ctx: &mut ThreadCtx, next: u64) -> u64 {
         libc::SYS_arch_prctl => arch_prctl(ctx, a),
         libc::SYS_exit if !threads::exiting() => {
             engine().tool.on_thread_exit(call.tid);
-            raw(nr, a)
+            threads::exit_thread(ctx, a[0])
         }
         libc::SYS_exit_group | libc::SYS_exit => {
             finish();

@@ -7,7 +7,7 @@
 
 use crate::arch::{self, syscall6};
 use crate::block::{ExitKind, ExitRecord};
-use crate::context::{reg, ContextBlock, ThreadCtx};
+use crate::context::{reg, ContextBlock, ThreadCtx, CTX_BYTES, RT_STACK_BYTES};
 use crate::dispatch::engine;
 use crate::syscalls::stop;
 use crate::{appmem, unregister_rseq};
@@ -17,6 +17,30 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 static LIVE: AtomicUsize = AtomicUsize::new(1);
 /// Stack of the runtime thread before it switches to its context's runtime stack.
 const BOOT_STACK: usize = 64 << 10;
+
+/// Ends the calling program thread (not the last one) with `status`: its counters are kept
+/// for the tool, then its context, signal state and runtime stack are released.
+pub fn exit_thread(ctx: &mut ThreadCtx, status: u64) -> ! {
+    block_all();
+    let base = ctx.self_ptr;
+    {
+        let mut eng = engine();
+        let used = eng.next_counter as usize / 8;
+        if eng.exited_counters.len() < used {
+            eng.exited_counters.resize(used, 0);
+        }
+        for (i, total) in eng.exited_counters.iter_mut().enumerate().take(used) {
+            *total += ctx.counter(i as u32 * 8);
+        }
+        eng.contexts.retain(|&c| c != base);
+    }
+    // SAFETY: the box made in ContextBlock::new; with every signal blocked and the context
+    // out of the engine's list, nothing reads it any more.
+    drop(unsafe { Box::from_raw(ctx.signal_state as *mut crate::signals::ThreadSignals) });
+    let stack = ctx.rt_stack_top - RT_STACK_BYTES as u64;
+    // SAFETY: signals blocked, no references left, and this runs on the context's runtime stack.
+    unsafe { arch::exit_thread((base, CTX_BYTES as u64), (stack, RT_STACK_BYTES as u64), status) }
+}
 
 /// Counts a thread leaving; true when it was the last one.
 pub fn exiting() -> bool {

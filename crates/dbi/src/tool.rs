@@ -196,6 +196,7 @@ impl Output {
 #[derive(Debug)]
 pub struct Finish<'a> {
     pub(crate) contexts: &'a [u64],
+    pub(crate) exited: &'a [u64],
     /// Every module segment seen.
     pub segments: &'a [Segment],
     /// Where to write.
@@ -207,13 +208,16 @@ pub struct Finish<'a> {
 impl Finish<'_> {
     /// The total of `counter` over all threads.
     pub fn total(&self, counter: Counter) -> u64 {
-        self.contexts
-            .iter()
-            .map(|&c| {
-                // SAFETY: registered contexts are live ThreadCtx headers (never unmapped).
-                unsafe { &*(c as *const ThreadCtx) }.counter(counter.0)
-            })
-            .sum()
+        let exited = self.exited.get(counter.0 as usize / 8).copied().unwrap_or(0);
+        exited
+            + self
+                .contexts
+                .iter()
+                .map(|&c| {
+                    // SAFETY: registered contexts are live ThreadCtx headers (never unmapped).
+                    unsafe { &*(c as *const ThreadCtx) }.counter(counter.0)
+                })
+                .sum::<u64>()
     }
 }
 
