@@ -314,3 +314,26 @@ fn cov_report_marks_run_and_unrun_source_lines() {
     let page = std::fs::read_to_string(html.join("file0.html")).unwrap();
     assert!(page.contains("class=\"hit\"") && page.contains("class=\"miss\""));
 }
+
+#[test]
+fn each_process_writes_its_own_coverage_file() {
+    // A shell that forks and execs: bash, its forked children, and the programs they exec
+    // each write a drcov file of their own (named by program and pid).
+    let dir = scratch("fork-cov");
+    let out = rewire(&["run", "-t", "cov", "-o", dir.to_str().unwrap(), "--", "bash", "-c", "x=$(echo hi); /bin/echo $x; (exit 3)"]);
+    assert_eq!(out.stdout, b"hi\n");
+    assert_eq!(out.status.code(), Some(3));
+    let mut names: Vec<String> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name().to_str().unwrap().to_string()).collect();
+    names.sort();
+    assert!(names.iter().filter(|n| n.starts_with("drcov.bash.")).count() >= 2, "{names:?}");
+    assert!(names.iter().any(|n| n.starts_with("drcov.echo.")), "{names:?}");
+    // One file per process image: a forked child that execs writes one before the exec and
+    // the new program one at its end (same pid, other program name).
+    let images: std::collections::HashSet<(&str, &str)> =
+        names.iter().map(|n| (n.split('.').nth(1).unwrap(), n.split('.').nth(2).unwrap())).collect();
+    assert_eq!(images.len(), names.len(), "{names:?}");
+    for n in &names {
+        let d = parse_drcov(&std::fs::read(dir.join(n)).unwrap());
+        assert!(!d.blocks.is_empty(), "{n}");
+    }
+}
