@@ -53,6 +53,8 @@ impl Unit {
 #[derive(Debug, Default)]
 pub struct CodeCache {
     units: Vec<Unit>,
+    /// Reclaimed ranges (address → length), reused before fresh space.
+    free: std::collections::BTreeMap<u64, usize>,
 }
 
 /// Where a piece of code may go: a unit and the address of its next free byte.
@@ -68,6 +70,11 @@ impl CodeCache {
     /// The next free place in a unit near `near` with at least `want` bytes of room (a new
     /// unit if needed).
     pub fn place(&mut self, near: u64, want: usize) -> Result<Place, RunError> {
+        let reclaimed = self.free.iter().find(|(&a, &len)| len >= want && a.abs_diff(near) < UNIT_REACH).map(|(&a, &len)| (a, len));
+        if let Some((addr, room)) = reclaimed {
+            let unit = self.units.iter().position(|u| u.range().contains(&addr)).expect("free space inside a unit");
+            return Ok(Place { unit, addr, room });
+        }
         let found = self.units.iter().position(|u| {
             u.view.len - u.used >= want && u.range().start.abs_diff(near) < UNIT_REACH && u.range().end.abs_diff(near) < UNIT_REACH
         });
@@ -94,8 +101,36 @@ impl CodeCache {
     pub fn commit(&mut self, place: Place, code: &[u8]) {
         assert!(code.len() <= place.room, "code larger than the room it was built for");
         let u = &mut self.units[place.unit];
-        u.view.write(u.used, code);
-        u.used += code.len();
+        let offset = (place.addr - u.view.exec) as usize;
+        u.view.write(offset, code);
+        if offset == u.used {
+            u.used += code.len();
+        } else if let Some(len) = self.free.remove(&place.addr) {
+            if len > code.len() {
+                self.free.insert(place.addr + code.len() as u64, len - code.len());
+            }
+        }
+    }
+
+    /// Gives back `len` bytes at `addr` (code no thread can reach or be in any more).
+    pub fn release(&mut self, addr: u64, len: usize) {
+        let (mut start, mut len) = (addr, len);
+        if let Some((&prev, &plen)) = self.free.range(..start).next_back() {
+            if prev + plen as u64 == start {
+                self.free.remove(&prev);
+                start = prev;
+                len += plen;
+            }
+        }
+        if let Some(next) = self.free.remove(&(start + len as u64)) {
+            len += next;
+        }
+        self.free.insert(start, len);
+    }
+
+    /// Bytes waiting for reuse.
+    pub fn reclaimed(&self) -> usize {
+        self.free.values().sum()
     }
 
     /// Room left at `place`.

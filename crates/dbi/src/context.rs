@@ -83,6 +83,11 @@ pub struct ThreadCtx {
     pub has_fsgsbase: u64,
     /// The thread's signal state (a leaked `ThreadSignals`).
     pub signal_state: u64,
+    /// Entries into the dispatcher so far.
+    pub dispatches: u64,
+    /// Non-zero while the thread may be running cache code (set by the dispatcher, under the
+    /// engine lock, once it has chosen where the thread resumes).
+    pub in_cache: u64,
 }
 
 /// Offsets of the header fields, for assembly and emitted code.
@@ -221,6 +226,13 @@ impl ThreadCtx {
         // SAFETY: a ThreadCtx only exists at the start of its context mapping (ContextBlock),
         // whose lookup table follows at IBL_TABLE; `&mut self` makes the access exclusive.
         unsafe { std::slice::from_raw_parts_mut((self.self_ptr as *mut u8).add(off::IBL_TABLE) as *mut [u64; 2], IBL_SLOTS) }
+    }
+
+    /// (dispatches, may be in the cache) of a thread, read from another one.
+    pub fn progress(&self) -> (u64, bool) {
+        // SAFETY: plain aligned 8-byte fields of a live context; volatile so that each read
+        // is one load of the value the owner last stored.
+        unsafe { (std::ptr::read_volatile(&self.dispatches), std::ptr::read_volatile(&self.in_cache) != 0) }
     }
 
     /// The thread's signal state.

@@ -106,6 +106,9 @@ pub struct Engine {
     pub modules: Modules,
     /// Next free byte of the per-thread counter areas.
     pub next_counter: u32,
+    /// Invalidated fragments waiting until no thread can be inside them: the fragments, and
+    /// the threads that were in the cache then with their dispatch counts.
+    pub limbo: Vec<(Vec<FragId>, Vec<(u64, u64)>)>,
     /// Counter totals of threads that exited.
     pub exited_counters: Vec<u64>,
     /// The tool's clean calls, by site number.
@@ -143,6 +146,7 @@ impl Engine {
             modules: Modules::default(),
             next_counter: 0,
             exited_counters: Vec::new(),
+            limbo: Vec::new(),
             call_sites: Vec::new(),
             code_writes: CodeWrites::default(),
             info: InstructionInfoFactory::new(),
@@ -217,12 +221,39 @@ impl Engine {
         for s in self.modules.forget(range.clone()) {
             self.tool.on_module_unload(&s);
         }
-        if self.frags.invalidate(&mut self.cache, range) > 0 {
-            for &c in &self.contexts {
-                // SAFETY: every registered context is a live ThreadCtx; the only thread
-                // today is the one in the dispatcher, so no cache code reads the table.
-                unsafe { &mut *(c as *mut ThreadCtx) }.ibl_clear();
+        let doomed = self.frags.invalidate(&mut self.cache, range);
+        if doomed.is_empty() {
+            return;
+        }
+        let mut inside = Vec::new();
+        for &c in &self.contexts {
+            // SAFETY: every registered context is a live ThreadCtx. Clearing only tags is
+            // safe while its thread runs a lookup (see `ibl_clear`).
+            let ctx = unsafe { &mut *(c as *mut ThreadCtx) };
+            ctx.ibl_clear();
+            let (dispatches, in_cache) = ctx.progress();
+            if in_cache {
+                inside.push((c, dispatches));
             }
+        }
+        self.limbo.push((doomed, inside));
+    }
+
+    /// Reclaims invalidated fragments no thread can be inside any more: every thread that
+    /// was in the cache when they were invalidated has come back to the dispatcher since (or
+    /// exited).
+    fn reclaim(&mut self) {
+        let contexts = &self.contexts;
+        let done = |waiting: &Vec<(u64, u64)>| {
+            waiting.iter().all(|&(c, seen)| {
+                // SAFETY: a registered context is live (exited ones leave the list first).
+                !contexts.contains(&c) || unsafe { &*(c as *const ThreadCtx) }.progress().0 > seen
+            })
+        };
+        let (ready, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.limbo).into_iter().partition(|(_, w)| done(w));
+        self.limbo = waiting;
+        for (ids, _) in ready {
+            self.frags.reclaim(&mut self.cache, &ids);
         }
     }
 }
@@ -249,6 +280,8 @@ pub fn try_engine() -> Option<MutexGuard<'static, Engine>> {
 pub(crate) extern "C" fn rewire_dispatch(ctx: *mut ThreadCtx) {
     // SAFETY: the assembly passes this thread's context (GS base), live for the thread.
     let ctx = unsafe { &mut *ctx };
+    ctx.in_cache = 0;
+    ctx.dispatches += 1;
     // SAFETY: `exit_record` was loaded by cache code from an exit of a live fragment (or
     // is the start record); records are never freed.
     let rec = unsafe { &*(ctx.exit_record as *const ExitRecord) };
@@ -267,7 +300,9 @@ pub(crate) extern "C" fn rewire_dispatch(ctx: *mut ThreadCtx) {
         ExitKind::CleanCall { site } => {
             let site = engine().call_sites[site as usize].clone();
             (site.func)(&tool::evaluate(&site, ctx));
+            let _lock = engine();
             ctx.next_pc = rec.stub;
+            ctx.in_cache = 1;
             return;
         }
         ExitKind::Unsupported { at, why } => syscalls::stop(&format!(
@@ -282,6 +317,9 @@ pub(crate) extern "C" fn rewire_dispatch(ctx: *mut ThreadCtx) {
     let diverted = tag != exit_target;
     let mut eng = engine();
     eng.stats.dispatches += 1;
+    if !eng.limbo.is_empty() {
+        eng.reclaim();
+    }
     let id = match eng.fragment_for(tag) {
         Ok(id) => id,
         Err(NoFragment::NotExecutable) => {
@@ -304,4 +342,6 @@ pub(crate) extern "C" fn rewire_dispatch(ctx: *mut ThreadCtx) {
         _ => {}
     }
     ctx.next_pc = entry;
+    // Still under the lock: an invalidation after this point sees the thread in the cache.
+    ctx.in_cache = 1;
 }

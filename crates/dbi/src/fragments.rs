@@ -46,6 +46,8 @@ pub struct LinkStats {
     pub unlinks: u64,
     /// Fragments invalidated.
     pub invalidated: u64,
+    /// Invalidated fragments whose memory was reclaimed.
+    pub reclaimed: u64,
 }
 
 /// All fragments.
@@ -168,8 +170,9 @@ impl Fragments {
     }
 
     /// Removes every fragment built from application code in `range`: nothing reaches them
-    /// any more (links into them are undone, their tags forgotten). Returns how many.
-    pub fn invalidate(&mut self, cache: &mut CodeCache, range: Range<u64>) -> usize {
+    /// any more (links into them are undone, their tags forgotten). Returns them; their
+    /// cache memory may be reclaimed (`reclaim`) once no thread can be inside.
+    pub fn invalidate(&mut self, cache: &mut CodeCache, range: Range<u64>) -> Vec<FragId> {
         let doomed: Vec<FragId> = (0..self.list.len() as FragId)
             .filter(|&id| {
                 let f = &self.list[id as usize];
@@ -194,7 +197,20 @@ impl Fragments {
             list.retain(|(f, _)| !doomed.contains(f));
         }
         self.stats.invalidated += doomed.len() as u64;
-        doomed.len()
+        doomed
+    }
+
+    /// Gives the cache memory of invalidated fragments `ids` back to `cache`.
+    pub fn reclaim(&mut self, cache: &mut CodeCache, ids: &[FragId]) {
+        for &id in ids {
+            let f = &self.list[id as usize];
+            let start = f.lookup_entry();
+            if self.by_cache.get(&start) == Some(&id) {
+                self.by_cache.remove(&start);
+            }
+            cache.release(start, f.len as usize);
+            self.stats.reclaimed += 1;
+        }
     }
 
     /// The application address of the instruction cache address `pc` belongs to, and whether

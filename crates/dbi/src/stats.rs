@@ -59,7 +59,15 @@ pub fn report(engine: &Engine, lookups: u64) -> Vec<String> {
             "exits to the dispatcher: direct {} (before linking), system calls {}, indirect-branch misses {} (ret {}, call {}, jmp {})",
             s.direct_exits, s.syscalls, misses, s.ibl_misses[0], s.ibl_misses[1], s.ibl_misses[2]
         ),
-        format!("links: {} ({} far), unlinks {}, fragments invalidated {}", l.links, l.far_links, l.unlinks, l.invalidated),
+        format!(
+            "links: {} ({} far), unlinks {}, fragments invalidated {} (memory reclaimed for {}, {} bytes free for reuse)",
+            l.links,
+            l.far_links,
+            l.unlinks,
+            l.invalidated,
+            l.reclaimed,
+            engine.cache.reclaimed()
+        ),
     ];
     if lookups > 0 {
         let hits = lookups.saturating_sub(misses);
