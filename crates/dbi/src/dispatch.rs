@@ -79,6 +79,10 @@ impl EngineOptions {
     }
 }
 
+/// Invalidated fragments and the threads (context, dispatch count) that were in the cache
+/// when they were invalidated.
+pub type Limbo = (Vec<FragId>, Vec<(u64, u64)>);
+
 /// Everything the dispatcher needs, shared by all threads under one lock.
 #[derive(Debug)]
 pub struct Engine {
@@ -108,7 +112,7 @@ pub struct Engine {
     pub next_counter: u32,
     /// Invalidated fragments waiting until no thread can be inside them: the fragments, and
     /// the threads that were in the cache then with their dispatch counts.
-    pub limbo: Vec<(Vec<FragId>, Vec<(u64, u64)>)>,
+    pub limbo: Vec<Limbo>,
     /// Counter totals of threads that exited.
     pub exited_counters: Vec<u64>,
     /// The tool's clean calls, by site number.
