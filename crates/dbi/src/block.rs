@@ -57,6 +57,9 @@ pub enum ExitKind {
         /// Index of the call site in the engine's table.
         site: u32,
     },
+    /// Entry check of a block from a page written too often: the dispatcher compares the
+    /// application's bytes with those the block was built from, and resumes at `stub`.
+    Verify,
     /// The thread was sent into the dispatcher from a signal handler; it continues at
     /// the application address in the context's `ibl_target`.
     Redirect,
@@ -119,6 +122,8 @@ pub struct Translated {
 pub struct BuildOptions {
     /// Count indirect-branch lookups in the thread context (for `--stats`).
     pub count_ibl: bool,
+    /// Start with a verification exit (the block's page is written often).
+    pub verify: bool,
 }
 
 struct Builder<'a> {
@@ -205,6 +210,10 @@ pub fn translate(d: &Decoded, code: &[u8], at: u64, ins: &Insertions, opts: Buil
     let mut b = Builder { e: Emitter::new(at), exits: Vec::new(), stubs: Vec::new(), map: Vec::new(), tag, opts, info };
     b.e.load_gs(1, off::S_RCX);
     debug_assert_eq!(b.e.offset(), LOOKUP_PREFIX);
+    if opts.verify {
+        b.mark(tag);
+        b.resume_exit(ExitKind::Verify);
+    }
     let placed: Vec<(usize, CounterAdd)> = adds.iter().map(|a| (a.before.unwrap_or_else(|| cheapest_place(&d.insns)), *a)).collect();
     let mut open = true;
     for (i, insn) in d.insns.iter().enumerate() {
@@ -277,7 +286,12 @@ impl Builder<'_> {
     /// Leaves the cache through the dispatcher, which runs the call and comes back right
     /// after this sequence with the application state intact.
     fn clean_call(&mut self, site: u32) {
-        let rec = ExitRecord::new(ExitKind::CleanCall { site });
+        self.resume_exit(ExitKind::CleanCall { site });
+    }
+
+    /// An exit to the dispatcher that comes back right after itself (the record's `stub`).
+    fn resume_exit(&mut self, kind: ExitKind) {
+        let rec = ExitRecord::new(kind);
         let addr = rec.address();
         self.exits.push(rec);
         self.stubs.push(None);

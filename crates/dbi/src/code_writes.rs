@@ -3,13 +3,17 @@
 //! are in the cache; the program's next write to such a page faults, the fragments of that
 //! page are invalidated, write permission comes back, and the write is re-run. Pages mapped
 //! without write permission need nothing (changing them takes an `mprotect`, which
-//! invalidates), and RW→RX cycles invalidate on the `mprotect`.
+//! invalidates), and RW→RX cycles invalidate on the `mprotect`. A page written more than
+//! [`VOLATILE_AFTER`] times stays writable: blocks built from it check, every time they are
+//! entered, that the application's bytes are still those they were built from.
 
 use crate::regions::ExecRegions;
 use std::collections::BTreeSet;
 use std::ops::Range;
 
 const PAGE: u64 = 4096;
+/// Write faults after which a page is no longer protected but verified.
+pub const VOLATILE_AFTER: u32 = 32;
 
 /// Writable and executable memory of the program, and which of its pages the engine
 /// write-protected.
@@ -17,8 +21,14 @@ const PAGE: u64 = 4096;
 pub struct CodeWrites {
     writable_code: ExecRegions,
     protected: BTreeSet<u64>,
+    /// Write faults per page.
+    writes: std::collections::HashMap<u64, u32>,
+    /// Pages written too often to protect: their blocks verify themselves.
+    volatile: BTreeSet<u64>,
     /// Write faults handled.
     pub faults: u64,
+    /// Verifications of volatile blocks that found changed bytes.
+    pub stale: u64,
 }
 
 fn mprotect(page: u64, prot: i32) -> bool {
@@ -38,22 +48,27 @@ impl CodeWrites {
             self.writable_code.remove(range.clone());
         }
         self.protected.retain(|p| !range.contains(p));
+        self.volatile.retain(|p| !range.contains(p));
     }
 
     /// The program unmapped `range`.
     pub fn unmapped(&mut self, range: Range<u64>) {
         self.writable_code.remove(range.clone());
         self.protected.retain(|p| !range.contains(p));
+        self.volatile.retain(|p| !range.contains(p));
+    }
+
+    /// True when blocks from `range` must verify their bytes on entry.
+    pub fn must_verify(&self, range: Range<u64>) -> bool {
+        self.volatile.range(range.start & !(PAGE - 1)..range.end).next().is_some()
     }
 
     /// A block was built from `range`: write-protect its writable code pages.
     pub fn watch(&mut self, range: Range<u64>) {
         let mut page = range.start & !(PAGE - 1);
         while page < range.end {
-            if self.writable_code.end_of(page).is_some()
-                && !self.protected.contains(&page)
-                && mprotect(page, libc::PROT_READ | libc::PROT_EXEC)
-            {
+            let watched = self.writable_code.end_of(page).is_some() && !self.volatile.contains(&page);
+            if watched && !self.protected.contains(&page) && mprotect(page, libc::PROT_READ | libc::PROT_EXEC) {
                 self.protected.insert(page);
             }
             page += PAGE;
@@ -69,6 +84,11 @@ impl CodeWrites {
         }
         mprotect(page, libc::PROT_READ | libc::PROT_WRITE | libc::PROT_EXEC);
         self.faults += 1;
+        let writes = self.writes.entry(page).or_default();
+        *writes += 1;
+        if *writes >= VOLATILE_AFTER {
+            self.volatile.insert(page);
+        }
         Some(page..page + PAGE)
     }
 }

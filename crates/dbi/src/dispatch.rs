@@ -173,7 +173,7 @@ impl Engine {
         // SAFETY: [tag, end) is executable memory of the program (tracked from its own
         // mapping calls), hence mapped and readable; only read here.
         let code = unsafe { std::slice::from_raw_parts(tag as *const u8, len) };
-        let opts = BuildOptions { count_ibl: self.opts.stats };
+        let opts = BuildOptions { count_ibl: self.opts.stats, verify: self.code_writes.must_verify(tag..tag + len as u64) };
         let decoded = block::decode(tag, code);
         let mut ins = Insertions::default();
         {
@@ -214,7 +214,11 @@ impl Engine {
             ));
         }
         self.code_writes.watch(tag..tag + t.app_len as u64);
+        let app_len = t.app_len as usize;
         let id = self.frags.add(&mut self.cache, tag, place.addr, t);
+        if opts.verify {
+            self.frags.set_built_from(id, &code[..app_len.min(code.len())]);
+        }
         self.stats.build_time += started.elapsed();
         Ok(id)
     }
@@ -296,6 +300,25 @@ pub(crate) extern "C" fn rewire_dispatch(ctx: *mut ThreadCtx) {
         }
         ExitKind::Syscall { next } => syscalls::handle(ctx, next),
         ExitKind::Redirect => ctx.ibl_target,
+        ExitKind::Verify => {
+            let mut eng = engine();
+            let f = eng.frags.get(rec.fragment);
+            let tag = f.tag;
+            let same = f.live
+                && f.built_from.as_deref().is_some_and(|b| {
+                    let mut now = vec![0u8; b.len()];
+                    crate::appmem::read(tag, &mut now) && now == b
+                });
+            if same {
+                ctx.next_pc = rec.stub;
+                ctx.in_cache = 1;
+                return;
+            }
+            eng.code_writes.stale += 1;
+            let page = tag & !0xfff;
+            eng.invalidate(page..page + 0x1000);
+            tag
+        }
         ExitKind::Indirect(branch) => {
             engine().stats.count_miss(branch);
             ctx.ibl_target

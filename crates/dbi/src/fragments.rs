@@ -33,6 +33,8 @@ pub struct Fragment {
     incoming: Vec<(FragId, u16)>,
     /// False once invalidated.
     pub live: bool,
+    /// For blocks that verify themselves: the application bytes they were built from.
+    pub built_from: Option<Box<[u8]>>,
 }
 
 /// Counters of linking activity.
@@ -82,6 +84,11 @@ impl Fragments {
         self.by_tag.get(&tag).copied()
     }
 
+    /// Records the bytes a self-verifying fragment was built from.
+    pub fn set_built_from(&mut self, id: FragId, bytes: &[u8]) {
+        self.list[id as usize].built_from = Some(bytes.into());
+    }
+
     /// The fragment `id`.
     pub fn get(&self, id: FragId) -> &Fragment {
         &self.list[id as usize]
@@ -112,6 +119,7 @@ impl Fragments {
             exits,
             incoming: Vec::new(),
             live: true,
+            built_from: None,
         });
         self.by_tag.insert(tag, id);
         self.by_cache.insert(start, id);

@@ -69,6 +69,10 @@ pub fn report(engine: &Engine, lookups: u64) -> Vec<String> {
             engine.cache.reclaimed()
         ),
     ];
+    let w = &engine.code_writes;
+    if w.faults > 0 {
+        out.push(format!("code writes: {} write faults on watched pages, {} stale self-verifying blocks rebuilt", w.faults, w.stale));
+    }
     if lookups > 0 {
         let hits = lookups.saturating_sub(misses);
         out.push(format!(

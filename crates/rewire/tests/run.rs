@@ -342,3 +342,18 @@ fn signal_stress_sixteen_threads() {
     assert!(status.success(), "{out}");
     assert_eq!(out, "signals 1600000 of 1600000, misdirected 0\n");
 }
+
+/// A page rewritten more often than the write-protection scheme is worth: after 32 write
+/// faults it stays writable and its blocks verify their bytes on entry; the program's
+/// results stay right and --stats shows both mechanisms at work.
+#[test]
+fn code_rewritten_often_falls_back_to_self_verifying_blocks() {
+    let exe = cases()[0].to_str().unwrap();
+    let out = same(&[], &[exe, "jit"], b"");
+    assert_eq!(out.code, Some(0));
+    let (_, err) = under(&["--stats"], &[exe, "jit"], b"");
+    let line = err.lines().find(|l| l.contains("code writes: ")).expect(&err);
+    assert!(line.contains("32 write faults"), "{line}");
+    let stale: u64 = line.split(", ").nth(1).and_then(|s| s.split(' ').next()).unwrap().parse().unwrap();
+    assert!(stale > 100, "{line}");
+}
