@@ -95,6 +95,7 @@ const MODES: &[&str] = &[
     "dlopen",
     "spawn",
     "jit",
+    "execfail",
 ];
 
 #[test]

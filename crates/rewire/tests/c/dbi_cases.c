@@ -320,6 +320,15 @@ int main(int argc, char **argv) {
             sum += ((int (*)(void))rw)();
         }
         printf("jit %ld\n", sum);
+    } else if (!strcmp(mode, "execfail")) {
+        // A failed execve returns its error and changes nothing.
+        int a = execl("/nonexistent/program", "x", (char *)0);
+        int ea = errno;
+        int b = execl("/etc/passwd", "passwd", (char *)0);
+        int eb = errno;
+        int c = execl("/tmp", "tmp", (char *)0);
+        int ec = errno;
+        printf("execfail %d %s %d %s %d %s\n", a, strerror(ea), b, strerror(eb), c, strerror(ec));
     } else if (!strcmp(mode, "crash")) {
         printf("about to crash\n");
         fflush(stdout);
