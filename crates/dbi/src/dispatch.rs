@@ -178,7 +178,7 @@ impl Engine {
         let mut ins = Insertions::default();
         {
             let Engine { modules, tool, next_counter, exec, call_sites, .. } = self;
-            let (segment, new) = modules.segment_of(tag, exec.generation());
+            let (segment, new) = if tool.wants_modules() { modules.segment_of(tag, exec.generation()) } else { (None, &[][..]) };
             for s in new {
                 tool.on_module_load(s);
             }

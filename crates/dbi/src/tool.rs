@@ -224,6 +224,11 @@ impl Finish<'_> {
 /// A tool: every event has a default that does nothing. Tools are `Debug` so that the
 /// engine state can be printed.
 pub trait Tool: Send + std::fmt::Debug {
+    /// Whether the tool wants module information (block segments, module events); the
+    /// engine skips looking modules up for tools that do not.
+    fn wants_modules(&self) -> bool {
+        true
+    }
     /// A block is being built: look at it, ask for counters.
     fn on_block(&mut self, _block: &BlockView<'_>, _instrument: &mut Instrument<'_>) {}
     /// A system call is about to run. The tool may change its arguments, or skip it by
@@ -251,4 +256,8 @@ pub trait Tool: Send + std::fmt::Debug {
 #[derive(Debug, Default)]
 pub struct NullTool;
 
-impl Tool for NullTool {}
+impl Tool for NullTool {
+    fn wants_modules(&self) -> bool {
+        false
+    }
+}
