@@ -214,7 +214,8 @@ pub fn translate(d: &Decoded, code: &[u8], at: u64, ins: &Insertions, opts: Buil
         b.mark(tag);
         b.resume_exit(ExitKind::Verify);
     }
-    let placed: Vec<(usize, CounterAdd)> = adds.iter().map(|a| (a.before.unwrap_or_else(|| cheapest_place(&d.insns)), *a)).collect();
+    let cheapest = if adds.iter().any(|a| a.before.is_none()) { cheapest_place(&d.insns) } else { 0 };
+    let placed: Vec<(usize, CounterAdd)> = adds.iter().map(|a| (a.before.unwrap_or(cheapest), *a)).collect();
     let mut open = true;
     for (i, insn) in d.insns.iter().enumerate() {
         b.mark(insn.ip());
@@ -291,11 +292,7 @@ impl Builder<'_> {
 
     /// An exit to the dispatcher that comes back right after itself (the record's `stub`).
     fn resume_exit(&mut self, kind: ExitKind) {
-        let rec = ExitRecord::new(kind);
-        let addr = rec.address();
-        self.exits.push(rec);
-        self.stubs.push(None);
-        self.e.exit_to_dispatcher(addr);
+        self.inline_exit(kind);
         let resume = self.e.ip();
         self.exits.last_mut().expect("just pushed").stub = resume;
     }

@@ -83,6 +83,8 @@ pub struct ThreadCtx {
     pub has_fsgsbase: u64,
     /// The thread's signal state (a leaked `ThreadSignals`).
     pub signal_state: u64,
+    /// The thread's id (kept here: a system call of the program must not cost a `gettid`).
+    pub tid: u64,
     /// Entries into the dispatcher so far.
     pub dispatches: u64,
     /// Non-zero while the thread may be running cache code (set by the dispatcher, under the

@@ -17,7 +17,7 @@ use crate::tools::ToolOptions;
 use crate::{modules, report, signals};
 use iced_x86::InstructionInfoFactory;
 use std::ffi::CString;
-use std::sync::{Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Instant;
 
 /// What the user asked of the engine.
@@ -116,7 +116,7 @@ pub struct Engine {
     /// Counter totals of threads that exited.
     pub exited_counters: Vec<u64>,
     /// The tool's clean calls, by site number.
-    pub call_sites: Vec<CallSite>,
+    pub call_sites: Vec<Arc<CallSite>>,
     /// Writable code pages the engine watches.
     pub code_writes: CodeWrites,
     info: InstructionInfoFactory,
@@ -168,7 +168,7 @@ impl Engine {
             return Ok(id);
         }
         let end = self.exec.end_of(tag).ok_or(NoFragment::NotExecutable)?;
-        let started = Instant::now();
+        let started = self.opts.stats.then(Instant::now);
         let len = (end - tag).min(2048) as usize;
         // SAFETY: [tag, end) is executable memory of the program (tracked from its own
         // mapping calls), hence mapped and readable; only read here.
@@ -187,7 +187,7 @@ impl Engine {
             tool.on_block(&view, &mut Instrument { adds: &mut ins.adds, calls: &mut calls, insns: &decoded.insns, next_counter });
             for (before, site) in calls {
                 ins.calls.push((before, call_sites.len() as u32));
-                call_sites.push(site);
+                call_sites.push(Arc::new(site));
             }
         }
         let mut want = 2048;
@@ -219,7 +219,9 @@ impl Engine {
         if opts.verify {
             self.frags.set_built_from(id, &code[..app_len.min(code.len())]);
         }
-        self.stats.build_time += started.elapsed();
+        if let Some(t) = started {
+            self.stats.build_time += t.elapsed();
+        }
         Ok(id)
     }
 
@@ -294,10 +296,7 @@ pub(crate) extern "C" fn rewire_dispatch(ctx: *mut ThreadCtx) {
     // is the start record); records are never freed.
     let rec = unsafe { &*(ctx.exit_record as *const ExitRecord) };
     let tag = match rec.kind {
-        ExitKind::Direct { target } => {
-            engine().stats.direct_exits += 1;
-            target
-        }
+        ExitKind::Direct { target } => target,
         ExitKind::Syscall { next } => syscalls::handle(ctx, next),
         ExitKind::Redirect => ctx.ibl_target,
         ExitKind::Verify => {
@@ -319,10 +318,7 @@ pub(crate) extern "C" fn rewire_dispatch(ctx: *mut ThreadCtx) {
             eng.invalidate(page..page + 0x1000);
             tag
         }
-        ExitKind::Indirect(branch) => {
-            engine().stats.count_miss(branch);
-            ctx.ibl_target
-        }
+        ExitKind::Indirect(_) => ctx.ibl_target,
         ExitKind::Start { entry } => entry,
         ExitKind::CleanCall { site } => {
             let site = engine().call_sites[site as usize].clone();
@@ -344,6 +340,11 @@ pub(crate) extern "C" fn rewire_dispatch(ctx: *mut ThreadCtx) {
     let diverted = tag != exit_target;
     let mut eng = engine();
     eng.stats.dispatches += 1;
+    match rec.kind {
+        ExitKind::Direct { .. } => eng.stats.direct_exits += 1,
+        ExitKind::Indirect(branch) => eng.stats.count_miss(branch),
+        _ => {}
+    }
     if !eng.limbo.is_empty() {
         eng.reclaim();
     }

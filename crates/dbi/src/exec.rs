@@ -7,9 +7,9 @@
 use crate::dispatch::engine;
 use crate::{appmem, finish, FINISHED};
 use std::ffi::CString;
+use std::os::unix::ffi::OsStrExt;
 use std::sync::atomic::Ordering;
 
-const ELF_MAGIC: &[u8] = b"\x7fELF";
 /// Most arguments read from the program's argv.
 const MAX_ARGS: usize = 1 << 17;
 
@@ -38,44 +38,6 @@ fn read_strings(mut at: u64) -> Option<Vec<CString>> {
     None
 }
 
-/// The errno `execve(path)` would fail with before replacing the process, or `Ok(true)` when
-/// the file is a program the engine runs (x86-64 ELF or `#!` script), `Ok(false)` when the
-/// kernel runs it but the engine cannot (it then runs natively).
-fn precheck(path: &CString) -> Result<bool, i32> {
-    // SAFETY: access() reads the NUL-terminated path.
-    if unsafe { libc::access(path.as_ptr(), libc::X_OK) } != 0 {
-        return Err(std::io::Error::last_os_error().raw_os_error().unwrap_or(libc::EACCES));
-    }
-    let p = std::path::Path::new(std::ffi::OsStr::from_bytes_compat(path.as_bytes()));
-    let meta = std::fs::metadata(p).map_err(|e| e.raw_os_error().unwrap_or(libc::EACCES))?;
-    if !meta.is_file() {
-        return Err(libc::EACCES);
-    }
-    let mut head = [0u8; 20];
-    let n = std::fs::File::open(p)
-        .and_then(|mut f| std::io::Read::read(&mut f, &mut head))
-        .map_err(|e| e.raw_os_error().unwrap_or(libc::EACCES))?;
-    let head = &head[..n];
-    if head.starts_with(b"#!") {
-        return Ok(true);
-    }
-    if !head.starts_with(ELF_MAGIC) {
-        return Err(libc::ENOEXEC);
-    }
-    let is_x86_64 = head.len() >= 20 && head[4] == 2 && u16::from_le_bytes([head[18], head[19]]) == 62;
-    Ok(is_x86_64)
-}
-
-trait FromBytesCompat {
-    fn from_bytes_compat(b: &[u8]) -> &Self;
-}
-
-impl FromBytesCompat for std::ffi::OsStr {
-    fn from_bytes_compat(b: &[u8]) -> &Self {
-        std::os::unix::ffi::OsStrExt::from_bytes(b)
-    }
-}
-
 /// The program's `execve(path, argv, envp)`.
 pub fn execve(a: [u64; 6], raw: impl Fn(u64, [u64; 6]) -> u64) -> u64 {
     let nr = libc::SYS_execve as u64;
@@ -83,7 +45,7 @@ pub fn execve(a: [u64; 6], raw: impl Fn(u64, [u64; 6]) -> u64) -> u64 {
     let Some(argv) = read_strings(a[1]) else { return err(libc::EFAULT) };
     let path = if crate::syscalls::names_exe(a[0]) { engine().exe.clone() } else { path };
     let follow = !engine().opts.no_follow;
-    match precheck(&path) {
+    match crate::loader::exec_check(std::path::Path::new(std::ffi::OsStr::from_bytes(path.as_bytes()))) {
         Err(e) => return err(e),
         Ok(runs_under_engine) if !runs_under_engine || !follow => {
             finish();

@@ -24,8 +24,6 @@ pub struct Fragment {
     pub len: u32,
     /// Application bytes it covers.
     pub app_len: u32,
-    /// Application instructions it covers.
-    pub insns: u32,
     map: Box<[(u16, u16)]>,
     /// Its exits.
     pub exits: Vec<Box<ExitRecord>>,
@@ -114,7 +112,6 @@ impl Fragments {
             entry,
             len: t.code.len() as u32,
             app_len: t.app_len,
-            insns: t.insns,
             map: t.map.into_boxed_slice(),
             exits,
             incoming: Vec::new(),

@@ -113,7 +113,8 @@ pub fn run_tool(tool: Box<dyn tool::Tool>, opts: Options) -> Result<Infallible, 
     engine.tool = tool;
     engine.modules = modules;
     // SAFETY: gettid has no effects.
-    engine.tool.on_thread_start(unsafe { libc::gettid() } as u32);
+    block.ctx().tid = unsafe { libc::gettid() } as u64;
+    engine.tool.on_thread_start(block.ctx().tid as u32);
     engine.install();
     unregister_rseq();
     signals::install_fault_handlers();

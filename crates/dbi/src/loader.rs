@@ -105,6 +105,30 @@ fn cstring(s: &OsStr) -> CString {
     CString::new(s.as_bytes()).expect("argument without NUL bytes")
 }
 
+/// What `execve(path)` would do with a file before replacing the process: the errno it fails
+/// with, or whether the engine runs the program (`false`: an ELF file the engine does not run,
+/// such as a 32-bit one, which the kernel gets to decide about).
+pub fn exec_check(path: &Path) -> Result<bool, i32> {
+    let c = cstring(path.as_os_str());
+    // SAFETY: access() only reads the NUL-terminated path.
+    if unsafe { libc::access(c.as_ptr(), libc::X_OK) } != 0 {
+        return Err(std::io::Error::last_os_error().raw_os_error().unwrap_or(libc::EACCES));
+    }
+    let is_file = std::fs::metadata(path).map_err(|e| e.raw_os_error().unwrap_or(libc::EACCES))?.is_file();
+    if !is_file {
+        return Err(libc::EACCES);
+    }
+    let head = read_head(path).map_err(|_| libc::EACCES)?;
+    if head.starts_with(b"#!") {
+        return Ok(true);
+    }
+    match headers(path, &head) {
+        Ok(_) => Ok(true),
+        Err(RunError::NotElf(_)) => Err(libc::ENOEXEC),
+        Err(_) => Ok(false),
+    }
+}
+
 /// Resolves a program name like `execvp`: names with a slash as given, others on `PATH`.
 fn find_program(name: &OsStr) -> Result<PathBuf, RunError> {
     let display = name.to_string_lossy().into_owned();

@@ -188,7 +188,8 @@ fn mask_of(sig: i32) -> u64 {
     1 << (sig - 1)
 }
 
-fn sigprocmask(how: i32, set: Option<u64>) -> u64 {
+/// `rt_sigprocmask(how, set)` for the calling thread; returns the mask it had.
+pub(crate) fn sigprocmask(how: i32, set: Option<u64>) -> u64 {
     let mut old = 0u64;
     let set_ptr = set.as_ref().map_or(0, |s| s as *const u64 as u64);
     // SAFETY: changes or reads this thread's signal mask (the program's own mask).

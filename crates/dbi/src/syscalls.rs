@@ -81,8 +81,7 @@ pub fn handle(ctx: &mut ThreadCtx, next: u64) -> u64 {
     let g = &ctx.regs.gpr;
     let nr = g[reg::RAX];
     let a = [g[reg::RDI], g[reg::RSI], g[reg::RDX], g[reg::R10], g[reg::R8], g[reg::R9]];
-    // SAFETY: gettid has no effects.
-    let mut call = Syscall { tid: unsafe { libc::gettid() } as u32, nr, args: a };
+    let mut call = Syscall { tid: ctx.tid as u32, nr, args: a };
     let skipped = {
         let mut eng = engine();
         eng.stats.syscalls += 1;
@@ -326,6 +325,8 @@ fn fork(ctx: &mut ThreadCtx, a: [u64; 6]) -> u64 {
     let settls = flags & libc::CLONE_SETTLS as u64 != 0;
     let ret = raw(libc::SYS_clone as u64, [flags & !(libc::CLONE_SETTLS as u64), 0, a[2], a[3], 0, 0]);
     if ret == 0 {
+        // SAFETY: gettid has no effects.
+        ctx.tid = unsafe { libc::gettid() } as u64;
         eng.tool.on_fork_child();
         if a[1] != 0 {
             ctx.regs.gpr[reg::RSP] = a[1];

@@ -9,6 +9,7 @@ use crate::arch::{self, syscall6};
 use crate::block::{ExitKind, ExitRecord};
 use crate::context::{reg, ContextBlock, ThreadCtx, CTX_BYTES, RT_STACK_BYTES};
 use crate::dispatch::engine;
+use crate::signals;
 use crate::syscalls::stop;
 use crate::{appmem, unregister_rseq};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -21,7 +22,7 @@ const BOOT_STACK: usize = 64 << 10;
 /// Ends the calling program thread (not the last one) with `status`: its counters are kept
 /// for the tool, then its context, signal state and runtime stack are released.
 pub fn exit_thread(ctx: &mut ThreadCtx, status: u64) -> ! {
-    block_all();
+    signals::sigprocmask(libc::SIG_SETMASK, Some(!0));
     let base = ctx.self_ptr;
     {
         let mut eng = engine();
@@ -82,9 +83,9 @@ pub fn clone_thread(ctx: &mut ThreadCtx, a: [u64; 6], next: u64) -> u64 {
     // The new runtime thread starts with its creator's GS base: it must not take a signal
     // before it has its own context. It starts with every signal blocked and unblocks the
     // program's mask once its GS base is set.
-    let app_mask = block_all();
+    let app_mask = signals::sigprocmask(libc::SIG_SETMASK, Some(!0));
     let spawned = std::thread::Builder::new().stack_size(BOOT_STACK).spawn(move || thread_main(start, app_mask, tx));
-    set_mask(app_mask);
+    signals::sigprocmask(libc::SIG_SETMASK, Some(app_mask));
     if spawned.is_err() {
         LIVE.fetch_sub(1, Ordering::SeqCst);
         return (-libc::EAGAIN) as i64 as u64;
@@ -92,22 +93,9 @@ pub fn clone_thread(ctx: &mut ThreadCtx, a: [u64; 6], next: u64) -> u64 {
     rx.recv().unwrap_or((-libc::EAGAIN) as i64 as u64)
 }
 
-/// Blocks every signal of the calling thread; returns the mask it had.
-fn block_all() -> u64 {
-    let (all, mut old) = (!0u64, 0u64);
-    // SAFETY: changes this thread's signal mask only.
-    unsafe { syscall6(libc::SYS_rt_sigprocmask as u64, [libc::SIG_SETMASK as u64, &raw const all as u64, &raw mut old as u64, 8, 0, 0]) };
-    old
-}
-
-fn set_mask(mask: u64) {
-    // SAFETY: changes this thread's signal mask only.
-    unsafe { syscall6(libc::SYS_rt_sigprocmask as u64, [libc::SIG_SETMASK as u64, &raw const mask as u64, 0, 8, 0, 0]) };
-}
-
 fn thread_main(mut start: Start, app_mask: u64, tid_to_parent: std::sync::mpsc::Sender<u64>) {
     arch::set_gs_base(start.block.address());
-    set_mask(app_mask);
+    signals::sigprocmask(libc::SIG_SETMASK, Some(app_mask));
     // SAFETY: gettid has no effects.
     let tid = unsafe { libc::gettid() } as u32;
     if start.flags & libc::CLONE_PARENT_SETTID as u64 != 0 {
@@ -124,6 +112,7 @@ fn thread_main(mut start: Start, app_mask: u64, tid_to_parent: std::sync::mpsc::
     unregister_rseq();
     let ctx = start.block.ctx();
     ctx.rt_fs = arch::fs_base();
+    ctx.tid = tid as u64;
     let gs = start.block.address();
     {
         let mut eng = engine();
