@@ -49,7 +49,8 @@ pub fn execve(a: [u64; 6], raw: impl Fn(u64, [u64; 6]) -> u64) -> u64 {
         Err(e) => return err(e),
         Ok(runs_under_engine) if !runs_under_engine || !follow => {
             finish();
-            let r = raw(nr, a);
+            // `/proc/self/exe` is the program, not rewire, natively too.
+            let r = raw(nr, [path.as_ptr() as u64, a[1], a[2], 0, 0, 0]);
             FINISHED.store(false, Ordering::SeqCst);
             return r;
         }

@@ -315,6 +315,8 @@ fn no_follow_lets_exec_ed_programs_run_natively() {
     let (native, _) = under(&["--no-follow"], &["bash", "-c", probe], b"");
     assert_ne!(followed.stdout, b"0\n");
     assert_eq!(native.stdout, b"0\n");
+    // Exec'ing /proc/self/exe natively runs the program's executable, not rewire.
+    same(&["--no-follow"], &["bash", "-c", "exec /proc/self/exe -c 'echo $BASH_VERSION'"], b"");
 }
 
 /// 16 threads × 100,000 signals between them: none lost, none duplicated, each handled on
