@@ -171,9 +171,13 @@ impl Emitter {
         self.jmp_gs(off::FCACHE_RETURN);
     }
 
-    /// Encodes `insn` at the current address (RIP-relative operands are re-aimed).
+    /// Encodes `insn` at the current address (RIP-relative operands are re-aimed; an error
+    /// when the operand is out of rel32 reach from here, which the encoder would not see).
     pub fn encode(&mut self, insn: &Instruction) -> Result<(), EncodeError> {
         let ip = self.ip();
+        if insn.is_ip_rel_memory_operand() && insn.ip_rel_memory_address().abs_diff(ip) >= (1 << 31) - 64 {
+            return Err(EncodeError);
+        }
         self.encoder.encode(insn, ip).map_err(|_| EncodeError)?;
         self.buf.extend_from_slice(&self.encoder.take_buffer());
         Ok(())
