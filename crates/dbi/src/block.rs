@@ -63,6 +63,12 @@ pub enum ExitKind {
     /// The thread was sent into the dispatcher from a signal handler; it continues at
     /// the application address in the context's `ibl_target`.
     Redirect,
+    /// The execution counter of a trace head reached the threshold: the thread continues
+    /// at `target`, and the dispatcher records a trace from there.
+    TraceHead {
+        /// The head.
+        target: u64,
+    },
     /// The first entry of a thread.
     Start {
         /// Where the thread starts.
@@ -87,12 +93,18 @@ pub struct ExitRecord {
     pub stub: u64,
     /// The fragment this exit is linked to.
     pub linked: Option<u32>,
+    /// For exits to trace heads, which count their executions on the way: the cache
+    /// address of the body's rel32 field aimed at the counting stub (0 for other exits).
+    /// Once the head has a trace, this field is aimed at the trace and the count skipped.
+    pub bypass: u64,
+    /// The counting stub (where `bypass` points while the head has no trace).
+    pub count_stub: u64,
 }
 
 impl ExitRecord {
     /// A record not yet attached to a fragment.
     pub fn new(kind: ExitKind) -> Box<ExitRecord> {
-        Box::new(ExitRecord { kind, fragment: u32::MAX, index: 0, field: 0, stub: 0, linked: None })
+        Box::new(ExitRecord { kind, fragment: u32::MAX, index: 0, field: 0, stub: 0, linked: None, bypass: 0, count_stub: 0 })
     }
 
     /// Address of the record, as cache code loads it.
@@ -109,12 +121,28 @@ pub struct Translated {
     pub code: Vec<u8>,
     /// Its exits.
     pub exits: Vec<Box<ExitRecord>>,
-    /// `(cache offset, application offset)` of every application instruction, ascending.
+    /// `(cache offset, application offset)` of every application instruction, ascending;
+    /// application offsets are relative to the tag of the part the entry belongs to.
     pub map: Vec<(u16, u16)>,
-    /// Application bytes covered.
+    /// The application blocks it was built from, in order (one for a basic block).
+    pub parts: Vec<Part>,
+    /// Application bytes covered (of the first part).
     pub app_len: u32,
     /// Application instructions covered.
     pub insns: u32,
+    /// Trace-head counters it uses (8 bytes each, from `BuildOptions::counters`).
+    pub counters: u32,
+}
+
+/// One application block inside a fragment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Part {
+    /// Its first application address.
+    pub tag: u64,
+    /// Application bytes.
+    pub app_len: u32,
+    /// Index of its first entry in the fragment's map.
+    pub map_start: u16,
 }
 
 /// Options that change the code blocks get.
@@ -124,6 +152,27 @@ pub struct BuildOptions {
     pub count_ibl: bool,
     /// Start with a verification exit (the block's page is written often).
     pub verify: bool,
+    /// Executions after which a trace head's counter fires (0: no trace heads).
+    pub trace_threshold: u32,
+    /// Byte offset in the counter area of the first free counter, and the end of the area:
+    /// trace-head counters are taken from there.
+    pub counters: (u32, u32),
+    /// A recording copy for trace building: no exit is ever linked and indirect branches
+    /// always leave through the dispatcher, so every block boundary is seen.
+    pub record: bool,
+    /// A trace: every direct exit counts (exits of traces are trace heads).
+    pub trace: bool,
+}
+
+/// The decoded application code of one block and what a tool inserts into it.
+#[derive(Debug, Clone, Copy)]
+pub struct Source<'a> {
+    /// The decoded instructions.
+    pub decoded: &'a Decoded,
+    /// Its bytes from the tag on.
+    pub code: &'a [u8],
+    /// The tool's insertions.
+    pub insertions: &'a Insertions,
 }
 
 struct Builder<'a> {
@@ -134,8 +183,20 @@ struct Builder<'a> {
     /// For every exit, the label of its stub and the offset of the jump field aimed at it
     /// (`None` for exits whose stub sequence sits in the body).
     stubs: Vec<Option<(Label, usize)>>,
+    /// Direct exits that count executions of a trace head: (exit index, counter offset).
+    counting: Vec<(usize, u32)>,
+    /// Inlined indirect-branch checks of traces whose recorded target did not match: the
+    /// label of their out-of-line lookup and the kind of branch.
+    mismatches: Vec<(Label, Branch)>,
     map: Vec<(u16, u16)>,
+    parts: Vec<Part>,
+    /// Tag of the part being translated.
     tag: u64,
+    /// Address of the application instruction being translated.
+    ip: u64,
+    /// Where the part being translated goes next in a trace (its successor's tag) and the
+    /// label its code starts at.
+    follow: Option<(u64, Label)>,
     opts: BuildOptions,
     info: &'a mut InstructionInfoFactory,
 }
@@ -205,38 +266,47 @@ pub struct Insertions {
 /// Translates a decoded block (`code` holds its bytes from the tag) into cache code for
 /// address `at`, with a tool's insertions.
 pub fn translate(d: &Decoded, code: &[u8], at: u64, ins: &Insertions, opts: BuildOptions, info: &mut InstructionInfoFactory) -> Translated {
-    let adds = &ins.adds;
-    let tag = d.tag;
-    let mut b = Builder { e: Emitter::new(at), exits: Vec::new(), stubs: Vec::new(), map: Vec::new(), tag, opts, info };
+    translate_parts(&[Source { decoded: d, code, insertions: ins }], at, opts, info)
+}
+
+/// Translates the blocks of a trace, in the order they ran, into one fragment for `at`:
+/// each block's way to the next is laid out to fall through, indirect branches check
+/// the recorded target inline before looking up another.
+pub fn translate_parts(parts: &[Source<'_>], at: u64, opts: BuildOptions, info: &mut InstructionInfoFactory) -> Translated {
+    let mut b = Builder {
+        e: Emitter::new(at),
+        exits: Vec::new(),
+        stubs: Vec::new(),
+        counting: Vec::new(),
+        mismatches: Vec::new(),
+        map: Vec::new(),
+        parts: Vec::new(),
+        tag: parts[0].decoded.tag,
+        ip: parts[0].decoded.tag,
+        follow: None,
+        opts,
+        info,
+    };
     b.e.load_gs(1, off::S_RCX);
     debug_assert_eq!(b.e.offset(), LOOKUP_PREFIX);
     if opts.verify {
-        b.mark(tag);
+        b.tag = parts[0].decoded.tag;
+        b.mark(b.tag);
         b.resume_exit(ExitKind::Verify);
     }
-    let cheapest = if adds.iter().any(|a| a.before.is_none()) { cheapest_place(&d.insns) } else { 0 };
-    let placed: Vec<(usize, CounterAdd)> = adds.iter().map(|a| (a.before.unwrap_or(cheapest), *a)).collect();
-    let mut open = true;
-    for (i, insn) in d.insns.iter().enumerate() {
-        b.mark(insn.ip());
-        for &(_, site) in ins.calls.iter().filter(|(at, _)| *at == i) {
-            b.clean_call(site);
+    let mut next_label = None;
+    let mut insns = 0;
+    for (i, part) in parts.iter().enumerate() {
+        if let Some(l) = next_label.take() {
+            b.e.bind(l);
         }
-        for (_, add) in placed.iter().filter(|(at, _)| *at == i) {
-            b.counter(add, flags_dead_before(&d.insns[i..]));
-        }
-        let bytes = &code[(insn.ip() - tag) as usize..(insn.next_ip() - tag) as usize];
-        open = b.instruction(insn, bytes);
+        b.follow = parts.get(i + 1).map(|n| (n.decoded.tag, b.e.label()));
+        next_label = b.follow.map(|(_, l)| l);
+        b.part(part);
+        insns += part.decoded.insns.len().max(1) as u32;
     }
-    let app_len = d.app_len();
-    if d.ends_invalid {
-        b.mark(tag + app_len);
-        b.e.bytes(&[0x0f, 0x0b]);
-    } else if open {
-        b.direct_exit_jump(tag + app_len);
-    }
-    let insns = d.insns.len().max(1) as u32;
-    b.finish(app_len.max(1) as u32, insns)
+    let app_len = parts[0].decoded.app_len().max(1) as u32;
+    b.finish(app_len, insns)
 }
 
 /// True when no instruction can observe the arithmetic flags before the first of `insns`
@@ -266,6 +336,55 @@ fn cheapest_place(insns: &[Instruction]) -> usize {
 }
 
 impl Builder<'_> {
+    /// Translates one application block (the last of the fragment when `follow` is None).
+    fn part(&mut self, src: &Source<'_>) {
+        let d = src.decoded;
+        self.tag = d.tag;
+        self.parts.push(Part { tag: d.tag, app_len: d.app_len().max(1) as u32, map_start: self.map.len() as u16 });
+        let adds = &src.insertions.adds;
+        let cheapest = if adds.iter().any(|a| a.before.is_none()) { cheapest_place(&d.insns) } else { 0 };
+        let placed: Vec<(usize, CounterAdd)> = adds.iter().map(|a| (a.before.unwrap_or(cheapest), *a)).collect();
+        let mut open = true;
+        for (i, insn) in d.insns.iter().enumerate() {
+            self.mark(insn.ip());
+            for &(_, site) in src.insertions.calls.iter().filter(|(at, _)| *at == i) {
+                self.clean_call(site);
+            }
+            for (_, add) in placed.iter().filter(|(at, _)| *at == i) {
+                self.counter(add, flags_dead_before(&d.insns[i..]));
+            }
+            let bytes = &src.code[(insn.ip() - d.tag) as usize..(insn.next_ip() - d.tag) as usize];
+            self.ip = insn.ip();
+            open = self.instruction(insn, bytes);
+        }
+        let end = d.tag + d.app_len();
+        if d.ends_invalid {
+            self.mark(end);
+            self.e.bytes(&[0x0f, 0x0b]);
+        } else if open {
+            self.goto(end);
+        }
+    }
+
+    /// Continues at application address `target` as the part's last code: falls through
+    /// into the next part of a trace when that is where it goes, else leaves through a
+    /// direct exit.
+    fn goto(&mut self, target: u64) {
+        if !matches!(self.follow, Some((next, _)) if next == target) {
+            self.direct_exit_jump(target);
+        }
+    }
+
+    /// Like `goto`, with more code of the part after it.
+    fn goto_inner(&mut self, target: u64) {
+        match self.follow {
+            Some((next, label)) if next == target => {
+                let _ = self.e.jmp_rel32_unaligned(label);
+            }
+            _ => self.direct_exit_jump(target),
+        }
+    }
+
     /// `add qword gs:[counters + offset], amount` where the flags are dead, else the same
     /// through rax and `lea`, which leave the flags alone.
     fn counter(&mut self, add: &CounterAdd, flags_dead: bool) {
@@ -319,6 +438,12 @@ impl Builder<'_> {
         let rec = ExitRecord::new(ExitKind::Direct { target });
         self.exits.push(rec);
         self.stubs.push(Some((stub, field)));
+        // Trace heads: targets of backward branches, and every exit of a trace.
+        let (next, end) = self.opts.counters;
+        let head = self.opts.trace || target <= self.ip;
+        if self.opts.trace_threshold > 0 && !self.opts.record && head && next + 8 * (self.counting.len() as u32 + 1) <= end {
+            self.counting.push((self.exits.len() - 1, next + 8 * self.counting.len() as u32));
+        }
     }
 
     /// An exit whose stub sequence is placed right here in the body.
@@ -341,7 +466,7 @@ impl Builder<'_> {
                 true
             }
             FlowControl::UnconditionalBranch => {
-                self.direct_exit_jump(insn.near_branch_target());
+                self.goto(insn.near_branch_target());
                 false
             }
             FlowControl::ConditionalBranch => {
@@ -354,7 +479,7 @@ impl Builder<'_> {
             }
             FlowControl::Call if insn.is_call_near() => {
                 self.e.push_imm64(insn.next_ip());
-                self.direct_exit_jump(insn.near_branch_target());
+                self.goto(insn.near_branch_target());
                 false
             }
             FlowControl::Return => {
@@ -382,7 +507,7 @@ impl Builder<'_> {
                 // int3 and friends trap in the cache; the signal path translates the pc.
                 self.e.bytes(bytes);
                 self.mark(insn.next_ip());
-                self.direct_exit_jump(insn.next_ip());
+                self.goto(insn.next_ip());
                 false
             }
             FlowControl::Exception | FlowControl::Call | FlowControl::XbeginXabortXend => {
@@ -460,17 +585,23 @@ impl Builder<'_> {
         let fall = insn.next_ip();
         if insn.condition_code() != ConditionCode::None && !insn.is_loopcc() && !insn.is_loop() {
             let cc = insn.condition_code() as u8 - 1;
-            let stub_taken = self.e.label();
-            let field = self.e.jcc_rel32(cc, stub_taken);
-            self.linkable(taken, stub_taken, field);
-            self.direct_exit_jump(fall);
+            // In a trace whose recorded path takes the branch, the inverse condition leaves
+            // and the taken path falls through (x86 condition codes pair up as n, n^1).
+            let (cc, leave, stay) = match self.follow {
+                Some((next, _)) if next == taken && taken != fall => (cc ^ 1, fall, taken),
+                _ => (cc, taken, fall),
+            };
+            let stub = self.e.label();
+            let field = self.e.jcc_rel32(cc, stub);
+            self.linkable(leave, stub, field);
+            self.goto(stay);
         } else {
             // loop/loopcc/jrcxz exist only as rel8: branch over the fall-through jump.
             let over = self.e.label();
             self.e.short(&bytes[..bytes.len() - 1], over);
-            self.direct_exit_jump(fall);
+            self.goto_inner(fall);
             self.e.bind(over);
-            self.direct_exit_jump(taken);
+            self.goto(taken);
         }
     }
 
@@ -492,8 +623,34 @@ impl Builder<'_> {
         }
     }
 
-    /// The in-cache lookup of the target in rax, with this block's exit on a miss.
+    /// Goes to the target in rax (the application's rax in `scratch_rax`): in a trace,
+    /// first compare it with the recorded one and fall through on a match; else (or on a
+    /// mismatch) look it up in the table.
     fn lookup(&mut self, branch: Branch) {
+        if self.opts.record {
+            // Every target of a recording copy is seen by the dispatcher.
+            self.e.store_gs(off::IBL_TARGET, 0);
+            let rec = self.record(ExitKind::Indirect(branch));
+            self.stubs.push(None);
+            self.e.mov_imm64(0, rec);
+            self.e.jmp_gs(off::FCACHE_RETURN);
+            return;
+        }
+        let Some((next, _)) = self.follow else { return self.table_lookup(branch) };
+        // rcx = target - recorded, without touching the flags.
+        self.e.store_gs(off::S_RCX, 1);
+        self.e.mov_imm64(1, next.wrapping_neg());
+        self.e.bytes(&[0x48, 0x8d, 0x0c, 0x01]); // lea rcx, [rcx + rax]
+        self.e.bytes(&[0xe3, 0x05]); // jrcxz over the jump to the mismatch path
+        let mismatch = self.e.label();
+        let _ = self.e.jmp_rel32_unaligned(mismatch);
+        self.mismatches.push((mismatch, branch));
+        self.e.load_gs(1, off::S_RCX);
+        self.e.load_gs(0, off::S_RAX);
+    }
+
+    /// The in-cache lookup of the target in rax, with this fragment's exit on a miss.
+    fn table_lookup(&mut self, branch: Branch) {
         if self.opts.count_ibl {
             self.e.store_gs(off::S_RCX, 1);
             self.e.load_gs(1, off::IBL_LOOKUPS);
@@ -509,22 +666,66 @@ impl Builder<'_> {
     }
 
     fn finish(mut self, app_len: u32, insns: u32) -> Translated {
+        for (label, branch) in std::mem::take(&mut self.mismatches) {
+            self.e.bind(label);
+            self.e.load_gs(1, off::S_RCX);
+            self.table_lookup(branch);
+        }
         let base = self.e.ip() - self.e.offset() as u64;
+        let counting = std::mem::take(&mut self.counting);
         let mut fields = Vec::with_capacity(self.exits.len());
         for (i, linkable) in std::mem::take(&mut self.stubs).into_iter().enumerate() {
-            if let Some((stub, field)) = linkable {
+            let Some((stub, field)) = linkable else { continue };
+            let mut bypass = None;
+            if let Some(&(_, counter)) = counting.iter().find(|(exit, _)| *exit == i) {
+                // The body's jump goes through the counter; the stub's own jump is the one
+                // linking patches.
                 self.e.bind(stub);
+                let count_stub = self.e.ip();
+                let target = match self.exits[i].kind {
+                    ExitKind::Direct { target } => target,
+                    _ => unreachable!("only direct exits count"),
+                };
+                let exit_stub = self.e.label();
+                let hot = self.e.label();
+                let at = off::COUNTERS + counter as usize;
+                self.e.store_gs(off::SPILL0, 1);
+                self.e.load_gs(1, at);
+                self.e.bytes(&[0x48, 0x8d, 0x49, 0x01]); // lea rcx, [rcx + 1]
+                self.e.store_gs(at, 1);
+                self.e.bytes(&[0x48, 0x8d, 0x89]); // lea rcx, [rcx - threshold]
+                self.e.bytes(&(self.opts.trace_threshold as i32).wrapping_neg().to_le_bytes());
+                self.e.short(&[0xe3], hot); // jrcxz
+                self.e.load_gs(1, off::SPILL0);
+                let field2 = self.e.jmp_rel32(exit_stub);
+                self.e.bind(hot);
+                self.e.load_gs(1, off::SPILL0);
+                let rec = ExitRecord::new(ExitKind::TraceHead { target });
+                self.e.exit_to_dispatcher(rec.address());
+                self.exits.push(rec);
+                self.e.bind(exit_stub);
+                bypass = Some((base + field as u64, count_stub));
                 let stub_addr = self.e.ip();
-                let rec = self.exits[i].address();
-                self.e.exit_to_dispatcher(rec);
-                fields.push((i, base + field as u64, stub_addr));
+                self.e.exit_to_dispatcher(self.exits[i].address());
+                fields.push((i, base + field2 as u64, stub_addr, bypass));
+                continue;
             }
+            self.e.bind(stub);
+            let stub_addr = self.e.ip();
+            let rec = self.exits[i].address();
+            self.e.exit_to_dispatcher(rec);
+            fields.push((i, base + field as u64, stub_addr, bypass));
         }
-        for (i, field, stub) in fields {
+        for (i, field, stub, bypass) in fields {
             self.exits[i].field = field;
             self.exits[i].stub = stub;
+            if let Some((bypass, count_stub)) = bypass {
+                self.exits[i].bypass = bypass;
+                self.exits[i].count_stub = count_stub;
+            }
         }
-        Translated { code: self.e.finish(), exits: self.exits, map: self.map, app_len, insns }
+        let counters = counting.len() as u32;
+        Translated { code: self.e.finish(), exits: self.exits, map: self.map, parts: self.parts, app_len, insns, counters }
     }
 }
 

@@ -259,6 +259,18 @@ impl ThreadCtx {
         table[slot] = [neg, entry];
     }
 
+    /// Points the thread's table entry for `tag`, if it has one, at `entry` (another valid
+    /// cache address for the same tag: a lookup racing with this finds either).
+    pub fn ibl_retarget(&mut self, tag: u64, entry: u64) {
+        let table = self.ibl_table();
+        let home = (tag & 0xffff) as usize;
+        let neg = tag.wrapping_neg();
+        if let Some(slot) = (home..home + IBL_MAX_PROBE).find(|&i| table[i][0] == neg) {
+            // SAFETY: an aligned u64 of the table; a volatile store so that it is one write.
+            unsafe { std::ptr::write_volatile(&mut table[slot][1], entry) };
+        }
+    }
+
     /// The thread's counter at byte `offset` of its counter area.
     pub fn counter(&self, offset: u32) -> u64 {
         assert!((offset as usize) < COUNTER_BYTES && offset % 8 == 0, "counter outside the area");

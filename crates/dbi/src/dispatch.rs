@@ -7,15 +7,17 @@ use crate::block::{self, BuildOptions, ExitKind, ExitRecord, Insertions};
 use crate::cache::CodeCache;
 use crate::code_writes::CodeWrites;
 use crate::context::ThreadCtx;
-use crate::fragments::{FragId, Fragments};
+use crate::fragments::{FragId, FragmentKind, Fragments};
 use crate::modules::Modules;
 use crate::regions::ExecRegions;
 use crate::stats::Stats;
 use crate::syscalls::{self, Brk};
 use crate::tool::{self, BlockView, CallSite, Instrument, NullTool, Output, Tool};
 use crate::tools::ToolOptions;
+use crate::traces::{self, Recording, TraceOptions, TraceStats};
 use crate::{modules, report, signals};
 use iced_x86::InstructionInfoFactory;
+use rustc_hash::FxHashMap;
 use std::ffi::CString;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Instant;
@@ -40,6 +42,8 @@ pub struct EngineOptions {
     /// Take execute permission away from the application's own code, so that any
     /// instruction run outside the cache would fault: a testing aid.
     pub strip_exec: bool,
+    /// Hot traces.
+    pub traces: TraceOptions,
 }
 
 impl EngineOptions {
@@ -54,6 +58,7 @@ impl EngineOptions {
             (self.no_follow, c"--no-follow"),
             (t.hitcount, c"--hitcount"),
             (t.per_module, c"--per-module"),
+            (!self.traces.enabled, c"--no-traces"),
         ];
         let mut out: Vec<CString> = flags.into_iter().filter(|(on, _)| *on).map(|(_, f)| f.to_owned()).collect();
         let mut valued = |flag: &str, value: &[u8]| {
@@ -67,6 +72,8 @@ impl EngineOptions {
         }
         valued("--drcov-version", t.drcov_version.to_string().as_bytes());
         valued("--top", t.top.to_string().as_bytes());
+        valued("--trace-threshold", self.traces.threshold.to_string().as_bytes());
+        valued("--trace-max-blocks", self.traces.max_blocks.to_string().as_bytes());
         // Absolute, so that a program that changed directory still writes where the user asked.
         let absolute = |p: &std::path::Path| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
         if let Some(dir) = &self.output.dir {
@@ -119,6 +126,14 @@ pub struct Engine {
     pub call_sites: Vec<Arc<CallSite>>,
     /// Writable code pages the engine watches.
     pub code_writes: CodeWrites,
+    /// Traces being recorded, by thread context.
+    pub recordings: FxHashMap<u64, Recording>,
+    /// Recording copies of blocks, by tag.
+    pub recording_copies: FxHashMap<u64, FragId>,
+    /// Tool insertions of the blocks that have any, for the traces the blocks join.
+    pub kept_insertions: FxHashMap<u64, Insertions>,
+    /// Trace counters.
+    pub trace_stats: TraceStats,
     info: InstructionInfoFactory,
 }
 
@@ -153,6 +168,10 @@ impl Engine {
             limbo: Vec::new(),
             call_sites: Vec::new(),
             code_writes: CodeWrites::default(),
+            recordings: FxHashMap::default(),
+            recording_copies: FxHashMap::default(),
+            kept_insertions: FxHashMap::default(),
+            trace_stats: TraceStats::default(),
             info: InstructionInfoFactory::new(),
         }
     }
@@ -164,58 +183,107 @@ impl Engine {
 
     /// The fragment for application address `tag`, built if needed.
     pub fn fragment_for(&mut self, tag: u64) -> Result<FragId, NoFragment> {
-        if let Some(id) = self.frags.lookup(tag) {
-            return Ok(id);
+        match self.frags.lookup(tag) {
+            Some(id) => Ok(id),
+            None => self.build(&[tag], FragmentKind::Block),
         }
-        let end = self.exec.end_of(tag).ok_or(NoFragment::NotExecutable)?;
+    }
+
+    /// The recording copy of the block at `tag` (its block is built first, so that the
+    /// tool has seen it).
+    pub fn recording_copy(&mut self, tag: u64) -> Result<FragId, NoFragment> {
+        if let Some(&id) = self.recording_copies.get(&tag) {
+            if self.frags.get(id).live {
+                return Ok(id);
+            }
+        }
+        self.fragment_for(tag)?;
+        let id = self.build(&[tag], FragmentKind::Recording)?;
+        self.recording_copies.insert(tag, id);
+        Ok(id)
+    }
+
+    /// Stitches the blocks at `tags` (in the order a thread ran them) into a trace that
+    /// takes the place of the first one's block.
+    pub fn build_trace(&mut self, tags: &[u64]) -> Result<FragId, NoFragment> {
+        self.build(tags, FragmentKind::Trace)
+    }
+
+    /// Decodes and translates the blocks at `tags` into one fragment of `kind`.
+    fn build(&mut self, tags: &[u64], kind: FragmentKind) -> Result<FragId, NoFragment> {
+        let tag = tags[0];
         let started = self.opts.stats.then(Instant::now);
-        let len = (end - tag).min(2048) as usize;
-        // SAFETY: [tag, end) is executable memory of the program (tracked from its own
-        // mapping calls), hence mapped and readable; only read here.
-        let code = unsafe { std::slice::from_raw_parts(tag as *const u8, len) };
-        let opts = BuildOptions { count_ibl: self.opts.stats, verify: self.code_writes.must_verify(tag..tag + len as u64) };
-        let decoded = block::decode(tag, code);
-        let mut ins = Insertions::default();
-        {
-            let Engine { modules, tool, next_counter, exec, call_sites, .. } = self;
-            let (segment, new) = if tool.wants_modules() { modules.segment_of(tag, exec.generation()) } else { (None, &[][..]) };
-            for s in new {
-                tool.on_module_load(s);
-            }
-            let view = BlockView { tag, insns: &decoded.insns, segment };
-            let mut calls = Vec::new();
-            tool.on_block(&view, &mut Instrument { adds: &mut ins.adds, calls: &mut calls, insns: &decoded.insns, next_counter });
-            for (before, site) in calls {
-                ins.calls.push((before, call_sites.len() as u32));
-                call_sites.push(Arc::new(site));
+        let mut decoded = Vec::with_capacity(tags.len());
+        for &t in tags {
+            let end = self.exec.end_of(t).ok_or(NoFragment::NotExecutable)?;
+            let len = (end - t).min(2048) as usize;
+            // SAFETY: [t, end) is executable memory of the program (tracked from its own
+            // mapping calls), hence mapped and readable; only read here.
+            let code = unsafe { std::slice::from_raw_parts(t as *const u8, len) };
+            decoded.push((block::decode(t, code), code));
+        }
+        let (first, code) = &decoded[0];
+        let len = code.len() as u64;
+        let mut insertions = Vec::with_capacity(tags.len());
+        if kind == FragmentKind::Block {
+            insertions.push(self.instrument(first));
+        } else {
+            for (d, _) in &decoded {
+                insertions.push(self.kept_insertions.get(&d.tag).cloned().unwrap_or_default());
             }
         }
-        let mut want = 2048;
+        // After the tool took its counters: trace-head counters come after them.
+        let traces = self.opts.traces.enabled && !self.opts.no_link;
+        let opts = BuildOptions {
+            count_ibl: self.opts.stats,
+            verify: kind == FragmentKind::Block && self.code_writes.must_verify(tag..tag + len),
+            trace_threshold: if traces { self.opts.traces.threshold } else { 0 },
+            counters: (self.next_counter, crate::context::COUNTER_BYTES as u32),
+            record: kind == FragmentKind::Recording,
+            trace: kind == FragmentKind::Trace,
+        };
+        let sources: Vec<block::Source<'_>> =
+            decoded.iter().zip(&insertions).map(|((d, code), ins)| block::Source { decoded: d, code, insertions: ins }).collect();
+        let mut want = 2048 * tags.len();
         let (place, t) = loop {
             let place = self.cache.place(tag, want).map_err(|e| NoFragment::CacheFull(e.to_string()))?;
-            let t = block::translate(&decoded, code, place.addr, &ins, opts, &mut self.info);
+            let t = block::translate_parts(&sources, place.addr, opts, &mut self.info);
             if CodeCache::fits(&place, t.code.len()) {
                 break (place, t);
             }
             want = t.code.len();
         };
+        if t.code.len() > u16::MAX as usize {
+            return Err(NoFragment::CacheFull(format!("a fragment of {} bytes", t.code.len())));
+        }
         self.cache.commit(place, &t.code);
-        self.stats.blocks += 1;
-        self.stats.app_insns += t.insns as u64;
+        self.next_counter += 8 * t.counters;
+        if kind == FragmentKind::Block {
+            self.stats.blocks += 1;
+            self.stats.app_insns += t.insns as u64;
+            traces::keep_insertions(&mut self.kept_insertions, tag, &insertions[0]);
+        }
         self.stats.cache_code += t.code.len() as u64;
         if self.opts.verbose {
             report(&format!(
-                "block {tag:#x} ({}): {} instructions, {} bytes -> {:#x}, {} bytes",
+                "{} {tag:#x} ({}): {} instructions in {} block(s) -> {:#x}, {} bytes",
+                match kind {
+                    FragmentKind::Block => "block",
+                    FragmentKind::Trace => "trace",
+                    FragmentKind::Recording => "recording copy",
+                },
                 modules::describe(tag),
                 t.insns,
-                t.app_len,
+                tags.len(),
                 place.addr,
                 t.code.len()
             ));
         }
-        self.code_writes.watch(tag..tag + t.app_len as u64);
+        if kind == FragmentKind::Block {
+            self.code_writes.watch(tag..tag + t.app_len as u64);
+        }
         let app_len = t.app_len as usize;
-        let id = self.frags.add(&mut self.cache, tag, place.addr, t);
+        let id = self.frags.add(&mut self.cache, tag, place.addr, t, kind);
         if opts.verify {
             self.frags.set_built_from(id, &code[..app_len.min(code.len())]);
         }
@@ -223,6 +291,25 @@ impl Engine {
             self.stats.build_time += t.elapsed();
         }
         Ok(id)
+    }
+
+    /// Shows a new block to the tool and collects what it inserts.
+    fn instrument(&mut self, decoded: &block::Decoded) -> Insertions {
+        let mut ins = Insertions::default();
+        let Engine { modules, tool, next_counter, exec, call_sites, .. } = self;
+        let tag = decoded.tag;
+        let (segment, new) = if tool.wants_modules() { modules.segment_of(tag, exec.generation()) } else { (None, &[][..]) };
+        for s in new {
+            tool.on_module_load(s);
+        }
+        let view = BlockView { tag, insns: &decoded.insns, segment };
+        let mut calls = Vec::new();
+        tool.on_block(&view, &mut Instrument { adds: &mut ins.adds, calls: &mut calls, insns: &decoded.insns, next_counter });
+        for (before, site) in calls {
+            ins.calls.push((before, call_sites.len() as u32));
+            call_sites.push(Arc::new(site));
+        }
+        ins
     }
 
     /// Forgets the fragments of application code in `range` (after it was unmapped or
@@ -319,7 +406,7 @@ pub(crate) extern "C" fn rewire_dispatch(ctx: *mut ThreadCtx) {
             tag
         }
         ExitKind::Indirect(_) => ctx.ibl_target,
-        ExitKind::Start { entry } => entry,
+        ExitKind::Start { entry } | ExitKind::TraceHead { target: entry } => entry,
         ExitKind::CleanCall { site } => {
             let site = engine().call_sites[site as usize].clone();
             (site.func)(&tool::evaluate(&site, ctx));
@@ -347,6 +434,11 @@ pub(crate) extern "C" fn rewire_dispatch(ctx: *mut ThreadCtx) {
     }
     if !eng.limbo.is_empty() {
         eng.reclaim();
+    }
+    if let Some(copy) = traces::step(&mut eng, ctx, &rec.kind, tag, diverted) {
+        ctx.next_pc = eng.frags.get(copy).entry;
+        ctx.in_cache = 1;
+        return;
     }
     let id = match eng.fragment_for(tag) {
         Ok(id) => id,

@@ -88,6 +88,12 @@ impl Emitter {
         self.fixup32(l)
     }
 
+    /// `jmp rel32` to `l`, never patched (so not aligned); returns the field's offset.
+    pub fn jmp_rel32_unaligned(&mut self, l: Label) -> usize {
+        self.buf.push(0xe9);
+        self.fixup32(l)
+    }
+
     /// `jcc rel32` (condition code `cc`, 0–15) to `l`, field aligned; returns the field's offset.
     pub fn jcc_rel32(&mut self, cc: u8, l: Label) -> usize {
         self.align_field(2);

@@ -3,7 +3,7 @@
 //! linked by rewriting the aligned rel32 field of its jump with one atomic store; unlinking
 //! points it back at its exit stub.
 
-use crate::block::{ExitKind, ExitRecord, Translated, LOOKUP_PREFIX};
+use crate::block::{ExitKind, ExitRecord, Part, Translated, LOOKUP_PREFIX};
 use crate::cache::CodeCache;
 use rewire_x86::emit;
 use rustc_hash::FxHashMap;
@@ -22,9 +22,13 @@ pub struct Fragment {
     pub entry: u64,
     /// Bytes of cache code.
     pub len: u32,
-    /// Application bytes it covers.
+    /// Application bytes its first block covers.
     pub app_len: u32,
     map: Box<[(u16, u16)]>,
+    /// The application blocks it holds (several for a trace).
+    pub parts: Box<[Part]>,
+    /// What it is.
+    pub kind: FragmentKind,
     /// Its exits.
     pub exits: Vec<Box<ExitRecord>>,
     /// Exits of other fragments linked to this one, as (fragment, exit index).
@@ -33,6 +37,18 @@ pub struct Fragment {
     pub live: bool,
     /// For blocks that verify themselves: the application bytes they were built from.
     pub built_from: Option<Box<[u8]>>,
+}
+
+/// The kinds of fragment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FragmentKind {
+    /// A basic block, linked and looked up by its tag.
+    Block,
+    /// A trace: hot blocks stitched together, replacing the block of its head.
+    Trace,
+    /// A copy of a block that a thread recording a trace runs: never linked, every exit
+    /// goes to the dispatcher.
+    Recording,
 }
 
 /// Counters of linking activity.
@@ -97,9 +113,10 @@ impl Fragments {
         &self.list
     }
 
-    /// Registers a block just committed at `start` and links it both ways: its direct exits
-    /// to fragments that exist, and exits waiting for its tag to it.
-    pub fn add(&mut self, cache: &mut CodeCache, tag: u64, start: u64, t: Translated) -> FragId {
+    /// Registers a block or trace just committed at `start` and links it both ways: its
+    /// direct exits to fragments that exist, and exits waiting for its tag to it. A trace
+    /// takes over its head's tag: links into the head's block are moved to it.
+    pub fn add(&mut self, cache: &mut CodeCache, tag: u64, start: u64, t: Translated, kind: FragmentKind) -> FragId {
         let entry = start + LOOKUP_PREFIX as u64;
         let id = self.list.len() as FragId;
         let mut exits = t.exits;
@@ -113,13 +130,18 @@ impl Fragments {
             len: t.code.len() as u32,
             app_len: t.app_len,
             map: t.map.into_boxed_slice(),
+            parts: t.parts.into_boxed_slice(),
+            kind,
             exits,
             incoming: Vec::new(),
             live: true,
             built_from: None,
         });
-        self.by_tag.insert(tag, id);
         self.by_cache.insert(start, id);
+        if kind == FragmentKind::Recording {
+            return id;
+        }
+        let replaced = self.by_tag.insert(tag, id);
         if self.linking {
             for i in 0..self.list[id as usize].exits.len() {
                 if let ExitKind::Direct { target } = self.list[id as usize].exits[i].kind {
@@ -134,6 +156,12 @@ impl Fragments {
                     self.link(cache, from, exit, id);
                 }
             }
+            if let Some(head) = replaced.filter(|_| kind == FragmentKind::Trace) {
+                for (from, exit) in std::mem::take(&mut self.list[head as usize].incoming) {
+                    self.list[from as usize].exits[exit as usize].linked = None;
+                    self.link(cache, from, exit, id);
+                }
+            }
         }
         id
     }
@@ -145,24 +173,33 @@ impl Fragments {
         }
         let target = self.list[to as usize].entry;
         let rec = &self.list[from as usize].exits[exit as usize];
-        if rec.field == 0 || rec.linked == Some(to) {
+        if rec.field == 0 || rec.linked == Some(to) || self.list[from as usize].kind == FragmentKind::Recording {
             return;
         }
-        let end = rec.field + 4;
-        let dest = if emit::rel32_reaches(end, target) {
-            target
-        } else {
-            // Out of reach: go through an absolute jump placed near the source.
-            let pad = emit::jmp_abs(target);
-            let Ok(place) = cache.place(rec.field, pad.len()) else { return };
-            cache.commit(place, &pad);
-            self.stats.far_links += 1;
-            place.addr
-        };
-        cache.patch_u32(rec.field, (dest.wrapping_sub(end)) as u32);
+        let (field, bypass) = (rec.field, rec.bypass);
+        let Some(dest) = self.reach(cache, field, target) else { return };
+        cache.patch_u32(field, (dest.wrapping_sub(field + 4)) as u32);
+        // An exit that counts executions of a head stops counting once the head is a trace.
+        if bypass != 0 && self.list[to as usize].kind == FragmentKind::Trace {
+            let Some(dest) = self.reach(cache, bypass, target) else { return };
+            cache.patch_u32(bypass, (dest.wrapping_sub(bypass + 4)) as u32);
+        }
         self.list[from as usize].exits[exit as usize].linked = Some(to);
         self.list[to as usize].incoming.push((from, exit));
         self.stats.links += 1;
+    }
+
+    /// Where a rel32 field at `field` must point to reach `target`: the target, or an
+    /// absolute jump placed near the field when the target is out of reach.
+    fn reach(&mut self, cache: &mut CodeCache, field: u64, target: u64) -> Option<u64> {
+        if emit::rel32_reaches(field + 4, target) {
+            return Some(target);
+        }
+        let pad = emit::jmp_abs(target);
+        let place = cache.place(field, pad.len()).ok()?;
+        cache.commit(place, &pad);
+        self.stats.far_links += 1;
+        Some(place.addr)
     }
 
     /// Points exit `exit` of fragment `from` back at its stub.
@@ -170,6 +207,9 @@ impl Fragments {
         let rec = &mut self.list[from as usize].exits[exit as usize];
         let Some(to) = rec.linked.take() else { return };
         cache.patch_u32(rec.field, rec.stub.wrapping_sub(rec.field + 4) as u32);
+        if rec.bypass != 0 {
+            cache.patch_u32(rec.bypass, rec.count_stub.wrapping_sub(rec.bypass + 4) as u32);
+        }
         self.list[to as usize].incoming.retain(|&(f, e)| (f, e) != (from, exit));
         self.stats.unlinks += 1;
     }
@@ -181,7 +221,7 @@ impl Fragments {
         let doomed: Vec<FragId> = (0..self.list.len() as FragId)
             .filter(|&id| {
                 let f = &self.list[id as usize];
-                f.live && f.tag < range.end && f.tag + f.app_len as u64 > range.start
+                f.live && f.parts.iter().any(|p| p.tag < range.end && p.tag + p.app_len as u64 > range.start)
             })
             .collect();
         for &id in &doomed {
@@ -230,7 +270,17 @@ impl Fragments {
         let off = (pc - start) as u16;
         let i = f.map.partition_point(|&(c, _)| c <= off).max(1) - 1;
         let (c, a) = f.map.get(i).copied().unwrap_or((0, 0));
-        Some((f.tag + a as u64, c == off && off as usize >= LOOKUP_PREFIX))
+        let part = f.parts.iter().rev().find(|p| p.map_start as usize <= i).or(f.parts.first());
+        let tag = part.map_or(f.tag, |p| p.tag);
+        Some((tag + a as u64, c == off && off as usize >= LOOKUP_PREFIX))
+    }
+
+    /// Whether cache address `pc` is in a live fragment.
+    pub fn live_at(&self, pc: u64) -> bool {
+        self.by_cache.range(..=pc).next_back().is_some_and(|(&start, &id)| {
+            let f = &self.list[id as usize];
+            f.live && pc < start + f.len as u64
+        })
     }
 
     /// Unlinks every exit of the fragment holding cache address `pc`, so that a thread

@@ -31,6 +31,7 @@ pub mod syscalls;
 mod threads;
 pub mod tool;
 pub mod tools;
+pub mod traces;
 
 pub use dispatch::EngineOptions;
 pub use error::RunError;

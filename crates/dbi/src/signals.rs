@@ -249,6 +249,12 @@ pub(crate) extern "C" fn rewire_on_signal(sig: i32, info: *mut libc::siginfo_t, 
         if let Some(e) = eng.as_mut() {
             if let Some(page) = e.code_writes.write_fault(fault_addr) {
                 e.invalidate(page);
+                // The write came from a fragment built from that very page (a trace that
+                // inlined the code it rewrites): run it again from a fresh block, so that
+                // nothing stale runs after it.
+                if let Some((app, true)) = e.frags.translate_point(pc).filter(|_| !e.frags.live_at(pc)) {
+                    redirect(current_ctx(), uc, app);
+                }
                 return;
             }
         }
@@ -278,12 +284,7 @@ pub(crate) extern "C" fn rewire_on_signal(sig: i32, info: *mut libc::siginfo_t, 
     ctx.signals().record(sig, info);
     match in_cache {
         // At an instruction boundary (or faulting there): the state is the program's.
-        Some((app, clean)) if clean || kernel_fault => {
-            ctx.scratch_rax = uc.uc_mcontext.gregs[libc::REG_RAX as usize] as u64;
-            ctx.ibl_target = app;
-            uc.uc_mcontext.gregs[libc::REG_RAX as usize] = crate::dispatch::redirect_record() as i64;
-            uc.uc_mcontext.gregs[libc::REG_RIP as usize] = arch::fcache_return_address() as i64;
-        }
+        Some((app, clean)) if clean || kernel_fault => redirect(ctx, uc, app),
         _ if kernel_fault => {
             report(&format!("internal error: {} at {pc:#x} ({}) outside program code", signal_name(sig), modules::describe(pc)));
             drop(eng);
@@ -299,6 +300,15 @@ pub(crate) extern "C" fn rewire_on_signal(sig: i32, info: *mut libc::siginfo_t, 
             }
         }
     }
+}
+
+/// Makes the interrupted thread, stopped at the start of the translation of application
+/// instruction `app`, continue there through the dispatcher.
+fn redirect(ctx: &mut ThreadCtx, uc: &mut libc::ucontext_t, app: u64) {
+    ctx.scratch_rax = uc.uc_mcontext.gregs[libc::REG_RAX as usize] as u64;
+    ctx.ibl_target = app;
+    uc.uc_mcontext.gregs[libc::REG_RAX as usize] = crate::dispatch::redirect_record() as i64;
+    uc.uc_mcontext.gregs[libc::REG_RIP as usize] = arch::fcache_return_address() as i64;
 }
 
 /// `mcontext` general-register slots and the engine's register numbers.

@@ -80,6 +80,16 @@ pub fn report(engine: &Engine, lookups: u64) -> Vec<String> {
             100.0 * hits as f64 / lookups as f64
         ));
     }
+    let t = &engine.trace_stats;
+    if engine.opts.traces.enabled {
+        out.push(format!(
+            "traces: {} built, {:.1} blocks on average, {} hot heads, {} recordings given up",
+            t.built,
+            if t.built > 0 { t.blocks as f64 / t.built as f64 } else { 0.0 },
+            t.hot_heads,
+            t.aborted
+        ));
+    }
     out.push(format!("block building: {:.3} ms, {:.0} blocks/s", secs * 1e3, if secs > 0.0 { s.blocks as f64 / secs } else { 0.0 }));
     out
 }

@@ -13,6 +13,17 @@ use iced_x86::Instruction;
 use std::io::Write;
 use std::path::PathBuf;
 
+/// A trace: blocks that ran one after the other, stitched into one fragment. The
+/// instrumentation tools inserted into the blocks is part of it; tools do not see its blocks
+/// again through `on_block`.
+#[derive(Debug)]
+pub struct TraceView<'a> {
+    /// Its head (the first block's tag).
+    pub head: u64,
+    /// Tags of its blocks, in order (so far, while it is being recorded).
+    pub blocks: &'a [u64],
+}
+
 /// A per-thread 8-byte counter in every thread's counter area; totals are summed over the
 /// threads at exit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -231,6 +242,13 @@ pub trait Tool: Send + std::fmt::Debug {
     }
     /// A block is being built: look at it, ask for counters.
     fn on_block(&mut self, _block: &BlockView<'_>, _instrument: &mut Instrument<'_>) {}
+    /// A trace is being recorded and the thread goes to `next`: return true to end the
+    /// trace before it.
+    fn end_trace_before(&mut self, _trace: &TraceView<'_>, _next: u64) -> bool {
+        false
+    }
+    /// A trace was built (with its component blocks).
+    fn on_trace(&mut self, _trace: &TraceView<'_>) {}
     /// A system call is about to run. The tool may change its arguments, or skip it by
     /// returning the result the program gets instead.
     fn on_syscall(&mut self, _call: &mut Syscall) -> Option<u64> {

@@ -103,6 +103,16 @@ struct RunArgs {
     /// Log every block as it is built (address, module+offset, sizes).
     #[arg(long)]
     verbose: bool,
+    /// Executions of a trace head (a backward branch's target, or an exit of a trace)
+    /// before the blocks that follow it are stitched into a trace.
+    #[arg(long, default_value_t = 50, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    trace_threshold: u32,
+    /// Most blocks in one trace.
+    #[arg(long, default_value_t = 128, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1024))]
+    trace_max_blocks: u32,
+    /// Run basic blocks only: build no traces.
+    #[arg(long)]
+    no_traces: bool,
     /// `argv[0]` for the program (default: PROGRAM as given).
     #[arg(long, value_name = "NAME")]
     argv0: Option<OsString>,
@@ -202,6 +212,11 @@ fn run(args: RunArgs) -> anyhow::Result<u8> {
             no_link: args.no_link,
             strip_exec: args.strip_exec,
             no_follow: args.no_follow,
+            traces: rewire_dbi::traces::TraceOptions {
+                enabled: !args.no_traces,
+                threshold: args.trace_threshold,
+                max_blocks: args.trace_max_blocks,
+            },
         },
     };
     match rewire_dbi::run(opts) {

@@ -91,6 +91,7 @@ const MODES: &[&str] = &[
     "threads",
     "gs",
     "loops",
+    "hot",
     "signals",
     "dlopen",
     "spawn",
@@ -222,6 +223,37 @@ fn unlinked_exits_through_the_dispatcher_give_the_same_results() {
     for mode in ["switch", "longjmp", "tls"] {
         same(&["--no-link"], &[cases()[0].to_str().unwrap(), mode], b"");
     }
+}
+
+/// Traces change how the cache runs the program, never what it does: the compiled cases, the
+/// machine's core programs and the shared list give the same results with traces built at
+/// the first execution of every head and with no traces at all.
+#[test]
+fn traces_everywhere_or_nowhere_give_the_same_results() {
+    for options in [&["--trace-threshold", "1"][..], &["--no-traces"]] {
+        for exe in cases() {
+            for mode in MODES {
+                let out = same(options, &[exe.to_str().unwrap(), mode], b"");
+                assert_eq!(out.code, Some(0), "{exe:?} {mode} with {options:?}");
+            }
+        }
+        same(options, &["sort", "-r", "/etc/services"], b"");
+        same(options, &["/usr/bin/python3.11", "-c", "import json,re; print(json.dumps(re.findall(r'[a-z]+', 'a bc def')))"], b"");
+        same(options, &["bash", "-c", "gzip -c /etc/services | gzip -dc | md5sum; x=$(ls /usr | wc -l); echo $x"], b"");
+    }
+}
+
+#[test]
+fn hot_loops_indirect_calls_and_switches_become_traces() {
+    for exe in cases() {
+        let (out, err) = under(&["--stats"], &[exe.to_str().unwrap(), "hot"], b"");
+        assert_eq!(out, native(&[exe.to_str().unwrap(), "hot"], b""), "{err}");
+        let line = err.lines().find(|l| l.starts_with("rewire: traces: ")).expect(&err);
+        let built: u64 = line["rewire: traces: ".len()..].split(' ').next().unwrap().parse().unwrap();
+        assert!(built >= 3, "{line}");
+    }
+    let (_, err) = under(&["--stats", "--no-traces"], &[cases()[0].to_str().unwrap(), "hot"], b"");
+    assert!(!err.contains("traces: "), "{err}");
 }
 
 #[test]

@@ -337,3 +337,51 @@ fn each_process_writes_its_own_coverage_file() {
         assert!(!d.blocks.is_empty(), "{n}");
     }
 }
+
+/// inscount of the loop program, inscount of `ls`, drcov blocks, hit counts.
+type ToolResults = (String, String, Vec<(u32, u16, u16)>, String);
+
+/// Tool results do not depend on traces: the same instruction counts, the same covered
+/// blocks and hit counts with traces built at once, by default, and without traces.
+#[test]
+fn tool_results_are_the_same_with_and_without_traces() {
+    let program = cc(LOOP, "loop-traces", &[]);
+    let modes: [&[&str]; 3] = [&[], &["--trace-threshold", "1"], &["--no-traces"]];
+    let results: Vec<ToolResults> = modes
+        .iter()
+        .enumerate()
+        .map(|(i, mode)| {
+            let run = |tool_args: &[&str], argv: &[&str]| {
+                let mut args = vec!["run"];
+                args.extend_from_slice(tool_args);
+                args.extend_from_slice(mode);
+                args.push("--");
+                args.extend_from_slice(argv);
+                let out = rewire(&args);
+                assert!(out.status.code().is_some(), "{args:?}");
+                String::from_utf8_lossy(&out.stderr).into_owned()
+            };
+            let count = |argv: &[&str]| {
+                run(&["-t", "inscount"], argv).lines().find(|l| l.starts_with("rewire: instructions: ")).unwrap().to_string()
+            };
+            let loop_count = count(&[program.to_str().unwrap(), "100000"]);
+            let ls_count = count(&["ls", "/usr"]);
+            let dir = scratch(&format!("traces-cov-{i}"));
+            run(&["-t", "cov", "--hitcount", "-o", dir.to_str().unwrap()], &[program.to_str().unwrap(), "5000"]);
+            let files: Vec<PathBuf> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()).collect();
+            let drcov = files.iter().find(|p| p.extension().is_some_and(|e| e == "log")).expect("drcov file");
+            let mut blocks = parse_drcov(&std::fs::read(drcov).unwrap()).blocks;
+            blocks.sort();
+            let hits_file = files.iter().find(|p| p.to_str().unwrap().ends_with(".hits.txt")).expect("hits file");
+            let mut hits: Vec<String> = std::fs::read_to_string(hits_file).unwrap().lines().map(str::to_string).collect();
+            hits.sort();
+            (loop_count, ls_count, blocks, hits.join("\n"))
+        })
+        .collect();
+    for (mode, r) in modes.iter().zip(&results).skip(1) {
+        assert_eq!(r.0, results[0].0, "inscount of the loop with {mode:?}");
+        assert_eq!(r.1, results[0].1, "inscount of ls with {mode:?}");
+        assert_eq!(r.2, results[0].2, "covered blocks with {mode:?}");
+        assert_eq!(r.3, results[0].3, "hit counts with {mode:?}");
+    }
+}

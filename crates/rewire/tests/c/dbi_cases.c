@@ -242,6 +242,15 @@ int main(int argc, char **argv) {
         __asm__ volatile("1: incq %0\n\tloop 1b" : "+r"(n), "+c"(rcx));
         __asm__ volatile("xorl %%ecx, %%ecx\n\tjrcxz 2f\n\tjmp 3f\n2: movq $1, %0\n3:" : "=r"(zero_taken) : : "rcx");
         printf("loops %ld %ld %ld\n", n, rcx, zero_taken);
+    } else if (!strcmp(mode, "hot")) {
+        // Nested loops around a hot indirect call and a hot switch: trace material.
+        long s = 0;
+        for (int i = 0; i < 300; i++)
+            for (int j = 0; j < 200; j++) {
+                s = ops[(i + j) % 3](s, j) & 0xffffff;
+                s += jump_table(i * j);
+            }
+        printf("hot %ld\n", s);
     } else if (!strcmp(mode, "signals")) {
         // A SIGSEGV handler that siglongjmps out, three times.
         struct sigaction sa = {0};

@@ -1,0 +1,138 @@
+//! Hot traces, next-executing-tail style: exits to trace heads (targets of backward
+//! branches, and every exit of a trace) count their executions in the cache; when a count
+//! reaches the threshold the thread records the blocks it runs next, one recording copy at
+//! a time through the dispatcher, and the sequence is stitched into one trace fragment that
+//! replaces the head's block.
+
+use crate::block::{ExitKind, Insertions};
+use crate::context::ThreadCtx;
+use crate::dispatch::{Engine, NoFragment};
+use crate::fragments::{FragId, FragmentKind};
+use crate::tool::TraceView;
+
+/// Trace settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TraceOptions {
+    /// Build traces at all.
+    pub enabled: bool,
+    /// Executions of a head before its trace is recorded.
+    pub threshold: u32,
+    /// Most blocks in one trace.
+    pub max_blocks: u32,
+}
+
+impl Default for TraceOptions {
+    fn default() -> TraceOptions {
+        TraceOptions { enabled: true, threshold: 50, max_blocks: 128 }
+    }
+}
+
+/// Most application bytes in one trace (keeps its cache code within 16-bit offsets).
+const MAX_TRACE_APP_BYTES: u32 = 6 * 1024;
+
+/// A trace being recorded by one thread.
+#[derive(Debug)]
+pub struct Recording {
+    /// The blocks run so far, the head first.
+    pub tags: Vec<u64>,
+    app_bytes: u32,
+}
+
+/// Trace counters for `--stats`.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct TraceStats {
+    /// Traces built.
+    pub built: u64,
+    /// Blocks in them.
+    pub blocks: u64,
+    /// Recordings given up (a signal, a block that cannot join a trace).
+    pub aborted: u64,
+    /// Head counters that fired.
+    pub hot_heads: u64,
+}
+
+/// Why recording stops before `next`.
+fn ends_before(eng: &mut Engine, rec: &Recording, exit: &ExitKind, next: u64) -> bool {
+    let last = *rec.tags.last().expect("a recording holds its head");
+    let backward = matches!(exit, ExitKind::Direct { target } if *target <= last);
+    let is_trace = eng.frags.lookup(next).is_some_and(|id| eng.frags.get(id).kind == FragmentKind::Trace);
+    !matches!(exit, ExitKind::Direct { .. } | ExitKind::Indirect(_))
+        || backward
+        || next == rec.tags[0]
+        || is_trace
+        || rec.tags.len() >= eng.opts.traces.max_blocks as usize
+        || rec.app_bytes >= MAX_TRACE_APP_BYTES
+        || eng.code_writes.must_verify(next..next + 1)
+        || eng.tool.end_trace_before(&TraceView { head: rec.tags[0], blocks: &rec.tags }, next)
+}
+
+/// The dispatcher's trace work for a thread about to continue at `next` after `exit`
+/// (`diverted` when a signal handler runs first). Returns the recording copy to run when
+/// the thread is recording, `None` to continue normally.
+pub fn step(eng: &mut Engine, ctx: &ThreadCtx, exit: &ExitKind, next: u64, diverted: bool) -> Option<FragId> {
+    if !eng.opts.traces.enabled || eng.opts.no_link {
+        return None;
+    }
+    let me = ctx as *const ThreadCtx as u64;
+    if let Some(rec) = eng.recordings.remove(&me) {
+        if diverted {
+            eng.trace_stats.aborted += 1;
+        } else if ends_before(eng, &rec, exit, next) {
+            install(eng, rec);
+        } else {
+            return record(eng, me, rec, next);
+        }
+        return None;
+    }
+    if let ExitKind::TraceHead { target } = *exit {
+        eng.trace_stats.hot_heads += 1;
+        let has_trace = eng.frags.lookup(target).is_some_and(|id| eng.frags.get(id).kind == FragmentKind::Trace);
+        if !diverted && !has_trace && !eng.code_writes.must_verify(target..target + 1) {
+            return record(eng, me, Recording { tags: Vec::new(), app_bytes: 0 }, target);
+        }
+    }
+    None
+}
+
+/// Adds `next` to the recording and returns its recording copy.
+fn record(eng: &mut Engine, me: u64, mut rec: Recording, next: u64) -> Option<FragId> {
+    let copy = match eng.recording_copy(next) {
+        Ok(id) => id,
+        Err(_) => {
+            eng.trace_stats.aborted += 1;
+            if !rec.tags.is_empty() {
+                install(eng, rec);
+            }
+            return None;
+        }
+    };
+    rec.app_bytes += eng.frags.get(copy).app_len;
+    rec.tags.push(next);
+    eng.recordings.insert(me, rec);
+    Some(copy)
+}
+
+/// Builds the recorded trace and puts it in place of its head's block.
+fn install(eng: &mut Engine, rec: Recording) {
+    match eng.build_trace(&rec.tags) {
+        Ok(id) => {
+            eng.trace_stats.built += 1;
+            eng.trace_stats.blocks += rec.tags.len() as u64;
+            let entry = eng.frags.get(id).lookup_entry();
+            for &c in &eng.contexts {
+                // SAFETY: registered contexts are live; only the target half of a matching
+                // slot is replaced, by an entry that is valid as well.
+                unsafe { &mut *(c as *mut ThreadCtx) }.ibl_retarget(rec.tags[0], entry);
+            }
+            eng.tool.on_trace(&TraceView { head: rec.tags[0], blocks: &rec.tags });
+        }
+        Err(NoFragment::NotExecutable | NoFragment::CacheFull(_)) => eng.trace_stats.aborted += 1,
+    }
+}
+
+/// The insertions a tool made in a block, kept for the traces it may join.
+pub fn keep_insertions(store: &mut rustc_hash::FxHashMap<u64, Insertions>, tag: u64, ins: &Insertions) {
+    if !ins.adds.is_empty() || !ins.calls.is_empty() {
+        store.insert(tag, ins.clone());
+    }
+}
