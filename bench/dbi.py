@@ -73,27 +73,36 @@ def main():
     ap.add_argument("-n", type=int, default=3)
     ap.add_argument("-w", default="")
     ap.add_argument("--rewire", default=shutil.which("rewire") or os.path.join(os.path.dirname(__file__), "../target/release/rewire"))
+    ap.add_argument("--no-baseline", action="store_true", help="skip the column without traces")
     ap.add_argument("extra", nargs="*")
     a = ap.parse_args()
     workloads = prepare()
     names = a.w.split(",") if a.w else list(workloads)
-    prefix = [a.rewire, "run", *a.extra, "--"]
-    print(f"{'workload':10} {'native s':>9} {'ratio':>7} {'MiB':>6} {'native MiB':>10} same")
-    ratios = []
+    variants = [("traces", [a.rewire, "run", *a.extra, "--"])]
+    if not a.no_baseline:
+        variants.append(("no traces", [a.rewire, "run", "--no-traces", *a.extra, "--"]))
+    print(f"{'workload':10} {'native s':>9} {'native MiB':>10} " + " ".join(f"{v + ' ratio':>16} {'MiB':>6} same" for v, _ in variants))
+    ratios = {v: [] for v, _ in variants}
     for name in names:
         argv = workloads[name].split()
-        nat, rew = [], []
+        nat, runs = [], {v: [] for v, _ in variants}
         for _ in range(a.n):
             nat.append(run(argv))
-            rew.append(run(prefix + argv))
-        same = all(r[2] == nat[0][2] and r[3] == nat[0][3] for r in rew)
-        ratio = statistics.median(r[0] / n[0] for n, r in zip(nat, rew))
-        if same:
-            ratios.append(ratio)
-        print(f"{name:10} {statistics.median(n[0] for n in nat):9.3f} {ratio:7.2f} {max(r[1] for r in rew):6.0f} "
-              f"{max(n[1] for n in nat):10.0f} {'yes' if same else 'NO'}", flush=True)
-    geo = math.exp(sum(map(math.log, ratios)) / len(ratios)) if ratios else float("nan")
-    print(f"geometric mean ratio {geo:.3f} over {len(ratios)} matching workloads of {len(names)}")
+            for v, prefix in variants:
+                runs[v].append(run(prefix + argv))
+        cells = []
+        for v, _ in variants:
+            rew = runs[v]
+            same = all(r[2] == nat[0][2] and r[3] == nat[0][3] for r in rew)
+            ratio = statistics.median(r[0] / n[0] for n, r in zip(nat, rew))
+            if same:
+                ratios[v].append(ratio)
+            cells.append(f"{ratio:16.2f} {max(r[1] for r in rew):6.0f} {'yes ' if same else 'NO  '}")
+        print(f"{name:10} {statistics.median(n[0] for n in nat):9.3f} {max(n[1] for n in nat):10.0f} " + " ".join(cells), flush=True)
+    for v, _ in variants:
+        r = ratios[v]
+        geo = math.exp(sum(map(math.log, r)) / len(r)) if r else float("nan")
+        print(f"{v}: geometric mean ratio {geo:.3f} over {len(r)} matching workloads of {len(names)}")
 
 
 if __name__ == "__main__":
