@@ -290,7 +290,6 @@ pub fn translate_parts(parts: &[Source<'_>], at: u64, opts: BuildOptions, info: 
     b.e.load_gs(1, off::S_RCX);
     debug_assert_eq!(b.e.offset(), LOOKUP_PREFIX);
     if opts.verify {
-        b.tag = parts[0].decoded.tag;
         b.mark(b.tag);
         b.resume_exit(ExitKind::Verify);
     }
@@ -630,11 +629,7 @@ impl Builder<'_> {
         if self.opts.record {
             // Every target of a recording copy is seen by the dispatcher.
             self.e.store_gs(off::IBL_TARGET, 0);
-            let rec = self.record(ExitKind::Indirect(branch));
-            self.stubs.push(None);
-            self.e.mov_imm64(0, rec);
-            self.e.jmp_gs(off::FCACHE_RETURN);
-            return;
+            return self.indirect_exit(branch);
         }
         let Some((next, _)) = self.follow else { return self.table_lookup(branch) };
         // rcx = target - recorded, without touching the flags.
@@ -659,6 +654,12 @@ impl Builder<'_> {
             self.e.load_gs(1, off::S_RCX);
         }
         self.e.bytes(arch::ibl_template());
+        self.indirect_exit(branch);
+    }
+
+    /// Leaves for the dispatcher with the target in `ibl_target` and the application's rax
+    /// in `scratch_rax` (the state a lookup miss leaves).
+    fn indirect_exit(&mut self, branch: Branch) {
         let rec = self.record(ExitKind::Indirect(branch));
         self.stubs.push(None);
         self.e.mov_imm64(0, rec);

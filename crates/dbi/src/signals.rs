@@ -23,12 +23,14 @@ const FAULT_SIGNALS: [i32; 5] = [libc::SIGSEGV, libc::SIGBUS, libc::SIGILL, libc
 const DEFAULT_IGNORED: [i32; 4] = [libc::SIGCHLD, libc::SIGURG, libc::SIGWINCH, libc::SIGCONT];
 /// si_code of a SIGSEGV for an access the page protection forbids.
 const SEGV_ACCERR: i32 = 2;
-const SA_NODEFER: u64 = 0x4000_0000;
-const SA_RESETHAND: u64 = 0x8000_0000;
-const SA_ONSTACK: u64 = 0x0800_0000;
-const SA_RESTART: u64 = 0x1000_0000;
 /// RFLAGS bits a signal return may change (CF PF AF ZF SF TF DF OF AC… as the kernel's FIX_EFLAGS).
 const USER_FLAGS: u64 = 0x0004_0dd5;
+
+/// Whether `sa_flags` (as `rt_sigaction` takes them) hold `flag` (libc's `SA_*`, a C int:
+/// SA_RESETHAND is its sign bit).
+fn has_flag(flags: u64, flag: i32) -> bool {
+    flags & u64::from(flag as u32) != 0
+}
 
 /// The program's dispositions (`struct sigaction` as `rt_sigaction` takes it: handler,
 /// flags, restorer, mask), readable from the signal handler without locks.
@@ -373,7 +375,7 @@ pub fn deliver_pending(ctx: &mut ThreadCtx, tag: u64) -> u64 {
     }
     let mut pc = tag;
     if let Some((nr, at)) = interrupted {
-        if at + 2 == tag && act[1] & SA_RESTART != 0 && restartable(nr) {
+        if at + 2 == tag && has_flag(act[1], libc::SA_RESTART) && restartable(nr) {
             pc = at;
             ctx.regs.gpr[reg::RAX] = nr;
         }
@@ -386,11 +388,11 @@ pub fn deliver_pending(ctx: &mut ThreadCtx, tag: u64) -> u64 {
         }
     };
     let mut mask = selecting | act[3];
-    if act[1] & SA_NODEFER == 0 {
+    if !has_flag(act[1], libc::SA_NODEFER) {
         mask |= mask_of(sig);
     }
     sigprocmask(libc::SIG_SETMASK, Some(mask));
-    if act[1] & SA_RESETHAND != 0 {
+    if has_flag(act[1], libc::SA_RESETHAND) {
         set_action(sig as usize, [SIG_DFL, 0, 0, 0]);
         if !FAULT_SIGNALS.contains(&sig) {
             kernel_default(sig as usize);
@@ -436,8 +438,11 @@ fn build_frame(ctx: &mut ThreadCtx, sig: i32, info: &[u8; 128], act: &[u64; 4], 
     unsafe { syscall6(libc::SYS_sigaltstack as u64, [0, &raw mut ss as u64, 0, 0, 0, 0]) };
     let ss_lo = ss.ss_sp as u64;
     let on_alt = ss.ss_flags & libc::SS_DISABLE == 0 && rsp > ss_lo && rsp <= ss_lo + ss.ss_size as u64;
-    let top =
-        if act[1] & SA_ONSTACK != 0 && ss.ss_flags & libc::SS_DISABLE == 0 && !on_alt { ss_lo + ss.ss_size as u64 } else { rsp - 128 };
+    let top = if has_flag(act[1], libc::SA_ONSTACK) && ss.ss_flags & libc::SS_DISABLE == 0 && !on_alt {
+        ss_lo + ss.ss_size as u64
+    } else {
+        rsp - 128
+    };
     let xsave_len = arch::xsave_size().min(XSAVE_MAX) as u64;
     let fp = (top - xsave_len) & !63;
     if !appmem::write_stack(fp, &ctx.xsave_bytes()[..xsave_len as usize]) {

@@ -5,16 +5,6 @@
 use crate::loader::{random_bytes, Loaded};
 use std::ffi::CString;
 
-const AT_NULL: u64 = 0;
-const AT_PHDR: u64 = 3;
-const AT_PHENT: u64 = 4;
-const AT_PHNUM: u64 = 5;
-const AT_BASE: u64 = 7;
-const AT_FLAGS: u64 = 8;
-const AT_ENTRY: u64 = 9;
-const AT_PLATFORM: u64 = 15;
-const AT_RANDOM: u64 = 25;
-const AT_EXECFN: u64 = 31;
 /// Size of an ELF64 program header.
 const PHENT_SIZE: u64 = 56;
 
@@ -34,7 +24,7 @@ fn own_auxv() -> Vec<(u64, u64)> {
     let raw = std::fs::read("/proc/self/auxv").unwrap_or_default();
     raw.chunks_exact(16)
         .map(|c| (u64::from_le_bytes(c[..8].try_into().expect("8 bytes")), u64::from_le_bytes(c[8..].try_into().expect("8 bytes"))))
-        .take_while(|&(t, _)| t != AT_NULL)
+        .take_while(|&(t, _)| t != libc::AT_NULL)
         .collect()
 }
 
@@ -71,15 +61,15 @@ pub unsafe fn build(top: u64, loaded: &Loaded, envp: &[CString]) -> InitialStack
         Some(entry) => entry.1 = v,
         None => auxv.push((t, v)),
     };
-    set(AT_PHDR, loaded.program.phdr);
-    set(AT_PHENT, PHENT_SIZE);
-    set(AT_PHNUM, loaded.program.phnum);
-    set(AT_BASE, loaded.interp.as_ref().map_or(0, |i| i.bias));
-    set(AT_FLAGS, 0);
-    set(AT_ENTRY, loaded.program.entry);
-    set(AT_PLATFORM, at(platform_off));
-    set(AT_RANDOM, random_at);
-    set(AT_EXECFN, at(execfn_off));
+    set(libc::AT_PHDR, loaded.program.phdr);
+    set(libc::AT_PHENT, PHENT_SIZE);
+    set(libc::AT_PHNUM, loaded.program.phnum);
+    set(libc::AT_BASE, loaded.interp.as_ref().map_or(0, |i| i.bias));
+    set(libc::AT_FLAGS, 0);
+    set(libc::AT_ENTRY, loaded.program.entry);
+    set(libc::AT_PLATFORM, at(platform_off));
+    set(libc::AT_RANDOM, random_at);
+    set(libc::AT_EXECFN, at(execfn_off));
 
     let mut table: Vec<u64> = vec![loaded.argv.len() as u64];
     table.extend(arg_offs.iter().map(|&o| at(o)));
@@ -89,7 +79,7 @@ pub unsafe fn build(top: u64, loaded: &Loaded, envp: &[CString]) -> InitialStack
     for (t, v) in &auxv {
         table.extend([*t, *v]);
     }
-    table.extend([AT_NULL, 0]);
+    table.extend([libc::AT_NULL, 0]);
     let sp = (random_at - table.len() as u64 * 8) & !15;
 
     // SAFETY: per the contract, [sp, top) is ours to write; the three pieces do not overlap
