@@ -3,7 +3,7 @@
 //! iced-x86 encoding for instructions placed at a new address.
 
 use crate::context::off;
-use iced_x86::{Encoder, Instruction};
+use iced_x86::{Encoder, Instruction, OpKind};
 
 /// A position in the code, bound once.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -27,7 +27,8 @@ pub struct Emitter {
     fixups: Vec<Fixup>,
     /// 8-byte constants placed after the code, with the labels that address them.
     constants: Vec<(Label, u64)>,
-    encoder: Encoder,
+    /// Created on first use: most blocks need none.
+    encoder: Option<Encoder>,
 }
 
 /// Why an instruction could not be placed.
@@ -40,10 +41,10 @@ impl Emitter {
         Emitter {
             base,
             buf: Vec::with_capacity(256),
-            labels: Vec::new(),
-            fixups: Vec::new(),
+            labels: Vec::with_capacity(8),
+            fixups: Vec::with_capacity(8),
             constants: Vec::new(),
-            encoder: Encoder::new(64),
+            encoder: None,
         }
     }
 
@@ -184,8 +185,34 @@ impl Emitter {
         if insn.is_ip_rel_memory_operand() && insn.ip_rel_memory_address().abs_diff(ip) >= (1 << 31) - 64 {
             return Err(EncodeError);
         }
-        self.encoder.encode(insn, ip).map_err(|_| EncodeError)?;
-        self.buf.extend_from_slice(&self.encoder.take_buffer());
+        let encoder = self.encoder.get_or_insert_with(|| Encoder::new(64));
+        encoder.encode(insn, ip).map_err(|_| EncodeError)?;
+        let mut out = encoder.take_buffer();
+        self.buf.extend_from_slice(&out);
+        out.clear();
+        encoder.set_buffer(out);
+        Ok(())
+    }
+
+    /// Copies `bytes`, the encoding of the RIP-relative `insn`, to the current address with
+    /// its displacement re-aimed at the same memory: no re-encoding when the displacement's
+    /// place is known (it ends 4 bytes before the immediates, and must hold the original
+    /// displacement); else as [`Emitter::encode`].
+    pub fn copy_rip_relative(&mut self, insn: &Instruction, bytes: &[u8]) -> Result<(), EncodeError> {
+        let Some(at) = bytes.len().checked_sub(4 + immediate_bytes(insn)) else { return self.encode(insn) };
+        let original = i32::from_le_bytes(bytes[at..at + 4].try_into().expect("4 bytes"));
+        let target = insn.ip_rel_memory_address();
+        if target.wrapping_sub(insn.next_ip()) as i64 != original as i64 {
+            return self.encode(insn);
+        }
+        let end = self.ip() + bytes.len() as u64;
+        if target.abs_diff(end) >= (1 << 31) - 64 {
+            return Err(EncodeError);
+        }
+        let disp = target.wrapping_sub(end) as i32;
+        self.buf.extend_from_slice(&bytes[..at]);
+        self.buf.extend_from_slice(&disp.to_le_bytes());
+        self.buf.extend_from_slice(&bytes[at + 4..]);
         Ok(())
     }
 
@@ -210,5 +237,52 @@ impl Emitter {
             }
         }
         self.buf
+    }
+}
+
+/// Bytes of immediate operands at the end of `insn`'s encoding.
+fn immediate_bytes(insn: &Instruction) -> usize {
+    (0..insn.op_count())
+        .map(|i| match insn.op_kind(i) {
+            OpKind::Immediate8 | OpKind::Immediate8_2nd | OpKind::Immediate8to16 | OpKind::Immediate8to32 | OpKind::Immediate8to64 => 1,
+            OpKind::Immediate16 => 2,
+            OpKind::Immediate32 | OpKind::Immediate32to64 => 4,
+            OpKind::Immediate64 => 8,
+            _ => 0,
+        })
+        .sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use iced_x86::{Decoder, DecoderOptions};
+
+    /// RIP-relative instructions copied 1 GiB away still address the same memory, with
+    /// their immediates intact (SSE, AVX-512, an imm8 and an imm32 after the displacement).
+    #[test]
+    fn rip_relative_copies_keep_their_target_and_immediates() {
+        let cases: &[&[u8]] = &[
+            &[0x48, 0x8b, 0x05, 0x10, 0x20, 0x00, 0x00],                         // mov rax, [rip+0x2010]
+            &[0x83, 0x3d, 0xf0, 0xff, 0xff, 0xff, 0x05],                         // cmp dword [rip-0x10], 5
+            &[0x48, 0xc7, 0x05, 0x00, 0x01, 0x00, 0x00, 0x78, 0x56, 0x34, 0x12], // mov qword [rip+0x100], 0x12345678
+            &[0x66, 0x0f, 0x6f, 0x05, 0x40, 0x00, 0x00, 0x00],                   // movdqa xmm0, [rip+0x40]
+            &[0x62, 0xf1, 0x7c, 0x48, 0x28, 0x05, 0x00, 0x10, 0x00, 0x00],       // vmovaps zmm0, [rip+0x1000]
+            &[0x66, 0x0f, 0x3a, 0x0f, 0x05, 0x08, 0x00, 0x00, 0x00, 0x04],       // palignr xmm0, [rip+8], 4
+        ];
+        let (from, to) = (0x5555_0000_1000u64, 0x5555_4000_0000u64);
+        for bytes in cases {
+            let insn = Decoder::with_ip(64, bytes, from, DecoderOptions::NONE).decode();
+            assert!(insn.is_ip_rel_memory_operand(), "{insn}");
+            let mut e = Emitter::new(to);
+            e.copy_rip_relative(&insn, bytes).unwrap();
+            let out = e.finish();
+            let moved = Decoder::with_ip(64, &out, to, DecoderOptions::NONE).decode();
+            assert_eq!(out.len(), bytes.len(), "{insn}");
+            // The formatted form shows the absolute target and every immediate.
+            assert_eq!(moved.to_string(), insn.to_string());
+        }
+        let far = Decoder::with_ip(64, cases[0], from, DecoderOptions::NONE).decode();
+        assert!(Emitter::new(from + (3u64 << 30)).copy_rip_relative(&far, cases[0]).is_err());
     }
 }
