@@ -273,14 +273,15 @@ pub fn translate(d: &Decoded, code: &[u8], at: u64, ins: &Insertions, opts: Buil
 /// each block's way to the next is laid out to fall through, indirect branches check
 /// the recorded target inline before looking up another.
 pub fn translate_parts(parts: &[Source<'_>], at: u64, opts: BuildOptions, info: &mut InstructionInfoFactory) -> Translated {
+    let app_insns: usize = parts.iter().map(|p| p.decoded.insns.len()).sum();
     let mut b = Builder {
         e: Emitter::new(at),
-        exits: Vec::new(),
-        stubs: Vec::new(),
+        exits: Vec::with_capacity(2 * parts.len() + 2),
+        stubs: Vec::with_capacity(2 * parts.len() + 2),
         counting: Vec::new(),
         mismatches: Vec::new(),
-        map: Vec::new(),
-        parts: Vec::new(),
+        map: Vec::with_capacity(app_insns + 2),
+        parts: Vec::with_capacity(parts.len()),
         tag: parts[0].decoded.tag,
         ip: parts[0].decoded.tag,
         follow: None,
@@ -522,7 +523,7 @@ impl Builder<'_> {
         if has_mem && insn.memory_segment() == Register::GS {
             self.gs_operand(insn);
         } else if insn.is_ip_rel_memory_operand() {
-            if self.e.encode(insn).is_err() {
+            if self.e.copy_rip_relative(insn, bytes).is_err() {
                 self.far_rip_operand(insn);
             }
         } else {
@@ -746,10 +747,11 @@ fn unsupported(insn: &Instruction) -> Option<&'static str> {
     if matches!(insn.code(), Code::Jmp_m1664 | Code::Jmp_m1632 | Code::Jmp_m1616 | Code::Call_m1664 | Code::Call_m1632 | Code::Call_m1616) {
         return Some("far jumps and calls");
     }
-    if (0..insn.op_count()).any(|i| insn.op_kind(i) == OpKind::Register && insn.op_register(i) == Register::GS)
-        && insn.op0_register() == Register::GS
-    {
+    if insn.op0_kind() == OpKind::Register && insn.op0_register() == Register::GS {
         return Some("loading the GS selector");
+    }
+    if insn.segment_prefix() != Register::GS {
+        return None;
     }
     let implicit_mem = (0..insn.op_count()).any(|i| {
         matches!(
@@ -762,7 +764,7 @@ fn unsupported(insn: &Instruction) -> Option<&'static str> {
                 | OpKind::MemorySegDI
         )
     });
-    if implicit_mem && insn.segment_prefix() == Register::GS {
+    if implicit_mem {
         return Some("GS-relative string instructions");
     }
     if matches!(insn.flow_control(), FlowControl::IndirectBranch | FlowControl::IndirectCall)
