@@ -288,7 +288,10 @@ impl Engine {
             self.frags.set_built_from(id, &code[..app_len.min(code.len())]);
         }
         if let Some(t) = started {
-            self.stats.build_time += t.elapsed();
+            match kind {
+                FragmentKind::Block => self.stats.build_time += t.elapsed(),
+                FragmentKind::Trace | FragmentKind::Recording => self.trace_stats.build_time += t.elapsed(),
+            }
         }
         Ok(id)
     }

@@ -17,7 +17,7 @@ pub struct Stats {
     pub app_insns: u64,
     /// Bytes of cache code written for them.
     pub cache_code: u64,
-    /// Time spent building them.
+    /// Time spent building them (traces not included).
     pub build_time: Duration,
     /// Entries into the dispatcher.
     pub dispatches: u64,
@@ -83,11 +83,12 @@ pub fn report(engine: &Engine, lookups: u64) -> Vec<String> {
     let t = &engine.trace_stats;
     if engine.opts.traces.enabled {
         out.push(format!(
-            "traces: {} built, {:.1} blocks on average, {} hot heads, {} recordings given up",
+            "traces: {} built, {:.1} blocks on average, {} hot heads, {} recordings given up, {:.3} ms building them",
             t.built,
             if t.built > 0 { t.blocks as f64 / t.built as f64 } else { 0.0 },
             t.hot_heads,
-            t.aborted
+            t.aborted,
+            t.build_time.as_secs_f64() * 1e3
         ));
     }
     out.push(format!("block building: {:.3} ms, {:.0} blocks/s", secs * 1e3, if secs > 0.0 { s.blocks as f64 / secs } else { 0.0 }));

@@ -49,6 +49,8 @@ pub struct TraceStats {
     pub aborted: u64,
     /// Head counters that fired.
     pub hot_heads: u64,
+    /// Time spent translating recording copies and traces (with `--stats`).
+    pub build_time: std::time::Duration,
 }
 
 /// Why recording stops before `next`.
