@@ -21,9 +21,13 @@ pub struct TraceOptions {
     pub max_blocks: u32,
 }
 
+/// Executions of a head before its trace is recorded, unless told otherwise. Higher than
+/// DynamoRIO's 50: traces recorded later follow the steady-state path (see ARCHITECTURE.md).
+pub const DEFAULT_THRESHOLD: u32 = 1000;
+
 impl Default for TraceOptions {
     fn default() -> TraceOptions {
-        TraceOptions { enabled: true, threshold: 50, max_blocks: 128 }
+        TraceOptions { enabled: true, threshold: DEFAULT_THRESHOLD, max_blocks: 128 }
     }
 }
 

@@ -105,7 +105,7 @@ struct RunArgs {
     verbose: bool,
     /// Executions of a trace head (a backward branch's target, or an exit of a trace)
     /// before the blocks that follow it are stitched into a trace.
-    #[arg(long, default_value_t = 50, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    #[arg(long, default_value_t = rewire_dbi::traces::DEFAULT_THRESHOLD, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     trace_threshold: u32,
     /// Most blocks in one trace.
     #[arg(long, default_value_t = 128, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1024))]
