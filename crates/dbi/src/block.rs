@@ -667,6 +667,33 @@ impl Builder<'_> {
         self.e.jmp_gs(off::FCACHE_RETURN);
     }
 
+    /// The counting stub of direct exit `exit`, placed here: counts in the per-thread
+    /// counter at `counter`, leaves with `TraceHead` when the count reaches the threshold,
+    /// else jumps to the exit's stub, which is placed right after it. Returns the offset of
+    /// that jump's field.
+    fn counting_stub(&mut self, exit: usize, counter: u32) -> usize {
+        let ExitKind::Direct { target } = self.exits[exit].kind else { unreachable!("only direct exits count") };
+        let exit_stub = self.e.label();
+        let hot = self.e.label();
+        let at = off::COUNTERS + counter as usize;
+        self.e.store_gs(off::SPILL0, 1);
+        self.e.load_gs(1, at);
+        self.e.bytes(&[0x48, 0x8d, 0x49, 0x01]); // lea rcx, [rcx + 1]
+        self.e.store_gs(at, 1);
+        self.e.bytes(&[0x48, 0x8d, 0x89]); // lea rcx, [rcx - threshold]
+        self.e.bytes(&(self.opts.trace_threshold as i32).wrapping_neg().to_le_bytes());
+        self.e.short(&[0xe3], hot); // jrcxz
+        self.e.load_gs(1, off::SPILL0);
+        let field = self.e.jmp_rel32(exit_stub);
+        self.e.bind(hot);
+        self.e.load_gs(1, off::SPILL0);
+        let rec = ExitRecord::new(ExitKind::TraceHead { target });
+        self.e.exit_to_dispatcher(rec.address());
+        self.exits.push(rec);
+        self.e.bind(exit_stub);
+        field
+    }
+
     fn finish(mut self, app_len: u32, insns: u32) -> Translated {
         for (label, branch) in std::mem::take(&mut self.mismatches) {
             self.e.bind(label);
@@ -675,56 +702,22 @@ impl Builder<'_> {
         }
         let base = self.e.ip() - self.e.offset() as u64;
         let counting = std::mem::take(&mut self.counting);
-        let mut fields = Vec::with_capacity(self.exits.len());
         for (i, linkable) in std::mem::take(&mut self.stubs).into_iter().enumerate() {
             let Some((stub, field)) = linkable else { continue };
-            let mut bypass = None;
-            if let Some(&(_, counter)) = counting.iter().find(|(exit, _)| *exit == i) {
-                // The body's jump goes through the counter; the stub's own jump is the one
-                // linking patches.
-                self.e.bind(stub);
-                let count_stub = self.e.ip();
-                let target = match self.exits[i].kind {
-                    ExitKind::Direct { target } => target,
-                    _ => unreachable!("only direct exits count"),
-                };
-                let exit_stub = self.e.label();
-                let hot = self.e.label();
-                let at = off::COUNTERS + counter as usize;
-                self.e.store_gs(off::SPILL0, 1);
-                self.e.load_gs(1, at);
-                self.e.bytes(&[0x48, 0x8d, 0x49, 0x01]); // lea rcx, [rcx + 1]
-                self.e.store_gs(at, 1);
-                self.e.bytes(&[0x48, 0x8d, 0x89]); // lea rcx, [rcx - threshold]
-                self.e.bytes(&(self.opts.trace_threshold as i32).wrapping_neg().to_le_bytes());
-                self.e.short(&[0xe3], hot); // jrcxz
-                self.e.load_gs(1, off::SPILL0);
-                let field2 = self.e.jmp_rel32(exit_stub);
-                self.e.bind(hot);
-                self.e.load_gs(1, off::SPILL0);
-                let rec = ExitRecord::new(ExitKind::TraceHead { target });
-                self.e.exit_to_dispatcher(rec.address());
-                self.exits.push(rec);
-                self.e.bind(exit_stub);
-                bypass = Some((base + field as u64, count_stub));
-                let stub_addr = self.e.ip();
-                self.e.exit_to_dispatcher(self.exits[i].address());
-                fields.push((i, base + field2 as u64, stub_addr, bypass));
-                continue;
-            }
             self.e.bind(stub);
-            let stub_addr = self.e.ip();
-            let rec = self.exits[i].address();
-            self.e.exit_to_dispatcher(rec);
-            fields.push((i, base + field as u64, stub_addr, bypass));
-        }
-        for (i, field, stub, bypass) in fields {
-            self.exits[i].field = field;
-            self.exits[i].stub = stub;
-            if let Some((bypass, count_stub)) = bypass {
-                self.exits[i].bypass = bypass;
-                self.exits[i].count_stub = count_stub;
-            }
+            // An exit that counts: the body's jump goes through the counter (the bypass
+            // field), the counting stub's own jump is the one linking patches.
+            let field = match counting.iter().find(|(exit, _)| *exit == i) {
+                Some(&(_, counter)) => {
+                    self.exits[i].bypass = base + field as u64;
+                    self.exits[i].count_stub = self.e.ip();
+                    self.counting_stub(i, counter)
+                }
+                None => field,
+            };
+            self.exits[i].field = base + field as u64;
+            self.exits[i].stub = self.e.ip();
+            self.e.exit_to_dispatcher(self.exits[i].address());
         }
         let counters = counting.len() as u32;
         Translated { code: self.e.finish(), exits: self.exits, map: self.map, parts: self.parts, app_len, insns, counters }

@@ -47,13 +47,19 @@ impl CodeWrites {
         } else {
             self.writable_code.remove(range.clone());
         }
-        self.protected.retain(|p| !range.contains(p));
-        self.volatile.retain(|p| !range.contains(p));
+        self.forget_pages(range);
     }
 
     /// The program unmapped `range`.
     pub fn unmapped(&mut self, range: Range<u64>) {
         self.writable_code.remove(range.clone());
+        self.writes.retain(|p, _| !range.contains(p));
+        self.forget_pages(range);
+    }
+
+    /// The pages of `range` got new protection: none is write-protected or verified by
+    /// the engine any more.
+    fn forget_pages(&mut self, range: Range<u64>) {
         self.protected.retain(|p| !range.contains(p));
         self.volatile.retain(|p| !range.contains(p));
     }

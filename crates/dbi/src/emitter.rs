@@ -4,6 +4,7 @@
 
 use crate::context::off;
 use iced_x86::{Encoder, Instruction, OpKind};
+use rewire_x86::emit;
 
 /// A position in the code, bound once.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -182,7 +183,7 @@ impl Emitter {
     /// when the operand is out of rel32 reach from here, which the encoder would not see).
     pub fn encode(&mut self, insn: &Instruction) -> Result<(), EncodeError> {
         let ip = self.ip();
-        if insn.is_ip_rel_memory_operand() && insn.ip_rel_memory_address().abs_diff(ip) >= (1 << 31) - 64 {
+        if insn.is_ip_rel_memory_operand() && !emit::rel32_reaches(ip, insn.ip_rel_memory_address()) {
             return Err(EncodeError);
         }
         let encoder = self.encoder.get_or_insert_with(|| Encoder::new(64));
@@ -205,11 +206,7 @@ impl Emitter {
         if target.wrapping_sub(insn.next_ip()) as i64 != original as i64 {
             return self.encode(insn);
         }
-        let end = self.ip() + bytes.len() as u64;
-        if target.abs_diff(end) >= (1 << 31) - 64 {
-            return Err(EncodeError);
-        }
-        let disp = target.wrapping_sub(end) as i32;
+        let disp = emit::rel32(self.ip() + bytes.len() as u64, target).ok_or(EncodeError)?;
         self.buf.extend_from_slice(&bytes[..at]);
         self.buf.extend_from_slice(&disp.to_le_bytes());
         self.buf.extend_from_slice(&bytes[at + 4..]);

@@ -98,6 +98,11 @@ impl Fragments {
         self.by_tag.get(&tag).copied()
     }
 
+    /// Whether the fragment for `tag` is a trace.
+    pub fn is_trace(&self, tag: u64) -> bool {
+        self.lookup(tag).is_some_and(|id| self.get(id).kind == FragmentKind::Trace)
+    }
+
     /// Records the bytes a self-verifying fragment was built from.
     pub fn set_built_from(&mut self, id: FragId, bytes: &[u8]) {
         self.list[id as usize].built_from = Some(bytes.into());

@@ -225,7 +225,8 @@ impl Finish<'_> {
                 .contexts
                 .iter()
                 .map(|&c| {
-                    // SAFETY: registered contexts are live ThreadCtx headers (never unmapped).
+                    // SAFETY: registered contexts are live ThreadCtx headers (a thread leaves
+                    // the list before its context is unmapped).
                     unsafe { &*(c as *const ThreadCtx) }.counter(counter.0)
                 })
                 .sum::<u64>()

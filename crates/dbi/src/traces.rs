@@ -7,7 +7,7 @@
 use crate::block::{ExitKind, Insertions};
 use crate::context::ThreadCtx;
 use crate::dispatch::{Engine, NoFragment};
-use crate::fragments::{FragId, FragmentKind};
+use crate::fragments::FragId;
 use crate::tool::TraceView;
 
 /// Trace settings.
@@ -24,10 +24,12 @@ pub struct TraceOptions {
 /// Executions of a head before its trace is recorded, unless told otherwise. Higher than
 /// DynamoRIO's 50: traces recorded later follow the steady-state path (see ARCHITECTURE.md).
 pub const DEFAULT_THRESHOLD: u32 = 1000;
+/// Most blocks in one trace, unless told otherwise.
+pub const DEFAULT_MAX_BLOCKS: u32 = 128;
 
 impl Default for TraceOptions {
     fn default() -> TraceOptions {
-        TraceOptions { enabled: true, threshold: DEFAULT_THRESHOLD, max_blocks: 128 }
+        TraceOptions { enabled: true, threshold: DEFAULT_THRESHOLD, max_blocks: DEFAULT_MAX_BLOCKS }
     }
 }
 
@@ -61,11 +63,10 @@ pub struct TraceStats {
 fn ends_before(eng: &mut Engine, rec: &Recording, exit: &ExitKind, next: u64) -> bool {
     let last = *rec.tags.last().expect("a recording holds its head");
     let backward = matches!(exit, ExitKind::Direct { target } if *target <= last);
-    let is_trace = eng.frags.lookup(next).is_some_and(|id| eng.frags.get(id).kind == FragmentKind::Trace);
     !matches!(exit, ExitKind::Direct { .. } | ExitKind::Indirect(_))
         || backward
         || next == rec.tags[0]
-        || is_trace
+        || eng.frags.is_trace(next)
         || rec.tags.len() >= eng.opts.traces.max_blocks as usize
         || rec.app_bytes >= MAX_TRACE_APP_BYTES
         || eng.code_writes.must_verify(next..next + 1)
@@ -92,8 +93,7 @@ pub fn step(eng: &mut Engine, ctx: &ThreadCtx, exit: &ExitKind, next: u64, diver
     }
     if let ExitKind::TraceHead { target } = *exit {
         eng.trace_stats.hot_heads += 1;
-        let has_trace = eng.frags.lookup(target).is_some_and(|id| eng.frags.get(id).kind == FragmentKind::Trace);
-        if !diverted && !has_trace && !eng.code_writes.must_verify(target..target + 1) {
+        if !diverted && !eng.frags.is_trace(target) && !eng.code_writes.must_verify(target..target + 1) {
             return record(eng, me, Recording { tags: Vec::new(), app_bytes: 0 }, target);
         }
     }

@@ -108,7 +108,7 @@ struct RunArgs {
     #[arg(long, default_value_t = rewire_dbi::traces::DEFAULT_THRESHOLD, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     trace_threshold: u32,
     /// Most blocks in one trace.
-    #[arg(long, default_value_t = 128, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1024))]
+    #[arg(long, default_value_t = rewire_dbi::traces::DEFAULT_MAX_BLOCKS, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1024))]
     trace_max_blocks: u32,
     /// Run basic blocks only: build no traces.
     #[arg(long)]
