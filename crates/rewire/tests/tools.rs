@@ -198,6 +198,20 @@ fn inscount_is_exact() {
     };
     // Same digits, so argument parsing runs the same instructions: the difference is the loop.
     assert_eq!(count("2000000") - count("1000000"), 2_000_000);
+
+    // The per-module rows add up to the total, and the loop (two instructions a turn) is
+    // counted in the program's own module.
+    let out = rewire(&["run", "-t", "inscount", "--per-module", "--", program.to_str().unwrap(), "1000000"]);
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    let total: u64 = err.lines().find_map(|l| l.strip_prefix("rewire: instructions: ")).expect(&err).parse().unwrap();
+    let rows: Vec<(u64, &str)> = err
+        .lines()
+        .filter_map(|l| l.strip_prefix("rewire: ")?.trim_start().split_once("  "))
+        .filter_map(|(n, m)| Some((n.parse().ok()?, m.trim())))
+        .collect();
+    assert_eq!(rows.iter().map(|r| r.0).sum::<u64>(), total, "{err}");
+    let own = rows.iter().find(|r| r.1 == program.to_str().unwrap()).expect(&err);
+    assert!(own.0 > 2_000_000 && own.0 < 2_100_000, "{err}");
 }
 
 /// valgrind's lackey counts guest instructions too, but its run differs from a native one:

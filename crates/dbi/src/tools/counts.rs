@@ -1,9 +1,10 @@
 //! Counting tools: `inscount` (exact dynamic instruction count), `bbcount` (blocks built and
 //! executed, the hottest blocks), `opcodes` (dynamic mnemonic mix). All count block
-//! executions with per-thread inline counters and multiply by what each block holds.
+//! executions with per-thread inline counters, one per block, and multiply by what each block holds.
 
 use crate::tool::{BlockView, Counter, Finish, Instrument, Tool};
 use iced_x86::Mnemonic;
+use rustc_hash::FxHashMap;
 use std::collections::BTreeMap;
 
 fn place(block: &BlockView<'_>) -> String {
@@ -13,49 +14,86 @@ fn place(block: &BlockView<'_>) -> String {
     }
 }
 
-/// `-t inscount`.
+/// `-t inscount`. Every block counts its own executions (a counter shared by all blocks
+/// would chain every block's increment through one memory location); the total is each
+/// block's executions times its length.
 #[derive(Debug)]
 pub struct InsCount {
-    total: Option<Counter>,
-    per_module: Option<BTreeMap<String, Counter>>,
+    per_module: bool,
+    /// Module names, indexed by `Weighted::module`.
+    modules: Vec<String>,
+    /// Counter of each (tag, instructions, module) built so far: a block rebuilt alike reuses it.
+    counters: FxHashMap<(u64, u32, u32), Counter>,
+    /// Counters with what one execution adds.
+    weighted: Vec<Weighted>,
+    /// Counter of instructions for blocks built once the counter area is full.
+    overflow: Option<Counter>,
+}
+
+#[derive(Debug)]
+struct Weighted {
+    counter: Counter,
+    insns: u32,
+    module: u32,
 }
 
 impl InsCount {
     /// With a per-module breakdown when `per_module`.
     pub fn new(per_module: bool) -> InsCount {
-        InsCount { total: None, per_module: per_module.then(BTreeMap::new) }
+        InsCount { per_module, modules: Vec::new(), counters: FxHashMap::default(), weighted: Vec::new(), overflow: None }
+    }
+
+    fn module_index(&mut self, block: &BlockView<'_>) -> u32 {
+        if !self.per_module {
+            return 0;
+        }
+        let name = block.segment.map_or("[anon]", |s| s.path.as_str());
+        match self.modules.iter().position(|m| m == name) {
+            Some(i) => i as u32,
+            None => {
+                self.modules.push(name.to_string());
+                self.modules.len() as u32 - 1
+            }
+        }
     }
 }
 
 impl Tool for InsCount {
     fn on_block(&mut self, block: &BlockView<'_>, instrument: &mut Instrument<'_>) {
-        let n = block.insns.len() as u32;
-        if self.total.is_none() {
-            self.total = instrument.new_counter();
+        let insns = block.insns.len() as u32;
+        if self.overflow.is_none() {
+            self.overflow = instrument.new_counter();
         }
-        if let Some(c) = self.total {
-            instrument.count_block(c, n);
-        }
-        if let Some(per) = &mut self.per_module {
-            let name = block.segment.map_or_else(|| "[anon]".to_string(), |s| s.path.clone());
-            let c = match per.get(&name) {
-                Some(&c) => Some(c),
-                None => instrument.new_counter().inspect(|&c| {
-                    per.insert(name, c);
-                }),
-            };
-            if let Some(c) = c {
-                instrument.count_block(c, n);
-            }
+        let module = self.module_index(block);
+        let counter = match self.counters.get(&(block.tag, insns, module)) {
+            Some(&c) => Some(c),
+            None => instrument.new_counter().inspect(|&counter| {
+                self.counters.insert((block.tag, insns, module), counter);
+                self.weighted.push(Weighted { counter, insns, module });
+            }),
+        };
+        match (counter, self.overflow) {
+            (Some(c), _) => instrument.count_block(c, 1),
+            (None, Some(overflow)) => instrument.count_block(overflow, insns),
+            (None, None) => {}
         }
     }
 
     fn on_exit(&mut self, finish: &Finish<'_>) {
-        let total = self.total.map_or(0, |c| finish.total(c));
+        let mut per_module = vec![0u64; self.modules.len().max(1)];
+        for w in &self.weighted {
+            per_module[w.module as usize] += finish.total(w.counter) * w.insns as u64;
+        }
+        let overflow = self.overflow.map_or(0, |c| finish.total(c));
+        let total = per_module.iter().sum::<u64>() + overflow;
         let mut lines = vec![format!("instructions: {total}")];
-        if let Some(per) = &self.per_module {
-            let mut rows: Vec<(u64, &String)> = per.iter().map(|(m, &c)| (finish.total(c), m)).collect();
-            rows.sort_by_key(|r| std::cmp::Reverse(r.0));
+        if self.per_module {
+            let unattributed = "[blocks built after the counter area filled]".to_string();
+            let mut rows: Vec<(u64, &String)> = self.modules.iter().zip(per_module).map(|(m, n)| (n, m)).collect();
+            if overflow > 0 {
+                rows.push((overflow, &unattributed));
+            }
+            rows.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(b.1)));
             lines.extend(rows.into_iter().map(|(n, m)| format!("  {n:>14}  {m}")));
         }
         finish.output.report(&lines);

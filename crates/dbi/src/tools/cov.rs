@@ -5,7 +5,7 @@
 use super::drcov::{self, Block};
 use crate::tool::{BlockView, Counter, Finish, Instrument, Tool};
 use crate::RunError;
-use rustc_hash::FxHashSet;
+use rustc_hash::FxHashMap;
 use std::fmt::Write as _;
 
 /// The coverage tool.
@@ -13,7 +13,8 @@ use std::fmt::Write as _;
 pub struct Cov {
     version: u8,
     blocks: Vec<Block>,
-    seen: FxHashSet<Block>,
+    /// Index in `blocks` of every block recorded.
+    seen: FxHashMap<Block, usize>,
     hits: Option<Vec<Counter>>,
 }
 
@@ -23,7 +24,7 @@ impl Cov {
         if version != 2 && version != 3 {
             return Err(RunError::Unsupported(format!("drcov version {version} (3, or 2 for older readers)")));
         }
-        Ok(Cov { version, blocks: Vec::new(), seen: FxHashSet::default(), hits: hitcount.then(Vec::new) })
+        Ok(Cov { version, blocks: Vec::new(), seen: FxHashMap::default(), hits: hitcount.then(Vec::new) })
     }
 
     fn file_name(finish: &Finish<'_>) -> std::path::PathBuf {
@@ -40,18 +41,22 @@ impl Tool for Cov {
     fn on_block(&mut self, block: &BlockView<'_>, instrument: &mut Instrument<'_>) {
         let Some(seg) = block.segment else { return };
         let b = Block { segment: seg.id, offset: (block.tag - seg.range.start) as u32, size: block.size().min(u16::MAX as u64) as u16 };
-        if self.seen.insert(b) {
+        let index = *self.seen.entry(b).or_insert_with(|| {
             self.blocks.push(b);
-            if let Some(hits) = &mut self.hits {
-                match instrument.new_counter() {
-                    Some(c) => {
-                        instrument.count_block(c, 1);
-                        hits.push(c);
-                    }
-                    None => self.hits = None,
+            self.blocks.len() - 1
+        });
+        let Some(hits) = &mut self.hits else { return };
+        // A block built again (its code was replaced, or re-verified) counts on in its counter.
+        if index == hits.len() {
+            match instrument.new_counter() {
+                Some(c) => hits.push(c),
+                None => {
+                    self.hits = None;
+                    return;
                 }
             }
         }
+        instrument.count_block(hits[index], 1);
     }
 
     fn on_exit(&mut self, finish: &Finish<'_>) {
