@@ -263,12 +263,6 @@ pub struct Insertions {
     pub calls: Vec<(usize, u32)>,
 }
 
-/// Translates a decoded block (`code` holds its bytes from the tag) into cache code for
-/// address `at`, with a tool's insertions.
-pub fn translate(d: &Decoded, code: &[u8], at: u64, ins: &Insertions, opts: BuildOptions, info: &mut InstructionInfoFactory) -> Translated {
-    translate_parts(&[Source { decoded: d, code, insertions: ins }], at, opts, info)
-}
-
 /// Translates the blocks of a trace, in the order they ran, into one fragment for `at`:
 /// each block's way to the next is laid out to fall through, indirect branches check
 /// the recorded target inline before looking up another.

@@ -114,16 +114,21 @@ impl CodeCache {
 
     /// Gives back `len` bytes at `addr` (code no thread can reach or be in any more).
     pub fn release(&mut self, addr: u64, len: usize) {
+        let bounds = self.unit_of(addr).expect("released code inside a unit").range();
         let (mut start, mut len) = (addr, len);
-        if let Some((&prev, &plen)) = self.free.range(..start).next_back() {
+        // Merge with free neighbours in the same unit only (units may be adjacent in memory,
+        // and a free range must not run from one into the next).
+        if let Some((&prev, &plen)) = self.free.range(bounds.start..start).next_back() {
             if prev + plen as u64 == start {
                 self.free.remove(&prev);
                 start = prev;
                 len += plen;
             }
         }
-        if let Some(next) = self.free.remove(&(start + len as u64)) {
-            len += next;
+        if start + (len as u64) < bounds.end {
+            if let Some(next) = self.free.remove(&(start + len as u64)) {
+                len += next;
+            }
         }
         self.free.insert(start, len);
     }
