@@ -250,11 +250,31 @@ global_asm!(
     "ud2",
 );
 
+// Copies rdx bytes from rsi to rdi; returns in rax how many were left uncopied. A fault of
+// the `rep movsb` (unreadable program memory) is resumed by the signal handler at
+// `rewire_safe_copy_resume` with rcx still counting what is left.
+global_asm!(
+    ".globl rewire_safe_copy",
+    ".globl rewire_safe_copy_fault",
+    ".globl rewire_safe_copy_resume",
+    ".p2align 4",
+    "rewire_safe_copy:",
+    "mov rcx, rdx",
+    "rewire_safe_copy_fault:",
+    "rep movsb",
+    "rewire_safe_copy_resume:",
+    "mov rax, rcx",
+    "ret",
+);
+
 extern "C" {
     fn rewire_exit_thread(ctx: u64, ctx_len: u64, stack: u64, stack_len: u64, status: u64) -> !;
     fn rewire_fcache_return();
     fn rewire_start() -> !;
     fn rewire_signal_entry();
+    fn rewire_safe_copy(dst: *mut u8, src: u64, len: usize) -> usize;
+    fn rewire_safe_copy_fault();
+    fn rewire_safe_copy_resume();
     static rewire_ibl_template: u8;
     static rewire_ibl_template_end: u8;
 }
@@ -267,6 +287,20 @@ pub fn fcache_return_address() -> u64 {
 /// Address of the signal entry, for `sigaction`.
 pub fn signal_entry_address() -> usize {
     rewire_signal_entry as *const () as usize
+}
+
+/// Copies `buf.len()` bytes from `src`, which may be unmapped or unreadable; false when a
+/// fault stopped the copy. Only for threads whose fault signals are unblocked and reach
+/// the runtime's handler (see [`resume_after_copy_fault`]).
+pub fn copy_or_fault(src: u64, buf: &mut [u8]) -> bool {
+    // SAFETY: writes at most `buf.len()` bytes into `buf`; reads of `src` that fault are
+    // resumed by the signal handler instead of crashing (the caller's contract).
+    unsafe { rewire_safe_copy(buf.as_mut_ptr(), src, buf.len()) == 0 }
+}
+
+/// If `pc` is the copy of [`copy_or_fault`], where the thread resumes after a fault there.
+pub fn resume_after_copy_fault(pc: u64) -> Option<u64> {
+    (pc == rewire_safe_copy_fault as *const () as u64).then_some(rewire_safe_copy_resume as *const () as u64)
 }
 
 /// The bytes of the indirect-branch lookup template.

@@ -238,6 +238,11 @@ pub(crate) extern "C" fn rewire_on_signal(sig: i32, info: *mut libc::siginfo_t, 
     // SAFETY: si_addr is valid to read for every signal (meaningful for faults).
     let fault_addr = unsafe { info_ref.si_addr() } as u64;
     let pc = uc.uc_mcontext.gregs[libc::REG_RIP as usize] as u64;
+    if let Some(resume) = arch::resume_after_copy_fault(pc).filter(|_| sig == libc::SIGSEGV || sig == libc::SIGBUS) {
+        // The runtime read program memory that is not readable: the copy reports it.
+        uc.uc_mcontext.gregs[libc::REG_RIP as usize] = resume as i64;
+        return;
+    }
     let handler = action(sig as usize)[0];
     let kernel_fault = FAULT_SIGNALS.contains(&sig) && code > 0;
     let mut eng = try_engine();

@@ -97,6 +97,7 @@ const MODES: &[&str] = &[
     "spawn",
     "jit",
     "execfail",
+    "efault",
 ];
 
 #[test]

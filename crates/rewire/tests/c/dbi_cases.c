@@ -18,6 +18,7 @@
 #include <asm/prctl.h>
 #include <sys/auxv.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -338,6 +339,40 @@ int main(int argc, char **argv) {
         int c = execl("/tmp", "tmp", (char *)0);
         int ec = errno;
         printf("execfail %d %s %d %s %d %s\n", a, strerror(ea), b, strerror(eb), c, strerror(ec));
+    } else if (!strcmp(mode, "efault")) {
+        // Path arguments the runtime reads to spot /proc/self/exe: unmapped, unreadable, or
+        // running into an unreadable page give EFAULT as natively, with the fault signals
+        // unblocked and blocked; a path ending just before such a page is read whole.
+        long page = sysconf(_SC_PAGESIZE);
+        char *two = mmap(0, 2 * page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        if (two == MAP_FAILED || mprotect(two + page, page, PROT_NONE)) return 2;
+        static const char exe[] = "/proc/self/exe";
+        char *runs_on = two + page - 4, *fits = two + page - sizeof exe;
+        memcpy(runs_on, "/pro", 4);
+        memcpy(fits, exe, sizeof exe);
+        for (int blocked = 0; blocked < 2; blocked++) {
+            sigset_t s;
+            sigemptyset(&s);
+            sigaddset(&s, SIGSEGV);
+            sigaddset(&s, SIGBUS);
+            sigprocmask(blocked ? SIG_BLOCK : SIG_UNBLOCK, &s, 0);
+            struct stat st;
+            char link[PATH_MAX];
+            const char *bad[] = {(const char *)16, two + page, runs_on};
+            for (int i = 0; i < 3; i++) {
+                errno = 0;
+                int a = open(bad[i], O_RDONLY), ea = errno;
+                int b = stat(bad[i], &st), eb = errno;
+                errno = 0;
+                long c = readlink(bad[i], link, sizeof link), ec = errno;
+                printf("efault %d %d: %d %s, %d %s, %ld %s\n", blocked, i, a, strerror(ea), b, strerror(eb), c, strerror(ec));
+            }
+            long n = readlink(fits, link, sizeof link - 1);
+            char real[PATH_MAX];
+            if (n < 0 || !realpath(argv[0], real)) return 3;
+            link[n] = 0;
+            printf("efault %d edge: %d\n", blocked, strcmp(link, real) == 0);
+        }
     } else if (!strcmp(mode, "crash")) {
         printf("about to crash\n");
         fflush(stdout);
