@@ -323,10 +323,58 @@ fn flags_dead_before(insns: &[Instruction]) -> bool {
     false
 }
 
+/// The general register `insn` overwrites whole without reading it, if it is one that
+/// cannot fault (no memory access, no exception): a counter placed right before it may use
+/// that register, since nothing, a signal handler included, can see its old value again.
+fn overwrites_register(insn: &Instruction, info: &mut InstructionInfoFactory) -> Option<u8> {
+    use iced_x86::OpAccess;
+    let simple = matches!(
+        insn.mnemonic(),
+        Mnemonic::Mov | Mnemonic::Movzx | Mnemonic::Movsx | Mnemonic::Movsxd | Mnemonic::Lea | Mnemonic::Xor | Mnemonic::Sub
+    );
+    if !simple || insn.op0_kind() != OpKind::Register || !insn.op0_register().is_gpr() || insn.op0_register().size() < 4 {
+        return None;
+    }
+    let dest = insn.op0_register().full_register();
+    // `xor r, r` and `sub r, r` read nothing: the result is zero.
+    let zeroing = matches!(insn.mnemonic(), Mnemonic::Xor | Mnemonic::Sub)
+        && insn.op1_kind() == OpKind::Register
+        && insn.op1_register() == insn.op0_register();
+    let info = info.info(insn);
+    let touches_memory = info.used_memory().iter().any(|m| m.access() != OpAccess::NoMemAccess);
+    let reads_dest = info.used_registers().iter().any(|u| u.register().full_register() == dest && u.access() != OpAccess::Write);
+    (!touches_memory && dest != Register::RSP && (zeroing || !reads_dest)).then(|| gpr_number(dest))
+}
+
+/// How a counter increment keeps the program's state intact.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Scratch {
+    /// The flags are dead: `add` to memory.
+    Flags,
+    /// This register is about to be overwritten: `mov`/`lea`/`mov` through it.
+    Register(u8),
+    /// Neither: `mov`/`lea`/`mov` through rax, saved and restored around it.
+    SpillRax,
+}
+
+/// What a counter placed before the first of `insns` may use.
+fn scratch_before(insns: &[Instruction], info: &mut InstructionInfoFactory) -> Scratch {
+    if flags_dead_before(insns) {
+        Scratch::Flags
+    } else if let Some(r) = insns.first().and_then(|i| overwrites_register(i, info)) {
+        Scratch::Register(r)
+    } else {
+        Scratch::SpillRax
+    }
+}
+
 /// Where a once-per-execution counter costs least: before the first instruction whose
-/// flags are dead, else at the top.
-fn cheapest_place(insns: &[Instruction]) -> usize {
-    (0..insns.len()).find(|&i| flags_dead_before(&insns[i..])).unwrap_or(0)
+/// flags are dead, else before one that overwrites a register, else at the top.
+fn cheapest_place(insns: &[Instruction], info: &mut InstructionInfoFactory) -> usize {
+    (0..insns.len())
+        .find(|&i| flags_dead_before(&insns[i..]))
+        .or_else(|| (0..insns.len()).find(|&i| overwrites_register(&insns[i], info).is_some()))
+        .unwrap_or(0)
 }
 
 impl Builder<'_> {
@@ -336,7 +384,7 @@ impl Builder<'_> {
         self.tag = d.tag;
         self.parts.push(Part { tag: d.tag, app_len: d.app_len().max(1) as u32, map_start: self.map.len() as u16 });
         let adds = &src.insertions.adds;
-        let cheapest = if adds.iter().any(|a| a.before.is_none()) { cheapest_place(&d.insns) } else { 0 };
+        let cheapest = if adds.iter().any(|a| a.before.is_none()) { cheapest_place(&d.insns, self.info) } else { 0 };
         let placed: Vec<(usize, CounterAdd)> = adds.iter().map(|a| (a.before.unwrap_or(cheapest), *a)).collect();
         let mut open = true;
         for (i, insn) in d.insns.iter().enumerate() {
@@ -344,8 +392,11 @@ impl Builder<'_> {
             for &(_, site) in src.insertions.calls.iter().filter(|(at, _)| *at == i) {
                 self.clean_call(site);
             }
-            for (_, add) in placed.iter().filter(|(at, _)| *at == i) {
-                self.counter(add, flags_dead_before(&d.insns[i..]));
+            if placed.iter().any(|(at, _)| *at == i) {
+                let scratch = scratch_before(&d.insns[i..], self.info);
+                for (_, add) in placed.iter().filter(|(at, _)| *at == i) {
+                    self.counter(add, scratch);
+                }
             }
             let bytes = &src.code[(insn.ip() - d.tag) as usize..(insn.next_ip() - d.tag) as usize];
             self.ip = insn.ip();
@@ -380,20 +431,26 @@ impl Builder<'_> {
     }
 
     /// `add qword gs:[counters + offset], amount` where the flags are dead, else the same
-    /// through rax and `lea`, which leave the flags alone.
-    fn counter(&mut self, add: &CounterAdd, flags_dead: bool) {
-        let at = (off::COUNTERS + add.offset as usize) as u32;
-        if flags_dead {
-            self.e.bytes(&[0x65, 0x48, 0x81, 0x04, 0x25]);
-            self.e.bytes(&at.to_le_bytes());
-            self.e.bytes(&add.amount.to_le_bytes());
-        } else {
-            self.e.store_gs(off::SPILL0, 0);
-            self.e.load_gs(0, at as usize);
-            self.e.bytes(&[0x48, 0x8d, 0x80]);
-            self.e.bytes(&add.amount.to_le_bytes());
-            self.e.store_gs(at as usize, 0);
-            self.e.load_gs(0, off::SPILL0);
+    /// through a register and `lea`, which leaves the flags alone.
+    fn counter(&mut self, add: &CounterAdd, scratch: Scratch) {
+        let at = off::COUNTERS + add.offset as usize;
+        let through = |e: &mut Emitter, r: u8| {
+            e.load_gs(r, at);
+            e.lea_add(r, add.amount);
+            e.store_gs(at, r);
+        };
+        match scratch {
+            Scratch::Flags => {
+                self.e.bytes(&[0x65, 0x48, 0x81, 0x04, 0x25]);
+                self.e.bytes(&(at as u32).to_le_bytes());
+                self.e.bytes(&add.amount.to_le_bytes());
+            }
+            Scratch::Register(r) => through(&mut self.e, r),
+            Scratch::SpillRax => {
+                self.e.store_gs(off::SPILL0, 0);
+                through(&mut self.e, 0);
+                self.e.load_gs(0, off::SPILL0);
+            }
         }
     }
 

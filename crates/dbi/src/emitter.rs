@@ -130,6 +130,17 @@ impl Emitter {
         self.buf.extend_from_slice(&(off as u32).to_le_bytes());
     }
 
+    /// `lea r64, [r64 + amount]` (adds without touching the flags; not for rsp).
+    pub fn lea_add(&mut self, reg: u8, amount: u32) {
+        debug_assert_ne!(reg, 4, "rsp");
+        let rex = 0x48 | if reg >= 8 { 0x05 } else { 0 };
+        self.buf.extend_from_slice(&[rex, 0x8d, 0x80 | (reg & 7) << 3 | (reg & 7)]);
+        if reg & 7 == 4 {
+            self.buf.push(0x24); // r12 as a base needs a SIB byte
+        }
+        self.buf.extend_from_slice(&amount.to_le_bytes());
+    }
+
     /// `mov r64, imm64`.
     pub fn mov_imm64(&mut self, reg: u8, value: u64) {
         self.buf.extend_from_slice(&[0x48 | (reg >> 3), 0xb8 + (reg & 7)]);
@@ -281,5 +292,21 @@ mod tests {
         }
         let far = Decoder::with_ip(64, cases[0], from, DecoderOptions::NONE).decode();
         assert!(Emitter::new(from + (3u64 << 30)).copy_rip_relative(&far, cases[0]).is_err());
+    }
+
+    /// `lea_add` encodes `lea r, [r + amount]` for every general register but rsp.
+    #[test]
+    fn lea_add_encodes_for_every_register() {
+        for reg in (0u8..16).filter(|&r| r != 4) {
+            let mut e = Emitter::new(0x1000);
+            e.lea_add(reg, 0x1234);
+            let code = e.finish();
+            let insn = Decoder::with_ip(64, &code, 0x1000, DecoderOptions::NONE).decode();
+            let r = insn.op0_register();
+            assert_eq!(insn.len(), code.len(), "{insn}");
+            assert_eq!(insn.mnemonic(), iced_x86::Mnemonic::Lea, "{insn}");
+            assert_eq!(r as u32, iced_x86::Register::RAX as u32 + reg as u32, "{insn}");
+            assert_eq!((insn.memory_base(), insn.memory_index(), insn.memory_displacement64()), (r, iced_x86::Register::None, 0x1234));
+        }
     }
 }
