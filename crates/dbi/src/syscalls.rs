@@ -228,8 +228,8 @@ fn is_absolute(path: u64) -> bool {
 /// True when the program's string at `path` names this process's executable link.
 pub(crate) fn names_exe(path: u64) -> bool {
     let Some(p) = appmem::read_cstr(path, 64) else { return false };
-    let pid = std::process::id();
-    p == b"/proc/self/exe" || p == b"/proc/thread-self/exe" || p == format!("/proc/{pid}/exe").as_bytes()
+    let Some(rest) = p.strip_prefix(b"/proc/") else { return false };
+    rest == b"self/exe" || rest == b"thread-self/exe" || rest == format!("{}/exe", std::process::id()).as_bytes()
 }
 
 /// `readlink` of `/proc/self/exe`: the program, not rewire.
