@@ -27,6 +27,8 @@ pub struct Stats {
     pub syscalls: u64,
     /// Indirect-branch lookup misses: returns, calls, jumps.
     pub ibl_misses: [u64; 3],
+    /// Indirect-branch lookups of threads that have exited (live ones count in their context).
+    pub exited_lookups: u64,
 }
 
 impl Stats {
@@ -95,14 +97,15 @@ pub fn report(engine: &Engine, lookups: u64) -> Vec<String> {
     out
 }
 
-/// Indirect-branch lookups counted in all thread contexts.
+/// Indirect-branch lookups counted in all thread contexts, exited threads included.
 pub fn lookups(engine: &Engine) -> u64 {
-    engine
+    let live: u64 = engine
         .contexts
         .iter()
         .map(|&c| {
             // SAFETY: registered contexts are live ThreadCtx headers; a plain read of a counter.
             unsafe { &*(c as *const ThreadCtx) }.ibl_lookups
         })
-        .sum()
+        .sum();
+    engine.stats.exited_lookups + live
 }

@@ -258,6 +258,16 @@ fn hot_loops_indirect_calls_and_switches_become_traces() {
 }
 
 #[test]
+fn stats_count_the_lookups_of_exited_threads() {
+    let exe = cases()[0].to_str().unwrap();
+    let (out, err) = under(&["--stats", "--no-traces"], &[exe, "indirect-threads"], b"");
+    assert_eq!(out, native(&[exe, "indirect-threads"], b""), "{err}");
+    let line = err.lines().find(|l| l.starts_with("rewire: indirect-branch lookups: ")).expect(&err);
+    let lookups: u64 = line["rewire: indirect-branch lookups: ".len()..].split(',').next().unwrap().parse().unwrap();
+    assert!(lookups >= 800_000, "{line}");
+}
+
+#[test]
 fn bad_programs_get_clear_errors() {
     let dir = build_dir();
     let write = |name: &str, bytes: &[u8], mode: u32| {

@@ -102,6 +102,14 @@ static void *thread_work(void *arg) {
     return (void *)(id * 10);
 }
 
+static long times_three(long x) { return 3 * x; }
+static long (*volatile indirect_target)(long) = times_three;
+static void *indirect_calls(void *arg) {
+    long sum = 0;
+    for (long i = 0; i < 100000; i++) sum += indirect_target(i);
+    return (void *)(sum + (long)arg);
+}
+
 static sigjmp_buf segv_jb;
 static volatile sig_atomic_t faults, alarms;
 static void on_segv(int sig, siginfo_t *si, void *uc) {
@@ -227,6 +235,18 @@ int main(int argc, char **argv) {
         printf("threads %ld main-counter %ld:", joined, thread_counter);
         for (int i = 0; i < 8; i++) printf(" %ld", thread_results[i]);
         printf("\n");
+    } else if (!strcmp(mode, "indirect-threads")) {
+        // 4 threads, 100,000 calls each through a function pointer: 800,000 lookups (call
+        // and return) under --no-traces, all made by threads gone before the process ends.
+        pthread_t t[4];
+        long sum = 0;
+        for (long i = 0; i < 4; i++) pthread_create(&t[i], 0, indirect_calls, (void *)i);
+        for (int i = 0; i < 4; i++) {
+            void *r;
+            pthread_join(t[i], &r);
+            sum += (long)r;
+        }
+        printf("indirect-threads %ld\n", sum);
     } else if (!strcmp(mode, "gs")) {
         // The program's own GS base (the engine keeps GS for itself and emulates the program's).
         static long area[4] = {11, 22, 33, 44};
