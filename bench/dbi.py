@@ -1,12 +1,14 @@
 #!/usr/bin/env python3
 """rewire's engine benchmark: real workloads natively and under `rewire run`, side by side.
 
-usage: bench/dbi.py [-n RUNS] [-w NAME,NAME] [--rewire PATH] [-- EXTRA RUN OPTIONS]
+usage: bench/dbi.py [-n RUNS] [-w NAME,NAME] [--rewire PATH] [--tools] [-- EXTRA RUN OPTIONS]
 
 Builds its inputs once under $REWIRE_BENCH_DIR (default /tmp/rewire-bench), then for every
 workload alternates native and rewire runs (so machine drift hits both alike) and prints the
 median wall time natively, the median ratio rewire/native, rewire's peak RSS against native,
-and whether stdout and exit status matched. The last line is the geometric mean of the ratios.
+and whether stdout and exit status matched. The last lines are the geometric means of the
+ratios. With --tools, the built-in tools run side by side too: -t cov, -t inscount and
+-t cov --hitcount (coverage files go to a scratch directory under the bench directory).
 """
 import argparse, hashlib, math, os, random, shutil, statistics, subprocess, time
 
@@ -74,6 +76,7 @@ def main():
     ap.add_argument("-w", default="")
     ap.add_argument("--rewire", default=shutil.which("rewire") or os.path.join(os.path.dirname(__file__), "../target/release/rewire"))
     ap.add_argument("--no-baseline", action="store_true", help="skip the column without traces")
+    ap.add_argument("--tools", action="store_true", help="add columns for -t cov, -t inscount, -t cov --hitcount")
     ap.add_argument("extra", nargs="*")
     a = ap.parse_args()
     workloads = prepare()
@@ -81,6 +84,14 @@ def main():
     variants = [("traces", [a.rewire, "run", *a.extra, "--"])]
     if not a.no_baseline:
         variants.append(("no traces", [a.rewire, "run", "--no-traces", *a.extra, "--"]))
+    if a.tools:
+        cov_dir = os.path.join(DIR, "coverage")
+        os.makedirs(cov_dir, exist_ok=True)
+        variants += [
+            ("cov", [a.rewire, "run", "-t", "cov", "-o", cov_dir, *a.extra, "--"]),
+            ("inscount", [a.rewire, "run", "-t", "inscount", *a.extra, "--"]),
+            ("hitcount", [a.rewire, "run", "-t", "cov", "--hitcount", "-o", cov_dir, *a.extra, "--"]),
+        ]
     print(f"{'workload':10} {'native s':>9} {'native MiB':>10} " + " ".join(f"{v + ' ratio':>16} {'MiB':>6} same" for v, _ in variants))
     ratios = {v: [] for v, _ in variants}
     for name in names:
@@ -90,6 +101,9 @@ def main():
             nat.append(run(argv))
             for v, prefix in variants:
                 runs[v].append(run(prefix + argv))
+            if a.tools:
+                shutil.rmtree(cov_dir, ignore_errors=True)
+                os.makedirs(cov_dir)
         cells = []
         for v, _ in variants:
             rew = runs[v]
