@@ -90,6 +90,8 @@ pub struct ThreadCtx {
     /// Non-zero while the thread may be running cache code (set by the dispatcher, under the
     /// engine lock, once it has chosen where the thread resumes).
     pub in_cache: u64,
+    /// Where the thread's time went (kept with `--stats`).
+    pub time: crate::stats::ThreadTime,
 }
 
 /// Offsets of the header fields, for assembly and emitted code.

@@ -10,7 +10,7 @@ use crate::context::ThreadCtx;
 use crate::fragments::{FragId, FragmentKind, Fragments};
 use crate::modules::Modules;
 use crate::regions::ExecRegions;
-use crate::stats::Stats;
+use crate::stats::{self, Stats};
 use crate::syscalls::{self, Brk};
 use crate::tool::{self, BlockView, CallSite, Instrument, NullTool, Output, Tool};
 use crate::tools::ToolOptions;
@@ -178,6 +178,9 @@ impl Engine {
 
     /// Installs the engine for the process.
     pub fn install(self) {
+        if self.opts.stats {
+            stats::start_timing();
+        }
         ENGINE.set(Mutex::new(self)).expect("one engine per process");
     }
 
@@ -380,6 +383,16 @@ pub fn try_engine() -> Option<MutexGuard<'static, Engine>> {
 pub(crate) extern "C" fn rewire_dispatch(ctx: *mut ThreadCtx) {
     // SAFETY: the assembly passes this thread's context (GS base), live for the thread.
     let ctx = unsafe { &mut *ctx };
+    let Some(entered) = stats::timestamp() else { return dispatch(ctx) };
+    if ctx.time.started == 0 {
+        ctx.time.started = entered;
+    }
+    dispatch(ctx);
+    ctx.time.dispatcher += stats::timestamp().unwrap_or(entered) - entered;
+}
+
+/// The dispatcher's work for one exit of `ctx`'s thread from the cache.
+fn dispatch(ctx: &mut ThreadCtx) {
     ctx.in_cache = 0;
     ctx.dispatches += 1;
     // SAFETY: `exit_record` was loaded by cache code from an exit of a live fragment (or
@@ -387,7 +400,14 @@ pub(crate) extern "C" fn rewire_dispatch(ctx: *mut ThreadCtx) {
     let rec = unsafe { &*(ctx.exit_record as *const ExitRecord) };
     let tag = match rec.kind {
         ExitKind::Direct { target } => target,
-        ExitKind::Syscall { next } => syscalls::handle(ctx, next),
+        ExitKind::Syscall { next } => {
+            let started = stats::timestamp();
+            let next = syscalls::handle(ctx, next);
+            if let Some(t) = started {
+                ctx.time.syscalls += stats::timestamp().unwrap_or(t) - t;
+            }
+            next
+        }
         ExitKind::Redirect => ctx.ibl_target,
         ExitKind::Verify => {
             let mut eng = engine();

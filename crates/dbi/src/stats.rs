@@ -6,7 +6,51 @@ use crate::dispatch::Engine;
 use crate::modules;
 use rewire_mem::AddressSpace;
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
+
+/// Whether threads time their dispatches (`--stats`).
+static TIMING: AtomicBool = AtomicBool::new(false);
+
+/// Makes threads time their dispatches from now on.
+pub fn start_timing() {
+    TIMING.store(true, Ordering::Relaxed);
+}
+
+/// Monotonic nanoseconds when timing is on.
+pub fn timestamp() -> Option<u64> {
+    if !TIMING.load(Ordering::Relaxed) {
+        return None;
+    }
+    let mut t = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: clock_gettime writes the timespec we own (a vDSO call, no kernel entry).
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut t) };
+    Some(t.tv_sec as u64 * 1_000_000_000 + t.tv_nsec as u64)
+}
+
+/// Where one thread's time went, measured with the monotonic clock at every entry into and
+/// exit from the dispatcher (wall time: a blocking system call counts while it waits).
+#[repr(C)]
+#[derive(Debug, Default, Clone, Copy)]
+pub struct ThreadTime {
+    /// When the thread first entered the dispatcher (0: not yet).
+    pub started: u64,
+    /// Nanoseconds in the dispatcher, system calls included.
+    pub dispatcher: u64,
+    /// Of which running the program's system calls (with their hooks).
+    pub syscalls: u64,
+}
+
+impl ThreadTime {
+    /// Adds `other`'s totals, with `other` alive until `now`.
+    fn add(&mut self, other: &ThreadTime, now: u64) {
+        if other.started != 0 {
+            self.started += now.saturating_sub(other.started);
+            self.dispatcher += other.dispatcher;
+            self.syscalls += other.syscalls;
+        }
+    }
+}
 
 /// What the engine did.
 #[derive(Debug, Default)]
@@ -29,6 +73,16 @@ pub struct Stats {
     pub ibl_misses: [u64; 3],
     /// Indirect-branch lookups of threads that have exited (live ones count in their context).
     pub exited_lookups: u64,
+    /// Time of threads that have exited (`started` holds their lifetimes).
+    pub exited_time: ThreadTime,
+}
+
+/// Folds the time of a thread that is about to exit into the totals.
+pub fn thread_exits(stats: &mut Stats, ctx: &ThreadCtx) {
+    stats.exited_lookups += ctx.ibl_lookups;
+    if let Some(now) = timestamp() {
+        stats.exited_time.add(&ctx.time, now);
+    }
 }
 
 impl Stats {
@@ -94,7 +148,36 @@ pub fn report(engine: &Engine, lookups: u64) -> Vec<String> {
         ));
     }
     out.push(format!("block building: {:.3} ms, {:.0} blocks/s", secs * 1e3, if secs > 0.0 { s.blocks as f64 / secs } else { 0.0 }));
+    if let Some(line) = time_line(engine) {
+        out.push(line);
+    }
     out
+}
+
+/// Where the threads' time went: in the cache, in the dispatcher (building code or not), in
+/// system calls; and exits to the dispatcher per second.
+fn time_line(engine: &Engine) -> Option<String> {
+    let now = timestamp()?;
+    let mut total = engine.stats.exited_time;
+    for &c in &engine.contexts {
+        // SAFETY: registered contexts are live ThreadCtx headers; plain reads of counters.
+        total.add(&unsafe { &*(c as *const ThreadCtx) }.time, now);
+    }
+    let ms = |ns: u64| ns as f64 / 1e6;
+    let all = total.started.max(1);
+    let pct = |ns: u64| 100.0 * ns as f64 / all as f64;
+    let dispatcher = total.dispatcher.saturating_sub(total.syscalls);
+    let building = (engine.stats.build_time + engine.trace_stats.build_time).as_nanos() as u64;
+    Some(format!(
+        "time: {:.1} ms of thread time, {:.1}% in the cache, {:.1}% in the dispatcher ({:.1}% building blocks and traces), \
+         {:.1}% in system calls; {:.0} exits to the dispatcher per second",
+        ms(total.started),
+        pct(total.started.saturating_sub(total.dispatcher)),
+        pct(dispatcher),
+        pct(building.min(dispatcher)),
+        pct(total.syscalls),
+        engine.stats.dispatches as f64 / (all as f64 / 1e9)
+    ))
 }
 
 /// Indirect-branch lookups counted in all thread contexts, exited threads included.

@@ -33,7 +33,7 @@ pub fn exit_thread(ctx: &mut ThreadCtx, status: u64) -> ! {
         for (i, total) in eng.exited_counters.iter_mut().enumerate().take(used) {
             *total += ctx.counter(i as u32 * 8);
         }
-        eng.stats.exited_lookups += ctx.ibl_lookups;
+        crate::stats::thread_exits(&mut eng.stats, ctx);
         eng.contexts.retain(|&c| c != base);
     }
     // SAFETY: the box made in ContextBlock::new; with every signal blocked and the context

@@ -205,6 +205,26 @@ fn stats_show_blocks_built_from_the_interpreter_and_libc() {
     }
 }
 
+/// The shares of thread time in the cache, the dispatcher and system calls (in that order
+/// on the `time:` line of --stats).
+fn time_shares(err: &str) -> [f64; 3] {
+    let line = err.lines().find(|l| l.starts_with("rewire: time: ")).expect(err);
+    let shares: Vec<f64> = line.split("% in ").filter_map(|part| part.rsplit([' ', '(']).next()?.parse().ok()).collect();
+    assert_eq!(shares.len(), 3, "{line}");
+    assert!((shares.iter().sum::<f64>() - 100.0).abs() < 0.5, "{line}");
+    [shares[0], shares[1], shares[2]]
+}
+
+#[test]
+fn stats_say_where_the_time_went() {
+    let (_, err) = under(&["--stats"], &["sleep", "0.3"], b"");
+    let [_, _, syscalls] = time_shares(&err);
+    assert!(syscalls > 50.0, "{err}");
+    let (_, err) = under(&["--stats"], &["/usr/bin/python3.11", "-c", "print(sum(i * i for i in range(2000000)))"], b"");
+    let [cache, _, _] = time_shares(&err);
+    assert!(cache > 50.0, "{err}");
+}
+
 /// The test hook `--strip-exec` takes execute permission away from every page of the
 /// program's code (its own, its interpreter's and every library it maps): any instruction
 /// run anywhere but the code cache would crash it.
