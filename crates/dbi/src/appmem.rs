@@ -24,10 +24,15 @@ fn transfer(addr: u64, buf: *mut u8, len: usize, write: bool) -> bool {
 
 /// Copies `buf.len()` bytes from the program's `addr`; false if not all readable.
 pub fn read(addr: u64, buf: &mut [u8]) -> bool {
+    reader()(addr, buf)
+}
+
+/// How this thread reads program memory now: by a fault-resumed copy, or through the kernel.
+fn reader() -> fn(u64, &mut [u8]) -> bool {
     if fault_signals_unblocked() {
-        arch::copy_or_fault(addr, buf)
+        arch::copy_or_fault
     } else {
-        transfer(addr, buf.as_mut_ptr(), buf.len(), false)
+        |addr, buf| transfer(addr, buf.as_mut_ptr(), buf.len(), false)
     }
 }
 
@@ -49,6 +54,7 @@ pub fn write(addr: u64, data: &[u8]) -> bool {
 
 /// The NUL-terminated string at `addr`, if readable and at most `max` bytes.
 pub fn read_cstr(addr: u64, max: usize) -> Option<Vec<u8>> {
+    let read = reader();
     let mut out = Vec::new();
     let mut chunk = [0u8; 64];
     while out.len() < max {

@@ -41,13 +41,24 @@ pub struct ThreadTime {
     pub syscalls: u64,
 }
 
-impl ThreadTime {
-    /// Adds `other`'s totals, with `other` alive until `now`.
-    fn add(&mut self, other: &ThreadTime, now: u64) {
-        if other.started != 0 {
-            self.started += now.saturating_sub(other.started);
-            self.dispatcher += other.dispatcher;
-            self.syscalls += other.syscalls;
+/// The time of several threads, summed.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct TimeTotals {
+    /// Nanoseconds the threads lived (from their first dispatch).
+    pub lived: u64,
+    /// Of which in the dispatcher, system calls included.
+    pub dispatcher: u64,
+    /// Of which running the program's system calls.
+    pub syscalls: u64,
+}
+
+impl TimeTotals {
+    /// Adds a thread's time, the thread alive until `now`.
+    fn add(&mut self, t: &ThreadTime, now: u64) {
+        if t.started != 0 {
+            self.lived += now.saturating_sub(t.started);
+            self.dispatcher += t.dispatcher;
+            self.syscalls += t.syscalls;
         }
     }
 }
@@ -73,8 +84,8 @@ pub struct Stats {
     pub ibl_misses: [u64; 3],
     /// Indirect-branch lookups of threads that have exited (live ones count in their context).
     pub exited_lookups: u64,
-    /// Time of threads that have exited (`started` holds their lifetimes).
-    pub exited_time: ThreadTime,
+    /// Time of threads that have exited.
+    pub exited_time: TimeTotals,
 }
 
 /// Folds the time of a thread that is about to exit into the totals.
@@ -164,15 +175,15 @@ fn time_line(engine: &Engine) -> Option<String> {
         total.add(&unsafe { &*(c as *const ThreadCtx) }.time, now);
     }
     let ms = |ns: u64| ns as f64 / 1e6;
-    let all = total.started.max(1);
+    let all = total.lived.max(1);
     let pct = |ns: u64| 100.0 * ns as f64 / all as f64;
     let dispatcher = total.dispatcher.saturating_sub(total.syscalls);
     let building = (engine.stats.build_time + engine.trace_stats.build_time).as_nanos() as u64;
     Some(format!(
         "time: {:.1} ms of thread time, {:.1}% in the cache, {:.1}% in the dispatcher ({:.1}% building blocks and traces), \
          {:.1}% in system calls; {:.0} exits to the dispatcher per second",
-        ms(total.started),
-        pct(total.started.saturating_sub(total.dispatcher)),
+        ms(total.lived),
+        pct(total.lived.saturating_sub(total.dispatcher)),
         pct(dispatcher),
         pct(building.min(dispatcher)),
         pct(total.syscalls),

@@ -22,25 +22,17 @@ pub struct InsCount {
     per_module: bool,
     /// Module names, indexed by `Weighted::module`.
     modules: Vec<String>,
-    /// Counter of each (tag, instructions, module) built so far: a block rebuilt alike reuses it.
+    /// Counter of each (tag, instructions, module index) built so far: a block rebuilt alike
+    /// reuses it. One execution adds the instructions to the module.
     counters: FxHashMap<(u64, u32, u32), Counter>,
-    /// Counters with what one execution adds.
-    weighted: Vec<Weighted>,
     /// Counter of instructions for blocks built once the counter area is full.
     overflow: Option<Counter>,
-}
-
-#[derive(Debug)]
-struct Weighted {
-    counter: Counter,
-    insns: u32,
-    module: u32,
 }
 
 impl InsCount {
     /// With a per-module breakdown when `per_module`.
     pub fn new(per_module: bool) -> InsCount {
-        InsCount { per_module, modules: Vec::new(), counters: FxHashMap::default(), weighted: Vec::new(), overflow: None }
+        InsCount { per_module, modules: Vec::new(), counters: FxHashMap::default(), overflow: None }
     }
 
     fn module_index(&mut self, block: &BlockView<'_>) -> u32 {
@@ -65,11 +57,11 @@ impl Tool for InsCount {
             self.overflow = instrument.new_counter();
         }
         let module = self.module_index(block);
-        let counter = match self.counters.get(&(block.tag, insns, module)) {
+        let key = (block.tag, insns, module);
+        let counter = match self.counters.get(&key) {
             Some(&c) => Some(c),
-            None => instrument.new_counter().inspect(|&counter| {
-                self.counters.insert((block.tag, insns, module), counter);
-                self.weighted.push(Weighted { counter, insns, module });
+            None => instrument.new_counter().inspect(|&c| {
+                self.counters.insert(key, c);
             }),
         };
         match (counter, self.overflow) {
@@ -81,8 +73,8 @@ impl Tool for InsCount {
 
     fn on_exit(&mut self, finish: &Finish<'_>) {
         let mut per_module = vec![0u64; self.modules.len().max(1)];
-        for w in &self.weighted {
-            per_module[w.module as usize] += finish.total(w.counter) * w.insns as u64;
+        for (&(_, insns, module), &counter) in &self.counters {
+            per_module[module as usize] += finish.total(counter) * insns as u64;
         }
         let overflow = self.overflow.map_or(0, |c| finish.total(c));
         let total = per_module.iter().sum::<u64>() + overflow;
