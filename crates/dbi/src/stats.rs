@@ -3,6 +3,7 @@
 use crate::block::Branch;
 use crate::context::ThreadCtx;
 use crate::dispatch::Engine;
+use crate::fragments::FragmentKind;
 use crate::modules;
 use rewire_mem::AddressSpace;
 use std::collections::BTreeMap;
@@ -109,7 +110,7 @@ pub fn report(engine: &Engine, lookups: u64) -> Vec<String> {
     let l = &engine.frags.stats;
     let mut per_module: BTreeMap<String, u64> = BTreeMap::new();
     let space = AddressSpace::read(None).unwrap_or_default();
-    for f in engine.frags.all() {
+    for f in engine.frags.all().iter().filter(|f| f.kind == FragmentKind::Block) {
         *per_module.entry(modules::name_in(&space, f.tag)).or_default() += 1;
     }
     let mut by_count: Vec<_> = per_module.into_iter().collect();
