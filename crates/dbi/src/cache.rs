@@ -37,10 +37,17 @@ const UNIT_BYTES: usize = 16 << 20;
 /// the code) still reach from the cache. The nearest free space is taken first.
 const UNIT_REACH: u64 = (1 << 31) - (128 << 20);
 
+/// Bytes of a unit made present at a time, ahead of the code written into them: one system
+/// call instead of two page faults per page (writing through one view, running through the
+/// other), which cost about 3 µs each on a virtual machine.
+const POPULATE_BYTES: usize = 64 << 10;
+
 #[derive(Debug)]
 struct Unit {
     view: DualView,
     used: usize,
+    /// Bytes from the start made present in both views.
+    populated: usize,
 }
 
 impl Unit {
@@ -93,7 +100,7 @@ impl CodeCache {
         let addr =
             candidates.into_iter().next().ok_or_else(|| RunError::Unsupported(format!("no free address space for code near {near:#x}")))?;
         let view = InProcess::new().map_dual(addr, UNIT_BYTES).map_err(RunError::Cache)?;
-        self.units.push(Unit { view, used: 0 });
+        self.units.push(Unit { view, used: 0, populated: 0 });
         Ok(self.units.len() - 1)
     }
 
@@ -102,6 +109,12 @@ impl CodeCache {
         assert!(code.len() <= place.room, "code larger than the room it was built for");
         let u = &mut self.units[place.unit];
         let offset = (place.addr - u.view.exec) as usize;
+        let end = offset + code.len();
+        if end > u.populated {
+            let to = end.next_multiple_of(POPULATE_BYTES).min(u.view.len);
+            u.view.populate(u.populated, to - u.populated, true);
+            u.populated = to;
+        }
         u.view.write(offset, code);
         if offset == u.used {
             u.used += code.len();
@@ -194,6 +207,8 @@ impl CodeCache {
                 return Err(RunError::Sys("mmap(cache copy)", std::io::Error::last_os_error()));
             }
             u.view = DualView::map_local(u.view.exec, u.view.len, fd.as_fd()).map_err(RunError::Cache)?;
+            // The copy is present up to `used` only; what comes after is made present anew.
+            u.populated = u.used;
         }
         Ok(())
     }

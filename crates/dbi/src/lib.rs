@@ -88,6 +88,7 @@ pub fn run_tool(tool: Box<dyn tool::Tool>, opts: Options) -> Result<Infallible, 
     // SAFETY: getauxval reads this process's auxiliary vector.
     let (hwcap2, vdso) = unsafe { (libc::getauxval(libc::AT_HWCAP2), libc::getauxval(libc::AT_SYSINFO_EHDR)) };
     let mut block = ContextBlock::new(arch::fs_base(), hwcap2 & 2 != 0)?;
+    block.populate_lookup_table();
 
     let mut exec = regions::ExecRegions::default();
     let app_code: Vec<_> = loaded.program.code.iter().chain(loaded.interp.iter().flat_map(|i| i.code.iter())).cloned().collect();

@@ -58,6 +58,16 @@ impl DualView {
         self.local.write(offset, data)
     }
 
+    /// Backs `len` bytes at byte `offset` with memory now and maps them in the writable view
+    /// (and in the executable view when it is in this process), so that writing and then
+    /// running code there takes no page faults.
+    pub fn populate(&self, offset: usize, len: usize, exec_in_this_process: bool) {
+        self.local.populate(offset, len);
+        if exec_in_this_process {
+            crate::sys::populate_read(self.exec + offset as u64, len);
+        }
+    }
+
     /// Reads `buf.len()` bytes at byte `offset`.
     pub fn read(&self, offset: usize, buf: &mut [u8]) {
         self.local.read(offset, buf)

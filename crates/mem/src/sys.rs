@@ -48,6 +48,14 @@ impl LocalMap {
         unsafe { std::ptr::copy_nonoverlapping(self.ptr.add(offset), buf.as_mut_ptr(), buf.len()) }
     }
 
+    /// Backs `len` bytes at `offset` with memory and maps them writable now, instead of one
+    /// page fault per page later (best effort: kernels before 5.14 lack the advice).
+    pub(crate) fn populate(&self, offset: usize, len: usize) {
+        assert!(offset.checked_add(len).is_some_and(|end| end <= self.len), "populate past the mapping");
+        // SAFETY: in bounds of a live mapping we own; populating changes no contents.
+        let _ = unsafe { rustix::mm::madvise(self.ptr.add(offset).cast(), len, rustix::mm::Advice::LinuxPopulateWrite) };
+    }
+
     pub(crate) fn atomic_u32(&self, offset: usize) -> &AtomicU32 {
         assert!(offset % 4 == 0 && offset + 4 <= self.len, "unaligned or out-of-bounds cell");
         // SAFETY: in bounds and 4-aligned (the mapping is page aligned); only accessed
@@ -68,6 +76,14 @@ impl Drop for LocalMap {
         // SAFETY: we own this mapping; no reference into it outlives `self`.
         let _ = unsafe { rustix::mm::munmap(self.ptr.cast(), self.len) };
     }
+}
+
+/// Maps the pages of `len` bytes at `addr` of this process now, for reading, instead of one
+/// page fault per page later (best effort, as [`LocalMap::populate`]).
+pub(crate) fn populate_read(addr: u64, len: usize) {
+    // SAFETY: populating reads no memory and changes no contents; an address range that is
+    // not mapped only makes the call fail, which is ignored.
+    let _ = unsafe { rustix::mm::madvise(addr as *mut _, len, rustix::mm::Advice::LinuxPopulateRead) };
 }
 
 /// Maps `len` bytes of `fd` at exactly `addr` with `prot`, failing if anything is there.
