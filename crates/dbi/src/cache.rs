@@ -37,6 +37,10 @@ const UNIT_BYTES: usize = 16 << 20;
 /// the code) still reach from the cache. The nearest free space is taken first.
 const UNIT_REACH: u64 = (1 << 31) - (128 << 20);
 
+/// Units start at multiples of this, so that huge pages can back them where the system
+/// allows them for shared memory.
+const HUGE_PAGE: u64 = 2 << 20;
+
 /// Bytes of a unit made present at a time, ahead of the code written into them: one system
 /// call instead of two page faults per page (writing through one view, running through the
 /// other), which cost about 3 µs each on a virtual machine.
@@ -96,10 +100,11 @@ impl CodeCache {
     fn add_unit(&mut self, near: u64) -> Result<usize, RunError> {
         let space = AddressSpace::read(None).map_err(RunError::Cache)?;
         let len = UNIT_BYTES as u64;
-        let candidates = space.free_near(near, len, UNIT_REACH - len, 1 << 16);
+        let candidates = space.free_near(near, len, UNIT_REACH - len, HUGE_PAGE);
         let addr =
             candidates.into_iter().next().ok_or_else(|| RunError::Unsupported(format!("no free address space for code near {near:#x}")))?;
         let view = InProcess::new().map_dual(addr, UNIT_BYTES).map_err(RunError::Cache)?;
+        view.advise_huge_pages(true);
         self.units.push(Unit { view, used: 0, populated: 0 });
         Ok(self.units.len() - 1)
     }
@@ -209,6 +214,7 @@ impl CodeCache {
             u.view = DualView::map_local(u.view.exec, u.view.len, fd.as_fd()).map_err(RunError::Cache)?;
             // The copy is present up to `used` only; what comes after is made present anew.
             u.populated = u.used;
+            u.view.advise_huge_pages(true);
         }
         Ok(())
     }

@@ -68,6 +68,18 @@ impl DualView {
         }
     }
 
+    /// Asks for transparent huge pages behind the writable view (and the executable view
+    /// when it is in this process): fewer TLB misses running a large cache. Effective only
+    /// where the system allows huge pages for shared memory
+    /// (`/sys/kernel/mm/transparent_hugepage/shmem_enabled` at `advise` or `always`; the
+    /// default is `never`); elsewhere nothing changes.
+    pub fn advise_huge_pages(&self, exec_in_this_process: bool) {
+        self.local.advise_huge_pages();
+        if exec_in_this_process {
+            crate::sys::advise_huge_pages(self.exec, self.len);
+        }
+    }
+
     /// Reads `buf.len()` bytes at byte `offset`.
     pub fn read(&self, offset: usize, buf: &mut [u8]) {
         self.local.read(offset, buf)

@@ -56,6 +56,11 @@ impl LocalMap {
         let _ = unsafe { rustix::mm::madvise(self.ptr.add(offset).cast(), len, rustix::mm::Advice::LinuxPopulateWrite) };
     }
 
+    /// Asks for transparent huge pages behind the mapping (best effort).
+    pub(crate) fn advise_huge_pages(&self) {
+        advise_huge_pages(self.ptr as u64, self.len);
+    }
+
     pub(crate) fn atomic_u32(&self, offset: usize) -> &AtomicU32 {
         assert!(offset % 4 == 0 && offset + 4 <= self.len, "unaligned or out-of-bounds cell");
         // SAFETY: in bounds and 4-aligned (the mapping is page aligned); only accessed
@@ -84,6 +89,14 @@ pub(crate) fn populate_read(addr: u64, len: usize) {
     // SAFETY: populating reads no memory and changes no contents; an address range that is
     // not mapped only makes the call fail, which is ignored.
     let _ = unsafe { rustix::mm::madvise(addr as *mut _, len, rustix::mm::Advice::LinuxPopulateRead) };
+}
+
+/// Asks for transparent huge pages behind `len` bytes at `addr` of this process (best effort:
+/// the system may not allow them, e.g. for shared memory by default).
+pub(crate) fn advise_huge_pages(addr: u64, len: usize) {
+    // SAFETY: the advice changes how memory is backed, never its contents; an address range
+    // that is not mapped only makes the call fail, which is ignored.
+    let _ = unsafe { rustix::mm::madvise(addr as *mut _, len, rustix::mm::Advice::LinuxHugepage) };
 }
 
 /// Maps `len` bytes of `fd` at exactly `addr` with `prot`, failing if anything is there.
