@@ -290,6 +290,7 @@ impl Engine {
         if opts.verify {
             self.frags.set_built_from(id, &code[..app_len.min(code.len())]);
         }
+        crate::heap::populate_growth();
         if let Some(t) = started {
             match kind {
                 FragmentKind::Block => self.stats.build_time += t.elapsed(),

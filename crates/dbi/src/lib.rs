@@ -21,6 +21,7 @@ mod emitter;
 mod error;
 mod exec;
 pub mod fragments;
+mod heap;
 pub mod loader;
 pub mod modules;
 pub mod regions;
@@ -69,6 +70,7 @@ pub fn run(opts: Options) -> Result<Infallible, RunError> {
 /// Programs it `execve`s run natively unless `opts.engine.tool` names a built-in tool to
 /// follow them with.
 pub fn run_tool(tool: Box<dyn tool::Tool>, opts: Options) -> Result<Infallible, RunError> {
+    heap::prepare();
     let modules = modules::Modules::excluding_current();
     if let Some(dir) = &opts.engine.output.dir {
         if !dir.is_dir() {
