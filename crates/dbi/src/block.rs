@@ -9,6 +9,8 @@ use crate::emitter::{Emitter, Label};
 use iced_x86::{
     Code, ConditionCode, Decoder, DecoderOptions, FlowControl, Instruction, InstructionInfoFactory, Mnemonic, OpKind, Register,
 };
+use std::cell::Cell;
+use std::mem::MaybeUninit;
 
 /// Bytes before a fragment's body: its entry for indirect branches, which restores rcx (the
 /// lookup used it to jump through the table). Direct links enter after it.
@@ -48,8 +50,8 @@ pub enum ExitKind {
     Unsupported {
         /// Its application address.
         at: u64,
-        /// Why.
-        why: &'static str,
+        /// What it is.
+        what: Unrunnable,
     },
     /// A tool's clean call: run it, then resume at the record's `stub` address (the code
     /// right after the call sequence).
@@ -76,41 +78,133 @@ pub enum ExitKind {
     },
 }
 
-/// One exit of a fragment. Cache code refers to it by address, so it is boxed and lives as
-/// long as its fragment.
+/// The instructions the engine cannot run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unrunnable {
+    /// `rdgsbase`, `wrgsbase`, `swapgs`.
+    GsBase,
+    /// `sysenter`, `sysexit`.
+    Sysenter,
+    /// `int 0x80`.
+    Int80,
+    /// `xbegin`.
+    Xbegin,
+    /// `iret`.
+    Iret,
+    /// `retf`.
+    FarReturn,
+    /// `jmp far`, `call far`.
+    FarBranch,
+    /// `mov gs, r/m` and `pop gs`.
+    GsSelector,
+    /// String instructions with a GS override.
+    GsString,
+    /// `jmp`/`call` through GS-relative memory.
+    GsIndirectBranch,
+}
+
+impl std::fmt::Display for Unrunnable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Unrunnable::GsBase => "GS base instructions (the engine owns GS)",
+            Unrunnable::Sysenter => "sysenter",
+            Unrunnable::Int80 => "32-bit system calls (int 0x80)",
+            Unrunnable::Xbegin => "transactional memory (xbegin)",
+            Unrunnable::Iret => "iret",
+            Unrunnable::FarReturn => "far returns",
+            Unrunnable::FarBranch => "far jumps and calls",
+            Unrunnable::GsSelector => "loading the GS selector",
+            Unrunnable::GsString => "GS-relative string instructions",
+            Unrunnable::GsIndirectBranch => "GS-relative indirect branches",
+        })
+    }
+}
+
+/// One exit of a fragment. Cache code refers to it by address, and a thread may read it
+/// after its fragment was reclaimed, so records are never freed: they come from chunks
+/// that live as long as the process (48 bytes each, no allocator header).
 #[derive(Debug)]
 pub struct ExitRecord {
     /// What the exit does.
     pub kind: ExitKind,
+    /// Cache address of the start of the fragment's code; the offsets below count from it
+    /// (0: none, the start being the lookup prefix, never a field or a stub).
+    base: u64,
     /// The fragment it belongs to.
     pub fragment: u32,
     /// Its index among the fragment's exits.
     pub index: u16,
-    /// Cache address of the patchable rel32 field of the jump that leaves through this
-    /// exit (0 when the exit cannot be linked).
-    pub field: u64,
-    /// Cache address of the exit stub (where the field points while unlinked).
-    pub stub: u64,
+    /// The patchable rel32 field of the jump that leaves through this exit (none when the
+    /// exit cannot be linked).
+    field: u16,
+    /// The exit stub (where the field points while unlinked; for exits that resume, where
+    /// the code resumes).
+    stub: u16,
+    /// For exits to trace heads, which count their executions on the way: the body's rel32
+    /// field aimed at the counting stub. Once the head has a trace, this field is aimed at
+    /// the trace and the count skipped.
+    bypass: u16,
+    /// The counting stub (where `bypass` points while the head has no trace).
+    count_stub: u16,
     /// The fragment this exit is linked to.
     pub linked: Option<u32>,
-    /// For exits to trace heads, which count their executions on the way: the cache
-    /// address of the body's rel32 field aimed at the counting stub (0 for other exits).
-    /// Once the head has a trace, this field is aimed at the trace and the count skipped.
-    pub bypass: u64,
-    /// The counting stub (where `bypass` points while the head has no trace).
-    pub count_stub: u64,
 }
 
+/// Records per chunk.
+const RECORDS_PER_CHUNK: usize = 1024;
+
+const _: () = assert!(std::mem::size_of::<ExitRecord>() == 48);
+
 impl ExitRecord {
-    /// A record not yet attached to a fragment.
-    pub fn new(kind: ExitKind) -> Box<ExitRecord> {
-        Box::new(ExitRecord { kind, fragment: u32::MAX, index: 0, field: 0, stub: 0, linked: None, bypass: 0, count_stub: 0 })
+    /// A record for the fragment whose code starts at cache address `base`, not yet
+    /// attached to it.
+    pub fn new(kind: ExitKind, base: u64) -> &'static mut ExitRecord {
+        thread_local! {
+            static FREE: Cell<&'static mut [MaybeUninit<ExitRecord>]> = const { Cell::new(&mut []) };
+        }
+        let record = ExitRecord::unattached(kind, base);
+        FREE.with(|free| {
+            let mut slots = free.take();
+            if slots.is_empty() {
+                slots = Box::leak(Box::new_uninit_slice(RECORDS_PER_CHUNK));
+            }
+            let (slot, rest) = slots.split_first_mut().expect("a chunk has room");
+            free.set(rest);
+            slot.write(record)
+        })
+    }
+
+    /// A record of no fragment (for the exit a thread starts with or is redirected by).
+    pub const fn unattached(kind: ExitKind, base: u64) -> ExitRecord {
+        ExitRecord { kind, base, fragment: u32::MAX, index: 0, field: 0, stub: 0, bypass: 0, count_stub: 0, linked: None }
     }
 
     /// Address of the record, as cache code loads it.
     pub fn address(&self) -> u64 {
         self as *const ExitRecord as u64
     }
+
+    /// Cache address of the patchable rel32 field of the jump leaving through this exit, if
+    /// it can be linked.
+    pub fn field(&self) -> Option<u64> {
+        (self.field != 0).then(|| self.base + self.field as u64)
+    }
+
+    /// Cache address of the exit stub (of the code an exit that resumes continues at).
+    pub fn stub(&self) -> u64 {
+        self.base + self.stub as u64
+    }
+
+    /// For an exit that counts the executions of a trace head: the cache addresses of the
+    /// body's field aimed at the counting stub and of the counting stub.
+    pub fn bypass(&self) -> Option<(u64, u64)> {
+        (self.bypass != 0).then(|| (self.base + self.bypass as u64, self.base + self.count_stub as u64))
+    }
+}
+
+/// An offset into fragment code (fragments are at most 64 KiB: `dispatch` rejects larger).
+fn offset16(offset: usize) -> u16 {
+    offset as u16
 }
 
 /// A translated block, ready to be copied to the cache address it was built for. Its code
@@ -120,7 +214,7 @@ pub struct Translated {
     /// The cache code.
     pub code: Vec<u8>,
     /// Its exits.
-    pub exits: Vec<Box<ExitRecord>>,
+    pub exits: Vec<&'static mut ExitRecord>,
     /// `(cache offset, application offset)` of every application instruction, ascending;
     /// application offsets are relative to the tag of the part the entry belongs to.
     pub map: Vec<(u16, u16)>,
@@ -177,9 +271,7 @@ pub struct Source<'a> {
 
 struct Builder<'a> {
     e: Emitter,
-    // Boxed: cache code embeds each record's address, which must not move as the list grows.
-    #[allow(clippy::vec_box)]
-    exits: Vec<Box<ExitRecord>>,
+    exits: Vec<&'static mut ExitRecord>,
     /// For every exit, the label of its stub and the offset of the jump field aimed at it
     /// (`None` for exits whose stub sequence sits in the body).
     stubs: Vec<Option<(Label, usize)>>,
@@ -463,16 +555,21 @@ impl Builder<'_> {
     /// An exit to the dispatcher that comes back right after itself (the record's `stub`).
     fn resume_exit(&mut self, kind: ExitKind) {
         self.inline_exit(kind);
-        let resume = self.e.ip();
-        self.exits.last_mut().expect("just pushed").stub = resume;
+        let resume = self.e.offset();
+        self.exits.last_mut().expect("just pushed").stub = offset16(resume);
     }
 
     fn mark(&mut self, app: u64) {
         self.map.push((self.e.offset() as u16, (app - self.tag) as u16));
     }
 
+    /// A record for an exit of the fragment being built.
+    fn new_record(&self, kind: ExitKind) -> &'static mut ExitRecord {
+        ExitRecord::new(kind, self.e.ip() - self.e.offset() as u64)
+    }
+
     fn record(&mut self, kind: ExitKind) -> u64 {
-        let rec = ExitRecord::new(kind);
+        let rec = self.new_record(kind);
         let addr = rec.address();
         self.exits.push(rec);
         addr
@@ -486,7 +583,7 @@ impl Builder<'_> {
     }
 
     fn linkable(&mut self, target: u64, stub: Label, field: usize) {
-        let rec = ExitRecord::new(ExitKind::Direct { target });
+        let rec = self.new_record(ExitKind::Direct { target });
         self.exits.push(rec);
         self.stubs.push(Some((stub, field)));
         // Trace heads: targets of backward branches, and every exit of a trace.
@@ -506,9 +603,9 @@ impl Builder<'_> {
 
     /// Translates one instruction; false when the block ends with it.
     fn instruction(&mut self, insn: &Instruction, bytes: &[u8]) -> bool {
-        if let Some(why) = unsupported(insn) {
+        if let Some(what) = unsupported(insn) {
             // Replace the last mark: the exit stands for this instruction.
-            self.inline_exit(ExitKind::Unsupported { at: insn.ip(), why });
+            self.inline_exit(ExitKind::Unsupported { at: insn.ip(), what });
             return false;
         }
         match insn.flow_control() {
@@ -738,7 +835,7 @@ impl Builder<'_> {
         let field = self.e.jmp_rel32(exit_stub);
         self.e.bind(hot);
         self.e.load_gs(1, off::SPILL0);
-        let rec = ExitRecord::new(ExitKind::TraceHead { target });
+        let rec = self.new_record(ExitKind::TraceHead { target });
         self.e.exit_to_dispatcher(rec.address());
         self.exits.push(rec);
         self.e.bind(exit_stub);
@@ -751,7 +848,6 @@ impl Builder<'_> {
             self.e.load_gs(1, off::S_RCX);
             self.table_lookup(branch);
         }
-        let base = self.e.ip() - self.e.offset() as u64;
         let counting = std::mem::take(&mut self.counting);
         for (i, linkable) in std::mem::take(&mut self.stubs).into_iter().enumerate() {
             let Some((stub, field)) = linkable else { continue };
@@ -760,14 +856,14 @@ impl Builder<'_> {
             // field), the counting stub's own jump is the one linking patches.
             let field = match counting.iter().find(|(exit, _)| *exit == i) {
                 Some(&(_, counter)) => {
-                    self.exits[i].bypass = base + field as u64;
-                    self.exits[i].count_stub = self.e.ip();
+                    self.exits[i].bypass = offset16(field);
+                    self.exits[i].count_stub = offset16(self.e.offset());
                     self.counting_stub(i, counter)
                 }
                 None => field,
             };
-            self.exits[i].field = base + field as u64;
-            self.exits[i].stub = self.e.ip();
+            self.exits[i].field = offset16(field);
+            self.exits[i].stub = offset16(self.e.offset());
             self.e.exit_to_dispatcher(self.exits[i].address());
         }
         let counters = counting.len() as u32;
@@ -776,23 +872,23 @@ impl Builder<'_> {
 }
 
 /// Why the engine cannot run `insn` yet, if it cannot.
-fn unsupported(insn: &Instruction) -> Option<&'static str> {
+fn unsupported(insn: &Instruction) -> Option<Unrunnable> {
     match insn.mnemonic() {
-        Mnemonic::Rdgsbase | Mnemonic::Wrgsbase | Mnemonic::Swapgs => return Some("GS base instructions (the engine owns GS)"),
-        Mnemonic::Sysenter | Mnemonic::Sysexit => return Some("sysenter"),
-        Mnemonic::Int if insn.immediate8() == 0x80 => return Some("32-bit system calls (int 0x80)"),
-        Mnemonic::Xbegin => return Some("transactional memory (xbegin)"),
-        Mnemonic::Iret | Mnemonic::Iretd | Mnemonic::Iretq => return Some("iret"),
+        Mnemonic::Rdgsbase | Mnemonic::Wrgsbase | Mnemonic::Swapgs => return Some(Unrunnable::GsBase),
+        Mnemonic::Sysenter | Mnemonic::Sysexit => return Some(Unrunnable::Sysenter),
+        Mnemonic::Int if insn.immediate8() == 0x80 => return Some(Unrunnable::Int80),
+        Mnemonic::Xbegin => return Some(Unrunnable::Xbegin),
+        Mnemonic::Iret | Mnemonic::Iretd | Mnemonic::Iretq => return Some(Unrunnable::Iret),
         _ => {}
     }
     if insn.flow_control() == FlowControl::Return && insn.mnemonic() != Mnemonic::Ret {
-        return Some("far returns");
+        return Some(Unrunnable::FarReturn);
     }
     if matches!(insn.code(), Code::Jmp_m1664 | Code::Jmp_m1632 | Code::Jmp_m1616 | Code::Call_m1664 | Code::Call_m1632 | Code::Call_m1616) {
-        return Some("far jumps and calls");
+        return Some(Unrunnable::FarBranch);
     }
     if insn.op0_kind() == OpKind::Register && insn.op0_register() == Register::GS {
-        return Some("loading the GS selector");
+        return Some(Unrunnable::GsSelector);
     }
     if insn.segment_prefix() != Register::GS {
         return None;
@@ -809,13 +905,13 @@ fn unsupported(insn: &Instruction) -> Option<&'static str> {
         )
     });
     if implicit_mem {
-        return Some("GS-relative string instructions");
+        return Some(Unrunnable::GsString);
     }
     if matches!(insn.flow_control(), FlowControl::IndirectBranch | FlowControl::IndirectCall)
         && insn.op0_kind() == OpKind::Memory
         && insn.memory_segment() == Register::GS
     {
-        return Some("GS-relative indirect branches");
+        return Some(Unrunnable::GsIndirectBranch);
     }
     None
 }

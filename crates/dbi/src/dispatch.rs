@@ -362,11 +362,13 @@ impl Engine {
     }
 }
 
-static REDIRECT: OnceLock<u64> = OnceLock::new();
+/// The exit record signal handlers send threads into the dispatcher with (a static: a
+/// handler must not allocate).
+static REDIRECT: ExitRecord = ExitRecord::unattached(ExitKind::Redirect, 0);
 
-/// The exit record signal handlers send threads into the dispatcher with.
+/// The address of [`REDIRECT`].
 pub fn redirect_record() -> u64 {
-    *REDIRECT.get_or_init(|| Box::leak(ExitRecord::new(ExitKind::Redirect)).address())
+    REDIRECT.address()
 }
 
 /// The engine, locked.
@@ -420,7 +422,7 @@ fn dispatch(ctx: &mut ThreadCtx) {
                     crate::appmem::read(tag, &mut now) && now == b
                 });
             if same {
-                ctx.next_pc = rec.stub;
+                ctx.next_pc = rec.stub();
                 ctx.in_cache = 1;
                 return;
             }
@@ -435,12 +437,12 @@ fn dispatch(ctx: &mut ThreadCtx) {
             let site = engine().call_sites[site as usize].clone();
             (site.func)(&tool::evaluate(&site, ctx));
             let _lock = engine();
-            ctx.next_pc = rec.stub;
+            ctx.next_pc = rec.stub();
             ctx.in_cache = 1;
             return;
         }
-        ExitKind::Unsupported { at, why } => syscalls::stop(&format!(
-            "the program executed an instruction rewire does not support yet at {at:#x} ({}): {why}",
+        ExitKind::Unsupported { at, what } => syscalls::stop(&format!(
+            "the program executed an instruction rewire does not support yet at {at:#x} ({}): {what}",
             modules::describe(at)
         )),
     };

@@ -30,7 +30,7 @@ pub struct Fragment {
     /// What it is.
     pub kind: FragmentKind,
     /// Its exits.
-    pub exits: Vec<Box<ExitRecord>>,
+    pub exits: Vec<&'static mut ExitRecord>,
     /// Exits of other fragments linked to this one, as (fragment, exit index).
     incoming: Vec<(FragId, u16)>,
     /// False once invalidated.
@@ -178,14 +178,15 @@ impl Fragments {
         }
         let target = self.list[to as usize].entry;
         let rec = &self.list[from as usize].exits[exit as usize];
-        if rec.field == 0 || rec.linked == Some(to) || self.list[from as usize].kind == FragmentKind::Recording {
+        let Some(field) = rec.field() else { return };
+        if rec.linked == Some(to) || self.list[from as usize].kind == FragmentKind::Recording {
             return;
         }
-        let (field, bypass) = (rec.field, rec.bypass);
+        let bypass = rec.bypass();
         let Some(dest) = self.reach(cache, field, target) else { return };
         cache.patch_u32(field, (dest.wrapping_sub(field + 4)) as u32);
         // An exit that counts executions of a head stops counting once the head is a trace.
-        if bypass != 0 && self.list[to as usize].kind == FragmentKind::Trace {
+        if let Some((bypass, _)) = bypass.filter(|_| self.list[to as usize].kind == FragmentKind::Trace) {
             let Some(dest) = self.reach(cache, bypass, target) else { return };
             cache.patch_u32(bypass, (dest.wrapping_sub(bypass + 4)) as u32);
         }
@@ -211,9 +212,10 @@ impl Fragments {
     pub fn unlink(&mut self, cache: &mut CodeCache, from: FragId, exit: u16) {
         let rec = &mut self.list[from as usize].exits[exit as usize];
         let Some(to) = rec.linked.take() else { return };
-        cache.patch_u32(rec.field, rec.stub.wrapping_sub(rec.field + 4) as u32);
-        if rec.bypass != 0 {
-            cache.patch_u32(rec.bypass, rec.count_stub.wrapping_sub(rec.bypass + 4) as u32);
+        let field = rec.field().expect("only exits with a field are linked");
+        cache.patch_u32(field, rec.stub().wrapping_sub(field + 4) as u32);
+        if let Some((bypass, count_stub)) = rec.bypass() {
+            cache.patch_u32(bypass, count_stub.wrapping_sub(bypass + 4) as u32);
         }
         self.list[to as usize].incoming.retain(|&(f, e)| (f, e) != (from, exit));
         self.stats.unlinks += 1;

@@ -132,7 +132,7 @@ pub fn run_tool(tool: Box<dyn tool::Tool>, opts: Options) -> Result<Infallible, 
     let ctx = block.ctx();
     ctx.regs.gpr[reg::RSP] = st.sp;
     let entry = loaded.interp.as_ref().map_or(loaded.program.entry, |i| i.entry);
-    ctx.exit_record = Box::leak(ExitRecord::new(ExitKind::Start { entry })).address();
+    ctx.exit_record = ExitRecord::new(ExitKind::Start { entry }, 0).address();
     // The context lives as long as the thread: ContextBlock never unmaps it.
     let gs = block.address();
     // SAFETY: the context is complete, its runtime stack unused, the engine installed.

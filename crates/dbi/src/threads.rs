@@ -77,7 +77,7 @@ pub fn clone_thread(ctx: &mut ThreadCtx, a: [u64; 6], next: u64) -> u64 {
     if flags & libc::CLONE_SETTLS as u64 != 0 {
         child.app_fs = a[4];
     }
-    child.exit_record = Box::leak(ExitRecord::new(ExitKind::Start { entry: next })).address();
+    child.exit_record = ExitRecord::new(ExitKind::Start { entry: next }, 0).address();
     let start = Start { block, flags, parent_tid: a[2], child_tid: a[3] };
     let (tx, rx) = std::sync::mpsc::channel::<u64>();
     LIVE.fetch_add(1, Ordering::SeqCst);
