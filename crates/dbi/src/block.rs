@@ -207,12 +207,48 @@ fn offset16(offset: usize) -> u16 {
     offset as u16
 }
 
-/// A translated block, ready to be copied to the cache address it was built for. Its code
-/// starts with the [`LOOKUP_PREFIX`].
+/// What translations reuse from one to the next (the instruction-information decoder, the
+/// emitter's buffers, the builder's lists), so that building a block allocates only what its
+/// fragment keeps.
+pub struct Workspace {
+    info: InstructionInfoFactory,
+    emitter: Emitter,
+    stubs: Vec<Option<(Label, usize)>>,
+    counting: Vec<(usize, u32)>,
+    mismatches: Vec<(Label, Branch)>,
+}
+
+impl std::fmt::Debug for Workspace {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Workspace").field("code_bytes", &self.emitter.code().len()).finish_non_exhaustive()
+    }
+}
+
+impl Default for Workspace {
+    fn default() -> Workspace {
+        Workspace {
+            info: InstructionInfoFactory::new(),
+            emitter: Emitter::default(),
+            stubs: Vec::new(),
+            counting: Vec::new(),
+            mismatches: Vec::new(),
+        }
+    }
+}
+
+impl Workspace {
+    /// The cache code of the last translation, ready to be copied to the address it was
+    /// built for. It starts with the [`LOOKUP_PREFIX`].
+    pub fn code(&self) -> &[u8] {
+        self.emitter.code()
+    }
+}
+
+/// A translated block (its code is in the [`Workspace`] until the next translation).
 #[derive(Debug)]
 pub struct Translated {
-    /// The cache code.
-    pub code: Vec<u8>,
+    /// Bytes of cache code.
+    pub code_len: usize,
     /// Its exits.
     pub exits: Vec<&'static mut ExitRecord>,
     /// `(cache offset, application offset)` of every application instruction, ascending;
@@ -270,16 +306,16 @@ pub struct Source<'a> {
 }
 
 struct Builder<'a> {
-    e: Emitter,
+    e: &'a mut Emitter,
     exits: Vec<&'static mut ExitRecord>,
     /// For every exit, the label of its stub and the offset of the jump field aimed at it
     /// (`None` for exits whose stub sequence sits in the body).
-    stubs: Vec<Option<(Label, usize)>>,
+    stubs: &'a mut Vec<Option<(Label, usize)>>,
     /// Direct exits that count executions of a trace head: (exit index, counter offset).
-    counting: Vec<(usize, u32)>,
+    counting: &'a mut Vec<(usize, u32)>,
     /// Inlined indirect-branch checks of traces whose recorded target did not match: the
     /// label of their out-of-line lookup and the kind of branch.
-    mismatches: Vec<(Label, Branch)>,
+    mismatches: &'a mut Vec<(Label, Branch)>,
     map: Vec<(u16, u16)>,
     parts: Vec<Part>,
     /// Tag of the part being translated.
@@ -358,21 +394,25 @@ pub struct Insertions {
 /// Translates the blocks of a trace, in the order they ran, into one fragment for `at`:
 /// each block's way to the next is laid out to fall through, indirect branches check
 /// the recorded target inline before looking up another.
-pub fn translate_parts(parts: &[Source<'_>], at: u64, opts: BuildOptions, info: &mut InstructionInfoFactory) -> Translated {
+pub fn translate_parts(parts: &[Source<'_>], at: u64, opts: BuildOptions, ws: &mut Workspace) -> Translated {
     let app_insns: usize = parts.iter().map(|p| p.decoded.insns.len()).sum();
+    ws.emitter.reset(at);
+    ws.stubs.clear();
+    ws.counting.clear();
+    ws.mismatches.clear();
     let mut b = Builder {
-        e: Emitter::new(at),
+        e: &mut ws.emitter,
         exits: Vec::with_capacity(2 * parts.len() + 2),
-        stubs: Vec::with_capacity(2 * parts.len() + 2),
-        counting: Vec::new(),
-        mismatches: Vec::new(),
+        stubs: &mut ws.stubs,
+        counting: &mut ws.counting,
+        mismatches: &mut ws.mismatches,
         map: Vec::with_capacity(app_insns + 2),
         parts: Vec::with_capacity(parts.len()),
         tag: parts[0].decoded.tag,
         ip: parts[0].decoded.tag,
         follow: None,
         opts,
-        info,
+        info: &mut ws.info,
     };
     b.e.load_gs(1, off::S_RCX);
     debug_assert_eq!(b.e.offset(), LOOKUP_PREFIX);
@@ -537,10 +577,10 @@ impl Builder<'_> {
                 self.e.bytes(&(at as u32).to_le_bytes());
                 self.e.bytes(&add.amount.to_le_bytes());
             }
-            Scratch::Register(r) => through(&mut self.e, r),
+            Scratch::Register(r) => through(self.e, r),
             Scratch::SpillRax => {
                 self.e.store_gs(off::SPILL0, 0);
-                through(&mut self.e, 0);
+                through(self.e, 0);
                 self.e.load_gs(0, off::SPILL0);
             }
         }
@@ -843,18 +883,18 @@ impl Builder<'_> {
     }
 
     fn finish(mut self, app_len: u32, insns: u32) -> Translated {
-        for (label, branch) in std::mem::take(&mut self.mismatches) {
+        for i in 0..self.mismatches.len() {
+            let (label, branch) = self.mismatches[i];
             self.e.bind(label);
             self.e.load_gs(1, off::S_RCX);
             self.table_lookup(branch);
         }
-        let counting = std::mem::take(&mut self.counting);
-        for (i, linkable) in std::mem::take(&mut self.stubs).into_iter().enumerate() {
-            let Some((stub, field)) = linkable else { continue };
+        for i in 0..self.stubs.len() {
+            let Some((stub, field)) = self.stubs[i] else { continue };
             self.e.bind(stub);
             // An exit that counts: the body's jump goes through the counter (the bypass
             // field), the counting stub's own jump is the one linking patches.
-            let field = match counting.iter().find(|(exit, _)| *exit == i) {
+            let field = match self.counting.iter().find(|(exit, _)| *exit == i) {
                 Some(&(_, counter)) => {
                     self.exits[i].bypass = offset16(field);
                     self.exits[i].count_stub = offset16(self.e.offset());
@@ -866,8 +906,9 @@ impl Builder<'_> {
             self.exits[i].stub = offset16(self.e.offset());
             self.e.exit_to_dispatcher(self.exits[i].address());
         }
-        let counters = counting.len() as u32;
-        Translated { code: self.e.finish(), exits: self.exits, map: self.map, parts: self.parts, app_len, insns, counters }
+        let counters = self.counting.len() as u32;
+        self.e.finish();
+        Translated { code_len: self.e.code().len(), exits: self.exits, map: self.map, parts: self.parts, app_len, insns, counters }
     }
 }
 

@@ -16,7 +16,6 @@ use crate::tool::{self, BlockView, CallSite, Instrument, NullTool, Output, Tool}
 use crate::tools::ToolOptions;
 use crate::traces::{self, Recording, TraceOptions, TraceStats};
 use crate::{modules, report, signals};
-use iced_x86::InstructionInfoFactory;
 use rustc_hash::FxHashMap;
 use std::ffi::CString;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
@@ -134,7 +133,7 @@ pub struct Engine {
     pub kept_insertions: FxHashMap<u64, Insertions>,
     /// Trace counters.
     pub trace_stats: TraceStats,
-    info: InstructionInfoFactory,
+    workspace: block::Workspace,
 }
 
 static ENGINE: OnceLock<Mutex<Engine>> = OnceLock::new();
@@ -172,7 +171,7 @@ impl Engine {
             recording_copies: FxHashMap::default(),
             kept_insertions: FxHashMap::default(),
             trace_stats: TraceStats::default(),
-            info: InstructionInfoFactory::new(),
+            workspace: block::Workspace::default(),
         }
     }
 
@@ -250,23 +249,23 @@ impl Engine {
         let mut want = 2048 * tags.len();
         let (place, t) = loop {
             let place = self.cache.place(tag, want).map_err(|e| NoFragment::CacheFull(e.to_string()))?;
-            let t = block::translate_parts(&sources, place.addr, opts, &mut self.info);
-            if CodeCache::fits(&place, t.code.len()) {
+            let t = block::translate_parts(&sources, place.addr, opts, &mut self.workspace);
+            if CodeCache::fits(&place, t.code_len) {
                 break (place, t);
             }
-            want = t.code.len();
+            want = t.code_len;
         };
-        if t.code.len() > u16::MAX as usize {
-            return Err(NoFragment::CacheFull(format!("a fragment of {} bytes", t.code.len())));
+        if t.code_len > u16::MAX as usize {
+            return Err(NoFragment::CacheFull(format!("a fragment of {} bytes", t.code_len)));
         }
-        self.cache.commit(place, &t.code);
+        self.cache.commit(place, self.workspace.code());
         self.next_counter += 8 * t.counters;
         if kind == FragmentKind::Block {
             self.stats.blocks += 1;
             self.stats.app_insns += t.insns as u64;
             traces::keep_insertions(&mut self.kept_insertions, tag, &insertions[0]);
         }
-        self.stats.cache_code += t.code.len() as u64;
+        self.stats.cache_code += t.code_len as u64;
         if self.opts.verbose {
             report(&format!(
                 "{} {tag:#x} ({}): {} instructions in {} block(s) -> {:#x}, {} bytes",
@@ -279,7 +278,7 @@ impl Engine {
                 t.insns,
                 tags.len(),
                 place.addr,
-                t.code.len()
+                t.code_len
             ));
         }
         if kind == FragmentKind::Block {

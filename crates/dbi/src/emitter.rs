@@ -20,7 +20,9 @@ struct Fixup {
     rel8: bool,
 }
 
-/// Code being emitted for address `base`.
+/// Code being emitted for address `base`. One emitter serves translation after
+/// translation ([`Emitter::reset`]), so its buffers are allocated once.
+#[derive(Default)]
 pub struct Emitter {
     base: u64,
     buf: Vec<u8>,
@@ -37,16 +39,18 @@ pub struct Emitter {
 pub struct EncodeError;
 
 impl Emitter {
-    /// An empty emitter for code that will live at `base`.
-    pub fn new(base: u64) -> Emitter {
-        Emitter {
-            base,
-            buf: Vec::with_capacity(256),
-            labels: Vec::with_capacity(8),
-            fixups: Vec::with_capacity(8),
-            constants: Vec::new(),
-            encoder: None,
-        }
+    /// Starts over for code that will live at `base` (keeping the buffers).
+    pub fn reset(&mut self, base: u64) {
+        self.base = base;
+        self.buf.clear();
+        self.labels.clear();
+        self.fixups.clear();
+        self.constants.clear();
+    }
+
+    /// The code emitted (complete once [`Emitter::finish`] has run).
+    pub fn code(&self) -> &[u8] {
+        &self.buf
     }
 
     /// Address of the next byte.
@@ -224,13 +228,14 @@ impl Emitter {
         Ok(())
     }
 
-    /// Resolves labels and returns the code.
-    pub fn finish(mut self) -> Vec<u8> {
+    /// Places the constants and resolves the labels: [`Emitter::code`] is complete.
+    pub fn finish(&mut self) {
         if !self.constants.is_empty() {
             while self.ip() % 8 != 0 {
                 self.buf.push(0xcc);
             }
-            for (l, v) in std::mem::take(&mut self.constants) {
+            for i in 0..self.constants.len() {
+                let (l, v) = self.constants[i];
                 self.bind(l);
                 self.buf.extend_from_slice(&v.to_le_bytes());
             }
@@ -244,7 +249,6 @@ impl Emitter {
                 self.buf[f.field..f.field + 4].copy_from_slice(&(rel as i32).to_le_bytes());
             }
         }
-        self.buf
     }
 }
 
@@ -282,26 +286,32 @@ mod tests {
         for bytes in cases {
             let insn = Decoder::with_ip(64, bytes, from, DecoderOptions::NONE).decode();
             assert!(insn.is_ip_rel_memory_operand(), "{insn}");
-            let mut e = Emitter::new(to);
+            let mut e = Emitter::default();
+            e.reset(to);
             e.copy_rip_relative(&insn, bytes).unwrap();
-            let out = e.finish();
-            let moved = Decoder::with_ip(64, &out, to, DecoderOptions::NONE).decode();
+            e.finish();
+            let out = e.code();
+            let moved = Decoder::with_ip(64, out, to, DecoderOptions::NONE).decode();
             assert_eq!(out.len(), bytes.len(), "{insn}");
             // The formatted form shows the absolute target and every immediate.
             assert_eq!(moved.to_string(), insn.to_string());
         }
         let far = Decoder::with_ip(64, cases[0], from, DecoderOptions::NONE).decode();
-        assert!(Emitter::new(from + (3u64 << 30)).copy_rip_relative(&far, cases[0]).is_err());
+        let mut e = Emitter::default();
+        e.reset(from + (3u64 << 30));
+        assert!(e.copy_rip_relative(&far, cases[0]).is_err());
     }
 
     /// `lea_add` encodes `lea r, [r + amount]` for every general register but rsp.
     #[test]
     fn lea_add_encodes_for_every_register() {
         for reg in (0u8..16).filter(|&r| r != 4) {
-            let mut e = Emitter::new(0x1000);
+            let mut e = Emitter::default();
+            e.reset(0x1000);
             e.lea_add(reg, 0x1234);
-            let code = e.finish();
-            let insn = Decoder::with_ip(64, &code, 0x1000, DecoderOptions::NONE).decode();
+            e.finish();
+            let code = e.code();
+            let insn = Decoder::with_ip(64, code, 0x1000, DecoderOptions::NONE).decode();
             let r = insn.op0_register();
             assert_eq!(insn.len(), code.len(), "{insn}");
             assert_eq!(insn.mnemonic(), iced_x86::Mnemonic::Lea, "{insn}");

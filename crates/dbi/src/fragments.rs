@@ -132,7 +132,7 @@ impl Fragments {
         self.list.push(Fragment {
             tag,
             entry,
-            len: t.code.len() as u32,
+            len: t.code_len as u32,
             app_len: t.app_len,
             map: t.map.into_boxed_slice(),
             parts: t.parts.into_boxed_slice(),
