@@ -500,13 +500,14 @@ fn scratch_before(insns: &[Instruction], info: &mut InstructionInfoFactory) -> S
     }
 }
 
-/// Where a once-per-execution counter costs least: before the first instruction whose
-/// flags are dead, else before one that overwrites a register, else at the top.
-fn cheapest_place(insns: &[Instruction], info: &mut InstructionInfoFactory) -> usize {
-    (0..insns.len())
-        .find(|&i| flags_dead_before(&insns[i..]))
-        .or_else(|| (0..insns.len()).find(|&i| overwrites_register(&insns[i], info).is_some()))
-        .unwrap_or(0)
+/// Where a once-per-execution counter costs least, and what it may use there (what
+/// [`scratch_before`] gives for that place): before the first instruction whose flags are
+/// dead, else before one that overwrites a register, else at the top with rax spilled.
+fn cheapest_place(insns: &[Instruction], info: &mut InstructionInfoFactory) -> (usize, Scratch) {
+    if let Some(i) = (0..insns.len()).find(|&i| flags_dead_before(&insns[i..])) {
+        return (i, Scratch::Flags);
+    }
+    (0..insns.len()).find_map(|i| overwrites_register(&insns[i], info).map(|r| (i, Scratch::Register(r)))).unwrap_or((0, Scratch::SpillRax))
 }
 
 impl Builder<'_> {
@@ -516,8 +517,9 @@ impl Builder<'_> {
         self.tag = d.tag;
         self.parts.push(Part { tag: d.tag, app_len: d.app_len().max(1) as u32, map_start: self.map.len() as u16 });
         let adds = &src.insertions.adds;
-        let cheapest = if adds.iter().any(|a| a.before.is_none()) { cheapest_place(&d.insns, self.info) } else { 0 };
-        let placed: Vec<(usize, CounterAdd)> = adds.iter().map(|a| (a.before.unwrap_or(cheapest), *a)).collect();
+        let cheapest = adds.iter().any(|a| a.before.is_none()).then(|| cheapest_place(&d.insns, self.info));
+        let cheapest_at = cheapest.map_or(0, |(at, _)| at);
+        let placed: Vec<(usize, CounterAdd)> = adds.iter().map(|a| (a.before.unwrap_or(cheapest_at), *a)).collect();
         let mut open = true;
         for (i, insn) in d.insns.iter().enumerate() {
             self.mark(insn.ip());
@@ -525,7 +527,10 @@ impl Builder<'_> {
                 self.clean_call(site);
             }
             if placed.iter().any(|(at, _)| *at == i) {
-                let scratch = scratch_before(&d.insns[i..], self.info);
+                let scratch = match cheapest {
+                    Some((at, scratch)) if at == i => scratch,
+                    _ => scratch_before(&d.insns[i..], self.info),
+                };
                 for (_, add) in placed.iter().filter(|(at, _)| *at == i) {
                     self.counter(add, scratch);
                 }
