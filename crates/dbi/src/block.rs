@@ -215,7 +215,8 @@ pub struct Workspace {
     emitter: Emitter,
     stubs: Vec<Option<(Label, usize)>>,
     counting: Vec<(usize, u32)>,
-    mismatches: Vec<(Label, Branch)>,
+    corrections: Vec<(usize, u32)>,
+    mismatches: Vec<(Label, Branch, Option<u32>)>,
 }
 
 impl std::fmt::Debug for Workspace {
@@ -231,6 +232,7 @@ impl Default for Workspace {
             emitter: Emitter::default(),
             stubs: Vec::new(),
             counting: Vec::new(),
+            corrections: Vec::new(),
             mismatches: Vec::new(),
         }
     }
@@ -260,8 +262,46 @@ pub struct Translated {
     pub app_len: u32,
     /// Application instructions covered.
     pub insns: u32,
-    /// Trace-head counters it uses (8 bytes each, from `BuildOptions::counters`).
+    /// Engine counters it uses (8 bytes each, from `BuildOptions::counters`): trace heads
+    /// and merged counts.
     pub counters: u32,
+    /// A trace's merged tool counts.
+    pub merged: Option<Box<MergedCounts>>,
+}
+
+/// The tool's once-per-execution counts of a trace's blocks, merged: one count of the
+/// trace's executions where its first block counts, and on every way out before the last
+/// block a count of leaving there (the blocks after it did not run). A loop trace of ten
+/// blocks then adds once a turn instead of ten times; the tool's totals are rebuilt from
+/// these counters when it asks for them ([`crate::fragments::Fragments::merged_totals`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MergedCounts {
+    /// Engine counter of the trace's executions.
+    pub entry: u32,
+    /// Cache offset of the code that counts an execution: a thread that leaves the trace
+    /// before it has not counted.
+    pub entry_offset: u16,
+    /// For every part but the last: the engine counter of leaving right after it, if the
+    /// parts after it count anything.
+    pub corrections: Box<[Option<u32>]>,
+    /// For every part: the tool's counts it stands for.
+    pub adds: Box<[PartCounts]>,
+}
+
+/// The tool's once-per-execution counts of one block, as (counter offset, amount).
+pub type PartCounts = Box<[(u32, u32)]>;
+
+impl MergedCounts {
+    /// The counter a thread leaving the trace at cache offset `offset` must count, so that
+    /// the parts it did not run are not counted: `part` is the part `offset` lies in and
+    /// `at_part_start` says that none of that part ran yet.
+    pub fn correction_for(&self, offset: u16, part: usize, at_part_start: bool) -> Option<u32> {
+        if offset <= self.entry_offset {
+            return None;
+        }
+        let left_after = if at_part_start { part.checked_sub(1)? } else { part };
+        self.corrections.get(left_after).copied().flatten()
+    }
 }
 
 /// One application block inside a fragment.
@@ -313,9 +353,12 @@ struct Builder<'a> {
     stubs: &'a mut Vec<Option<(Label, usize)>>,
     /// Direct exits that count executions of a trace head: (exit index, counter offset).
     counting: &'a mut Vec<(usize, u32)>,
+    /// Direct exits that leave a trace with merged counts early: (exit index, correction
+    /// counter).
+    corrections: &'a mut Vec<(usize, u32)>,
     /// Inlined indirect-branch checks of traces whose recorded target did not match: the
-    /// label of their out-of-line lookup and the kind of branch.
-    mismatches: &'a mut Vec<(Label, Branch)>,
+    /// label of their out-of-line lookup, the kind of branch and the correction counter.
+    mismatches: &'a mut Vec<(Label, Branch, Option<u32>)>,
     map: Vec<(u16, u16)>,
     parts: Vec<Part>,
     /// Tag of the part being translated.
@@ -327,6 +370,12 @@ struct Builder<'a> {
     follow: Option<(u64, Label)>,
     opts: BuildOptions,
     info: &'a mut InstructionInfoFactory,
+    /// Engine counters taken so far (from `opts.counters`).
+    taken: u32,
+    /// The trace's merged counts, if they are merged.
+    merged: Option<Box<MergedCounts>>,
+    /// Index of the part being translated.
+    part_index: usize,
 }
 
 /// The application instructions of one block, decoded.
@@ -399,12 +448,14 @@ pub fn translate_parts(parts: &[Source<'_>], at: u64, opts: BuildOptions, ws: &m
     ws.emitter.reset(at);
     ws.stubs.clear();
     ws.counting.clear();
+    ws.corrections.clear();
     ws.mismatches.clear();
     let mut b = Builder {
         e: &mut ws.emitter,
         exits: Vec::with_capacity(2 * parts.len() + 2),
         stubs: &mut ws.stubs,
         counting: &mut ws.counting,
+        corrections: &mut ws.corrections,
         mismatches: &mut ws.mismatches,
         map: Vec::with_capacity(app_insns + 2),
         parts: Vec::with_capacity(parts.len()),
@@ -413,7 +464,11 @@ pub fn translate_parts(parts: &[Source<'_>], at: u64, opts: BuildOptions, ws: &m
         follow: None,
         opts,
         info: &mut ws.info,
+        taken: 0,
+        merged: None,
+        part_index: 0,
     };
+    b.merged = b.merge_counts(parts);
     b.e.load_gs(1, off::S_RCX);
     debug_assert_eq!(b.e.offset(), LOOKUP_PREFIX);
     if opts.verify {
@@ -426,6 +481,7 @@ pub fn translate_parts(parts: &[Source<'_>], at: u64, opts: BuildOptions, ws: &m
         if let Some(l) = next_label.take() {
             b.e.bind(l);
         }
+        b.part_index = i;
         b.follow = parts.get(i + 1).map(|n| (n.decoded.tag, b.e.label()));
         next_label = b.follow.map(|(_, l)| l);
         b.part(part);
@@ -516,10 +572,14 @@ impl Builder<'_> {
         let d = src.decoded;
         self.tag = d.tag;
         self.parts.push(Part { tag: d.tag, app_len: d.app_len().max(1) as u32, map_start: self.map.len() as u16 });
-        let adds = &src.insertions.adds;
-        let cheapest = adds.iter().any(|a| a.before.is_none()).then(|| cheapest_place(&d.insns, self.info));
+        // With merged counts, the part's once-per-execution counts are the trace's: the
+        // first part counts the trace's execution instead.
+        let entry = self.merged.as_ref().filter(|_| self.part_index == 0).map(|m| CounterAdd { before: None, offset: m.entry, amount: 1 });
+        let merged = self.merged.is_some();
+        let adds = src.insertions.adds.iter().filter(|a| !merged || a.before.is_some()).chain(entry.iter());
+        let cheapest = adds.clone().any(|a| a.before.is_none()).then(|| cheapest_place(&d.insns, self.info));
         let cheapest_at = cheapest.map_or(0, |(at, _)| at);
-        let placed: Vec<(usize, CounterAdd)> = adds.iter().map(|a| (a.before.unwrap_or(cheapest_at), *a)).collect();
+        let placed: Vec<(usize, CounterAdd)> = adds.map(|a| (a.before.unwrap_or(cheapest_at), *a)).collect();
         let mut open = true;
         for (i, insn) in d.insns.iter().enumerate() {
             self.mark(insn.ip());
@@ -532,6 +592,10 @@ impl Builder<'_> {
                     _ => scratch_before(&d.insns[i..], self.info),
                 };
                 for (_, add) in placed.iter().filter(|(at, _)| *at == i) {
+                    if Some(add) == entry.as_ref() {
+                        let at = offset16(self.e.offset());
+                        self.merged.as_mut().expect("an entry count comes with merged counts").entry_offset = at;
+                    }
                     self.counter(add, scratch);
                 }
             }
@@ -631,12 +695,55 @@ impl Builder<'_> {
         let rec = self.new_record(ExitKind::Direct { target });
         self.exits.push(rec);
         self.stubs.push(Some((stub, field)));
-        // Trace heads: targets of backward branches, and every exit of a trace.
-        let (next, end) = self.opts.counters;
-        let head = self.opts.trace || target <= self.ip;
-        if self.opts.trace_threshold > 0 && !self.opts.record && head && next + 8 * (self.counting.len() as u32 + 1) <= end {
-            self.counting.push((self.exits.len() - 1, next + 8 * self.counting.len() as u32));
+        let exit = self.exits.len() - 1;
+        if let Some(counter) = self.correction() {
+            self.corrections.push((exit, counter));
         }
+        // Trace heads: targets of backward branches, and every exit of a trace.
+        let head = self.opts.trace || target <= self.ip;
+        if self.opts.trace_threshold > 0 && !self.opts.record && head {
+            if let Some(counter) = self.take_counter() {
+                self.counting.push((exit, counter));
+            }
+        }
+    }
+
+    /// A fresh engine counter, if the counter area has room.
+    fn take_counter(&mut self) -> Option<u32> {
+        let (next, end) = self.opts.counters;
+        let at = next + 8 * self.taken;
+        (at + 8 <= end).then(|| {
+            self.taken += 1;
+            at
+        })
+    }
+
+    /// Merges the once-per-execution counts of a trace's parts (see [`MergedCounts`]) when
+    /// that saves adds: with at least two parts and two counts, and room for the counters.
+    fn merge_counts(&mut self, parts: &[Source<'_>]) -> Option<Box<MergedCounts>> {
+        let adds: Box<[PartCounts]> =
+            parts.iter().map(|p| p.insertions.adds.iter().filter(|a| a.before.is_none()).map(|a| (a.offset, a.amount)).collect()).collect();
+        if parts.len() < 2 || adds.iter().map(|a| a.len()).sum::<usize>() < 2 {
+            return None;
+        }
+        let taken = self.taken;
+        let mut take = || self.take_counter();
+        let entry = take();
+        let corrections: Option<Box<[Option<u32>]>> =
+            (0..parts.len() - 1).map(|i| if adds[i + 1..].iter().all(|a| a.is_empty()) { Some(None) } else { take().map(Some) }).collect();
+        match (entry, corrections) {
+            (Some(entry), Some(corrections)) => Some(Box::new(MergedCounts { entry, entry_offset: 0, corrections, adds })),
+            _ => {
+                self.taken = taken;
+                None
+            }
+        }
+    }
+
+    /// The counter that ways out of the part being translated count, when the trace's
+    /// counts are merged and later parts count something.
+    fn correction(&self) -> Option<u32> {
+        self.merged.as_ref()?.corrections.get(self.part_index).copied().flatten()
     }
 
     /// An exit whose stub sequence is placed right here in the body.
@@ -833,7 +940,8 @@ impl Builder<'_> {
         self.e.bytes(&[0xe3, 0x05]); // jrcxz over the jump to the mismatch path
         let mismatch = self.e.label();
         let _ = self.e.jmp_rel32_unaligned(mismatch);
-        self.mismatches.push((mismatch, branch));
+        let correction = self.correction();
+        self.mismatches.push((mismatch, branch, correction));
         self.e.load_gs(1, off::S_RCX);
         self.e.load_gs(0, off::S_RAX);
     }
@@ -889,14 +997,27 @@ impl Builder<'_> {
 
     fn finish(mut self, app_len: u32, insns: u32) -> Translated {
         for i in 0..self.mismatches.len() {
-            let (label, branch) = self.mismatches[i];
+            let (label, branch, correction) = self.mismatches[i];
             self.e.bind(label);
+            if let Some(counter) = correction {
+                // rcx is free here (the application's is in its scratch slot).
+                self.counter(&CounterAdd { before: None, offset: counter, amount: 1 }, Scratch::Register(1));
+            }
             self.e.load_gs(1, off::S_RCX);
             self.table_lookup(branch);
         }
         for i in 0..self.stubs.len() {
-            let Some((stub, field)) = self.stubs[i] else { continue };
+            let Some((stub, mut field)) = self.stubs[i] else { continue };
             self.e.bind(stub);
+            // An exit that leaves a trace with merged counts early counts that on every
+            // way out, linked or not: the body's jump stays aimed here, and the jump after
+            // the correction takes the part of the body's (linked, or through the counter).
+            if let Some(&(_, counter)) = self.corrections.iter().find(|(exit, _)| *exit == i) {
+                self.counter(&CounterAdd { before: None, offset: counter, amount: 1 }, Scratch::SpillRax);
+                let on = self.e.label();
+                field = self.e.jmp_rel32(on);
+                self.e.bind(on);
+            }
             // An exit that counts: the body's jump goes through the counter (the bypass
             // field), the counting stub's own jump is the one linking patches.
             let field = match self.counting.iter().find(|(exit, _)| *exit == i) {
@@ -911,9 +1032,17 @@ impl Builder<'_> {
             self.exits[i].stub = offset16(self.e.offset());
             self.e.exit_to_dispatcher(self.exits[i].address());
         }
-        let counters = self.counting.len() as u32;
         self.e.finish();
-        Translated { code_len: self.e.code().len(), exits: self.exits, map: self.map, parts: self.parts, app_len, insns, counters }
+        Translated {
+            code_len: self.e.code().len(),
+            exits: self.exits,
+            map: self.map,
+            parts: self.parts,
+            app_len,
+            insns,
+            counters: self.taken,
+            merged: self.merged,
+        }
     }
 }
 

@@ -293,6 +293,18 @@ impl ThreadCtx {
         unsafe { std::ptr::read_volatile((self.self_ptr as *const u8).add(off::COUNTERS + offset as usize) as *const u64) }
     }
 
+    /// Adds one to the thread's counter at byte `offset` of its counter area (for the
+    /// thread itself, or its signal handler).
+    pub fn count(&mut self, offset: u32) {
+        assert!((offset as usize) < COUNTER_BYTES && offset % 8 == 0, "counter outside the area");
+        // SAFETY: as in `counter`; `&mut self` on the owning thread, whose cache code is
+        // not running meanwhile (it is in the dispatcher or interrupted by this handler).
+        unsafe {
+            let c = (self.self_ptr as *mut u8).add(off::COUNTERS + offset as usize) as *mut u64;
+            std::ptr::write_volatile(c, std::ptr::read_volatile(c).wrapping_add(1));
+        }
+    }
+
     /// Empties the thread's lookup table. Only the tags are cleared: a lookup that already
     /// matched (the owning thread may be interrupted mid-lookup by a signal whose handler
     /// calls this) still finds a valid cache address beside it.

@@ -3,7 +3,7 @@
 //! linked by rewriting the aligned rel32 field of its jump with one atomic store; unlinking
 //! points it back at its exit stub.
 
-use crate::block::{ExitKind, ExitRecord, Part, Translated, LOOKUP_PREFIX};
+use crate::block::{ExitKind, ExitRecord, MergedCounts, Part, Translated, LOOKUP_PREFIX};
 use crate::cache::CodeCache;
 use rewire_x86::emit;
 use rustc_hash::FxHashMap;
@@ -37,6 +37,8 @@ pub struct Fragment {
     pub live: bool,
     /// For blocks that verify themselves: the application bytes they were built from.
     pub built_from: Option<Box<[u8]>>,
+    /// For traces: the tool's counts, merged.
+    pub merged: Option<Box<MergedCounts>>,
 }
 
 /// The kinds of fragment.
@@ -64,6 +66,16 @@ pub struct LinkStats {
     pub invalidated: u64,
     /// Invalidated fragments whose memory was reclaimed.
     pub reclaimed: u64,
+}
+
+/// Where a cache address lies (see [`Fragments::locate`]).
+struct Location {
+    fragment: FragId,
+    offset: u16,
+    map_index: usize,
+    part: usize,
+    app_offset: u16,
+    clean: bool,
 }
 
 /// All fragments.
@@ -141,6 +153,7 @@ impl Fragments {
             incoming: Vec::new(),
             live: true,
             built_from: None,
+            merged: t.merged,
         });
         self.by_cache.insert(start, id);
         if kind == FragmentKind::Recording {
@@ -269,17 +282,56 @@ impl Fragments {
     /// `pc` is exactly where that instruction's translation starts (an instruction boundary
     /// at which the machine state is the application's).
     pub fn translate_point(&self, pc: u64) -> Option<(u64, bool)> {
+        let p = self.locate(pc)?;
+        let f = &self.list[p.fragment as usize];
+        let tag = f.parts.get(p.part).map_or(f.tag, |part| part.tag);
+        Some((tag + p.app_offset as u64, p.clean))
+    }
+
+    /// The counter a thread must count when it leaves the cache at `pc` (an instruction
+    /// boundary, or a faulting instruction) other than through an exit: the correction of
+    /// a trace with merged counts whose later parts did not run.
+    pub fn correction_at(&self, pc: u64) -> Option<u32> {
+        let p = self.locate(pc)?;
+        let f = &self.list[p.fragment as usize];
+        let at_part_start = p.clean && f.parts.get(p.part).is_some_and(|part| part.map_start as usize == p.map_index);
+        f.merged.as_ref()?.correction_for(p.offset, p.part, at_part_start)
+    }
+
+    /// Where cache address `pc` is: its fragment, offset, map entry and part, the
+    /// application offset of its instruction in the part, and whether `pc` is exactly where
+    /// that instruction's translation starts (an instruction boundary at which the machine
+    /// state is the application's).
+    fn locate(&self, pc: u64) -> Option<Location> {
         let (&start, &id) = self.by_cache.range(..=pc).next_back()?;
         let f = &self.list[id as usize];
         if pc >= start + f.len as u64 {
             return None;
         }
-        let off = (pc - start) as u16;
-        let i = f.map.partition_point(|&(c, _)| c <= off).max(1) - 1;
-        let (c, a) = f.map.get(i).copied().unwrap_or((0, 0));
-        let part = f.parts.iter().rev().find(|p| p.map_start as usize <= i).or(f.parts.first());
-        let tag = part.map_or(f.tag, |p| p.tag);
-        Some((tag + a as u64, c == off && off as usize >= LOOKUP_PREFIX))
+        let offset = (pc - start) as u16;
+        let map_index = f.map.partition_point(|&(c, _)| c <= offset).max(1) - 1;
+        let (c, a) = f.map.get(map_index).copied().unwrap_or((0, 0));
+        let part = f.parts.iter().rposition(|p| p.map_start as usize <= map_index).unwrap_or(0);
+        Some(Location { fragment: id, offset, map_index, part, app_offset: a, clean: c == offset && offset as usize >= LOOKUP_PREFIX })
+    }
+
+    /// What the tool's counters gained through the merged counts of traces, by counter
+    /// offset, given the totals of the engine's counters (`total`, summed over threads).
+    pub fn merged_totals(&self, total: impl Fn(u32) -> u64) -> FxHashMap<u32, u64> {
+        let mut gained = FxHashMap::default();
+        for m in self.list.iter().filter_map(|f| f.merged.as_deref()) {
+            let mut runs = total(m.entry);
+            for (part, adds) in m.adds.iter().enumerate() {
+                for &(counter, amount) in adds.iter() {
+                    let sum: &mut u64 = gained.entry(counter).or_default();
+                    *sum = sum.wrapping_add(runs.wrapping_mul(amount as u64));
+                }
+                if let Some(&Some(left)) = m.corrections.get(part) {
+                    runs = runs.wrapping_sub(total(left));
+                }
+            }
+        }
+        gained
     }
 
     /// Whether cache address `pc` is in a live fragment.

@@ -189,10 +189,12 @@ pub(crate) fn finish() {
         return;
     }
     let Some(mut eng) = dispatch::try_engine() else { return };
-    let dispatch::Engine { tool, contexts, exited_counters, modules, opts, exe, .. } = &mut *eng;
+    let dispatch::Engine { tool, contexts, exited_counters, modules, opts, exe, frags, .. } = &mut *eng;
+    let merged = frags.merged_totals(|offset| tool::raw_total(contexts, exited_counters, offset));
     tool.on_exit(&tool::Finish {
         contexts,
         exited: exited_counters,
+        merged,
         segments: modules.segments(),
         output: &opts.output,
         program: &exe.to_string_lossy(),

@@ -260,13 +260,14 @@ pub(crate) extern "C" fn rewire_on_signal(sig: i32, info: *mut libc::siginfo_t, 
                 // inlined the code it rewrites): run it again from a fresh block, so that
                 // nothing stale runs after it.
                 if let Some((app, true)) = e.frags.translate_point(pc).filter(|_| !e.frags.live_at(pc)) {
-                    redirect(current_ctx(), uc, app);
+                    redirect(current_ctx(), uc, app, e.frags.correction_at(pc));
                 }
                 return;
             }
         }
     }
     let in_cache = eng.as_ref().and_then(|e| e.frags.translate_point(pc));
+    let correction = eng.as_ref().and_then(|e| e.frags.correction_at(pc));
     if handler == SIG_DFL || handler == SIG_IGN {
         if kernel_fault {
             let name = signal_name(sig);
@@ -291,7 +292,7 @@ pub(crate) extern "C" fn rewire_on_signal(sig: i32, info: *mut libc::siginfo_t, 
     ctx.signals().record(sig, info);
     match in_cache {
         // At an instruction boundary (or faulting there): the state is the program's.
-        Some((app, clean)) if clean || kernel_fault => redirect(ctx, uc, app),
+        Some((app, clean)) if clean || kernel_fault => redirect(ctx, uc, app, correction),
         _ if kernel_fault => {
             report(&format!("internal error: {} at {pc:#x} ({}) outside program code", signal_name(sig), modules::describe(pc)));
             drop(eng);
@@ -310,8 +311,12 @@ pub(crate) extern "C" fn rewire_on_signal(sig: i32, info: *mut libc::siginfo_t, 
 }
 
 /// Makes the interrupted thread, stopped at the start of the translation of application
-/// instruction `app`, continue there through the dispatcher.
-fn redirect(ctx: &mut ThreadCtx, uc: &mut libc::ucontext_t, app: u64) {
+/// instruction `app`, continue there through the dispatcher; it counts `correction` (see
+/// `Fragments::correction_at`) as it leaves.
+fn redirect(ctx: &mut ThreadCtx, uc: &mut libc::ucontext_t, app: u64, correction: Option<u32>) {
+    if let Some(counter) = correction {
+        ctx.count(counter);
+    }
     ctx.scratch_rax = uc.uc_mcontext.gregs[libc::REG_RAX as usize] as u64;
     ctx.ibl_target = app;
     uc.uc_mcontext.gregs[libc::REG_RAX as usize] = crate::dispatch::redirect_record() as i64;

@@ -208,6 +208,8 @@ impl Output {
 pub struct Finish<'a> {
     pub(crate) contexts: &'a [u64],
     pub(crate) exited: &'a [u64],
+    /// What counters gained through the merged counts of traces.
+    pub(crate) merged: rustc_hash::FxHashMap<u32, u64>,
     /// Every module segment seen.
     pub segments: &'a [Segment],
     /// Where to write.
@@ -219,18 +221,22 @@ pub struct Finish<'a> {
 impl Finish<'_> {
     /// The total of `counter` over all threads.
     pub fn total(&self, counter: Counter) -> u64 {
-        let exited = self.exited.get(counter.0 as usize / 8).copied().unwrap_or(0);
-        exited
-            + self
-                .contexts
-                .iter()
-                .map(|&c| {
-                    // SAFETY: registered contexts are live ThreadCtx headers (a thread leaves
-                    // the list before its context is unmapped).
-                    unsafe { &*(c as *const ThreadCtx) }.counter(counter.0)
-                })
-                .sum::<u64>()
+        raw_total(self.contexts, self.exited, counter.0).wrapping_add(self.merged.get(&counter.0).copied().unwrap_or(0))
     }
+}
+
+/// The total of the counter at byte `offset` over the live threads' counter areas and the
+/// threads that exited (`exited`, by counter index).
+pub(crate) fn raw_total(contexts: &[u64], exited: &[u64], offset: u32) -> u64 {
+    let exited = exited.get(offset as usize / 8).copied().unwrap_or(0);
+    contexts
+        .iter()
+        .map(|&c| {
+            // SAFETY: registered contexts are live ThreadCtx headers (a thread leaves the list
+            // before its context is unmapped).
+            unsafe { &*(c as *const ThreadCtx) }.counter(offset)
+        })
+        .fold(exited, u64::wrapping_add)
 }
 
 /// A tool: every event has a default that does nothing. Tools are `Debug` so that the

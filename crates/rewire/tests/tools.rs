@@ -33,6 +33,38 @@ int main(int argc, char **argv) {
 }
 "#;
 
+/// Branches and indirect calls that go one way or another at random (a fixed xorshift
+/// sequence, so every run takes the same path): traces built from it are left early through
+/// their side exits and inlined call checks that miss.
+const RANDOM_PATHS: &str = r#"
+#include <stdio.h>
+#include <stdlib.h>
+static unsigned long x = 88172645463325252UL;
+static unsigned long next(void) { x ^= x << 13; x ^= x >> 7; x ^= x << 17; return x; }
+__attribute__((noinline)) static long f0(long a) { return a + 1; }
+__attribute__((noinline)) static long f1(long a) { return a * 3; }
+__attribute__((noinline)) static long f2(long a) { return a ^ 0x55; }
+__attribute__((noinline)) static long f3(long a) { return a - 7; }
+static long (*volatile table[4])(long) = {f0, f1, f2, f3};
+int main(int argc, char **argv) {
+    long n = atol(argv[1]), s = 0;
+    for (long i = 0; i < n; i++) {
+        unsigned long r = next();
+        if (r & 1) s += table[(r >> 1) & 3](s);
+        else if (r & 2) s ^= (long)r;
+        else s -= i;
+        switch ((r >> 8) & 7) {
+        case 0: s += 3; break;
+        case 1: s *= 5; break;
+        case 5: s >>= 1; break;
+        default: break;
+        }
+    }
+    printf("%ld\n", s);
+    return 0;
+}
+"#;
+
 /// A drcov file as the format describes it.
 #[derive(Debug)]
 struct Drcov {
@@ -352,14 +384,16 @@ fn each_process_writes_its_own_coverage_file() {
     }
 }
 
-/// inscount of the loop program, inscount of `ls`, drcov blocks, hit counts.
-type ToolResults = (String, String, Vec<(u32, u16, u16)>, String);
+/// inscount of the loop program, of the random-paths program and of `ls`, drcov blocks, hit
+/// counts of the random-paths program.
+type ToolResults = (String, String, String, Vec<(u32, u16, u16)>, String);
 
 /// Tool results do not depend on traces: the same instruction counts, the same covered
 /// blocks and hit counts with traces built at once, by default, and without traces.
 #[test]
 fn tool_results_are_the_same_with_and_without_traces() {
     let program = cc(LOOP, "loop-traces", &[]);
+    let random_paths = cc(RANDOM_PATHS, "random-paths", &["-O1"]);
     let modes: [&[&str]; 3] = [&[], &["--trace-threshold", "1"], &["--no-traces"]];
     let results: Vec<ToolResults> = modes
         .iter()
@@ -379,9 +413,10 @@ fn tool_results_are_the_same_with_and_without_traces() {
                 run(&["-t", "inscount"], argv).lines().find(|l| l.starts_with("rewire: instructions: ")).unwrap().to_string()
             };
             let loop_count = count(&[program.to_str().unwrap(), "100000"]);
+            let random_count = count(&[random_paths.to_str().unwrap(), "300000"]);
             let ls_count = count(&["ls", "/usr"]);
             let dir = scratch(&format!("traces-cov-{i}"));
-            run(&["-t", "cov", "--hitcount", "-o", dir.to_str().unwrap()], &[program.to_str().unwrap(), "5000"]);
+            run(&["-t", "cov", "--hitcount", "-o", dir.to_str().unwrap()], &[random_paths.to_str().unwrap(), "50000"]);
             let files: Vec<PathBuf> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()).collect();
             let drcov = files.iter().find(|p| p.extension().is_some_and(|e| e == "log")).expect("drcov file");
             let mut blocks = parse_drcov(&std::fs::read(drcov).unwrap()).blocks;
@@ -389,13 +424,14 @@ fn tool_results_are_the_same_with_and_without_traces() {
             let hits_file = files.iter().find(|p| p.to_str().unwrap().ends_with(".hits.txt")).expect("hits file");
             let mut hits: Vec<String> = std::fs::read_to_string(hits_file).unwrap().lines().map(str::to_string).collect();
             hits.sort();
-            (loop_count, ls_count, blocks, hits.join("\n"))
+            (loop_count, random_count, ls_count, blocks, hits.join("\n"))
         })
         .collect();
     for (mode, r) in modes.iter().zip(&results).skip(1) {
         assert_eq!(r.0, results[0].0, "inscount of the loop with {mode:?}");
-        assert_eq!(r.1, results[0].1, "inscount of ls with {mode:?}");
-        assert_eq!(r.2, results[0].2, "covered blocks with {mode:?}");
-        assert_eq!(r.3, results[0].3, "hit counts with {mode:?}");
+        assert_eq!(r.1, results[0].1, "inscount of the random-paths program with {mode:?}");
+        assert_eq!(r.2, results[0].2, "inscount of ls with {mode:?}");
+        assert_eq!(r.3, results[0].3, "covered blocks with {mode:?}");
+        assert_eq!(r.4, results[0].4, "hit counts with {mode:?}");
     }
 }
