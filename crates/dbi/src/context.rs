@@ -81,6 +81,10 @@ pub struct ThreadCtx {
     pub rt_stack_top: u64,
     /// Non-zero when `rdfsbase`/`wrfsbase` may be used (AT_HWCAP2 FSGSBASE).
     pub has_fsgsbase: u64,
+    /// Non-zero when the context switch keeps the SIMD state with moves
+    /// ([`arch::simd_by_moves`]): the XSAVE area then holds only the xmm/ymm registers and
+    /// MXCSR, the rest stays live in the CPU (see [`ThreadCtx::simd_image`]).
+    pub simd_moves: u64,
     /// The thread's signal state (a leaked `ThreadSignals`).
     pub signal_state: u64,
     /// The thread's id (kept here: a system call of the program must not cost a `gettid`).
@@ -135,6 +139,8 @@ pub mod off {
     pub const RT_STACK: usize = offset_of!(ThreadCtx, rt_stack_top);
     /// `has_fsgsbase`
     pub const FSGSBASE: usize = offset_of!(ThreadCtx, has_fsgsbase);
+    /// `simd_moves`
+    pub const SIMD_MOVES: usize = offset_of!(ThreadCtx, simd_moves);
     /// The XSAVE area (64-byte aligned).
     pub const XSAVE: usize = 4096;
     /// The lookup table: [`super::IBL_SLOTS`] slots of `{negated tag, lookup entry}`.
@@ -183,6 +189,7 @@ impl ContextBlock {
         ctx.rt_fs = rt_fs;
         ctx.rt_stack_top = stack as u64 + RT_STACK_BYTES as u64;
         ctx.has_fsgsbase = has_fsgsbase as u64;
+        ctx.simd_moves = arch::simd_by_moves() as u64;
         ctx.regs.rflags = 0x202;
         ctx.signal_state = Box::into_raw(Box::<crate::signals::ThreadSignals>::default()) as u64;
         arch::init_xsave_area(block.xsave_area());
@@ -226,8 +233,7 @@ impl ContextBlock {
     }
 
     fn xsave_area(&mut self) -> &mut [u8] {
-        // SAFETY: inside the mapping this block owns (see `ctx`).
-        unsafe { std::slice::from_raw_parts_mut(self.base.add(off::XSAVE), XSAVE_MAX) }
+        self.ctx().xsave_area()
     }
 }
 
@@ -256,10 +262,32 @@ impl ThreadCtx {
         unsafe { &*(self.signal_state as *const crate::signals::ThreadSignals) }
     }
 
-    /// The application's saved SIMD state (XSAVE image, standard format).
-    pub fn xsave_bytes(&mut self) -> &mut [u8] {
+    fn xsave_area(&mut self) -> &mut [u8] {
         // SAFETY: inside this context's mapping (see `ibl_table`); `&mut self` makes it exclusive.
         unsafe { std::slice::from_raw_parts_mut((self.self_ptr as *mut u8).add(off::XSAVE), XSAVE_MAX) }
+    }
+
+    /// The application's SIMD state as an XSAVE image (standard format), complete. Called
+    /// on the context's own thread while it is in the runtime (the state the context switch
+    /// left live in the CPU is the application's then).
+    pub fn simd_image(&mut self) -> &[u8] {
+        let moves = self.simd_moves != 0;
+        let area = self.xsave_area();
+        if moves {
+            arch::save_live_simd(area);
+        }
+        area
+    }
+
+    /// Makes `image` (a sanitized XSAVE image) the application's SIMD state, on the
+    /// context's own thread while it is in the runtime.
+    pub fn set_simd_image(&mut self, image: &[u8]) {
+        let moves = self.simd_moves != 0;
+        let area = self.xsave_area();
+        area[..image.len()].copy_from_slice(image);
+        if moves {
+            arch::load_live_simd(area);
+        }
     }
 
     /// Puts `tag → entry` into the thread's lookup table (replacing the home entry when the

@@ -455,7 +455,7 @@ fn build_frame(ctx: &mut ThreadCtx, sig: i32, info: &[u8; 128], act: &[u64; 4], 
     };
     let xsave_len = arch::xsave_size().min(XSAVE_MAX) as u64;
     let fp = (top - xsave_len) & !63;
-    if !appmem::write_stack(fp, &ctx.xsave_bytes()[..xsave_len as usize]) {
+    if !appmem::write_stack(fp, &ctx.simd_image()[..xsave_len as usize]) {
         return None;
     }
     let frame = ((fp - std::mem::size_of::<Frame>() as u64) & !15) - 8;
@@ -508,7 +508,7 @@ pub fn sigreturn(ctx: &mut ThreadCtx) -> Option<u64> {
         let mut state = vec![0u8; len];
         if appmem::read(fp, &mut state) {
             arch::sanitize_xsave(&mut state);
-            ctx.xsave_bytes()[..len].copy_from_slice(&state);
+            ctx.set_simd_image(&state);
         }
     }
     // SAFETY: sigset_t is plain data of at least 8 bytes.

@@ -93,6 +93,7 @@ const MODES: &[&str] = &[
     "loops",
     "hot",
     "signals",
+    "simd-signal",
     "dlopen",
     "spawn",
     "jit",

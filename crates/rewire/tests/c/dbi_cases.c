@@ -87,6 +87,35 @@ __attribute__((target("avx"))) static double avx_dot(void) {
     return out[0] + out[1] + out[2] + out[3];
 }
 
+// A SIGUSR1 handler that reads the interrupted SIMD state from its frame and changes it:
+// x87 control word, MXCSR, the low half of xmm0; the upper half of ymm0 must survive.
+static void on_usr1_simd(int sig, siginfo_t *si, void *u) {
+    (void)sig;
+    (void)si;
+    struct _libc_fpstate *fp = ((ucontext_t *)u)->uc_mcontext.fpregs;
+    printf("simd handler cwd %#x mxcsr %#x xmm0 %#x xmm5 %#x\n", fp->cwd, fp->mxcsr, fp->_xmm[0].element[0], fp->_xmm[5].element[1]);
+    fp->_xmm[0].element[0] = 0x11112222;
+    fp->cwd = 0x27f;
+    fp->mxcsr |= 0x6000;
+}
+
+__attribute__((target("avx"))) static void simd_across_a_signal(void) {
+    unsigned short cw = 0x7f;
+    unsigned int csr = 0x3f80, ymm0[8] = {0x12345678, 2, 3, 4, 5, 6, 7, 8}, ymm5[8] = {0, 0xabcd, 0, 0, 0, 0, 0, 9};
+    __asm__ volatile("fldcw %0\n\tldmxcsr %1" ::"m"(cw), "m"(csr));
+    // Load ymm0 and ymm5, send the signal with raw system calls, read ymm0 back.
+    __asm__ volatile("vmovdqu %0, %%ymm0\n\t"
+                     "vmovdqu %1, %%ymm5\n\t"
+                     "mov $39, %%eax\n\tsyscall\n\t"
+                     "mov %%eax, %%edi\n\tmov $10, %%esi\n\tmov $62, %%eax\n\tsyscall\n\t"
+                     "vmovdqu %%ymm0, %0"
+                     : "+m"(ymm0)
+                     : "m"(ymm5)
+                     : "rax", "rdi", "rsi", "rcx", "r11", "xmm0", "xmm5", "memory");
+    __asm__ volatile("fnstcw %0\n\tstmxcsr %1" : "=m"(cw), "=m"(csr));
+    printf("simd after ymm0 %#x,%#x,%#x mxcsr %#x cwd %#x\n", ymm0[0], ymm0[1], ymm0[7], csr, cw);
+}
+
 static int first_phdr(struct dl_phdr_info *info, size_t size, void *data) {
     (void)size;
     *(const ElfW(Phdr) **)data = info->dlpi_phdr;
@@ -311,6 +340,13 @@ int main(int argc, char **argv) {
         sigaction(SIGUSR1, &us, 0);
         raise(SIGUSR1);
         printf("signals faults=%d alarms=%d restarted=%zd eintr=%d altstack=%d\n", (int)faults, (int)alarms, n1, eintr, (int)on_alt);
+    } else if (!strcmp(mode, "simd-signal")) {
+        struct sigaction sa = {0};
+        sa.sa_sigaction = on_usr1_simd;
+        sa.sa_flags = SA_SIGINFO;
+        sigaction(SIGUSR1, &sa, 0);
+        if (__builtin_cpu_supports("avx")) simd_across_a_signal();
+        printf("simd done\n");
     } else if (!strcmp(mode, "abort")) {
         printf("aborting\n");
         fflush(stdout);
