@@ -793,7 +793,7 @@ impl Builder<'_> {
             }
             FlowControl::IndirectBranch | FlowControl::IndirectCall => {
                 self.e.store_gs(off::S_RAX, 0);
-                self.target_into_rax(insn);
+                self.target_into_rax(insn, bytes);
                 let branch = if insn.flow_control() == FlowControl::IndirectCall {
                     self.e.push_imm64(insn.next_ip());
                     Branch::Call
@@ -824,7 +824,7 @@ impl Builder<'_> {
             self.gs_operand(insn);
         } else if insn.is_ip_rel_memory_operand() {
             if self.e.copy_rip_relative(insn, bytes).is_err() {
-                self.far_rip_operand(insn);
+                self.far_rip_operand(insn, bytes);
             }
         } else {
             self.e.bytes(bytes);
@@ -833,7 +833,7 @@ impl Builder<'_> {
 
     /// A RIP-relative operand out of rel32 reach of the cache: address it through a
     /// borrowed register holding the absolute address.
-    fn far_rip_operand(&mut self, insn: &Instruction) {
+    fn far_rip_operand(&mut self, insn: &Instruction, bytes: &[u8]) {
         let addr = insn.ip_rel_memory_address();
         if insn.mnemonic() == Mnemonic::Lea && insn.op0_register().is_gpr64() {
             self.e.mov_imm64(gpr_number(insn.op0_register()), addr);
@@ -844,7 +844,9 @@ impl Builder<'_> {
         let n = gpr_number(r);
         self.e.store_gs(off::SPILL0, n);
         self.e.mov_imm64(n, addr);
-        self.e.encode(&moved).expect("register-based operand encodes anywhere");
+        if self.e.copy_addressed_by(insn, bytes, n).is_err() {
+            self.e.encode(&moved).expect("register-based operand encodes anywhere");
+        }
         self.e.load_gs(n, off::SPILL0);
     }
 
@@ -905,14 +907,17 @@ impl Builder<'_> {
         }
     }
 
-    /// Loads the target of `jmp/call reg|mem` into rax (the application's rax is in its
-    /// scratch slot, and still live in rax for the operand's address).
-    fn target_into_rax(&mut self, insn: &Instruction) {
+    /// Loads the target of `jmp/call reg|mem` (`bytes`) into rax (the application's rax is in
+    /// its scratch slot, and still live in rax for the operand's address).
+    fn target_into_rax(&mut self, insn: &Instruction, bytes: &[u8]) {
         if insn.op0_kind() == OpKind::Register {
             let src = gpr_number(insn.op0_register());
             if src != 0 {
                 self.e.bytes(&[0x48 | ((src >> 3) << 2), 0x89, 0xc0 | ((src & 7) << 3)]);
             }
+            return;
+        }
+        if self.e.load_rax_from_branch_operand(insn, bytes).is_ok() {
             return;
         }
         let load =

@@ -3,7 +3,7 @@
 //! iced-x86 encoding for instructions placed at a new address.
 
 use crate::context::off;
-use iced_x86::{Encoder, Instruction, OpKind};
+use iced_x86::{Code, Encoder, Instruction, OpKind};
 use rewire_x86::emit;
 
 /// A position in the code, bound once.
@@ -228,6 +228,84 @@ impl Emitter {
         Ok(())
     }
 
+    /// `mov rax, m64` with the memory operand of `bytes`, the encoding of `jmp/call qword
+    /// [mem]` (`insn`), written from its own bytes: the opcode and the ModRM reg field change,
+    /// the addressing bytes stay (a RIP-relative displacement re-aimed). Building iced-x86's
+    /// encoder tables costs about a millisecond per process, and almost every program jumps
+    /// through memory (PLT entries); forms other than the usual ones are an error, left to
+    /// [`Emitter::encode`].
+    pub fn load_rax_from_branch_operand(&mut self, insn: &Instruction, bytes: &[u8]) -> Result<(), EncodeError> {
+        let mut i = 0;
+        let mut fs = false;
+        // Segment overrides other than FS mean nothing in 64-bit mode; 0x3e is also CET's
+        // `notrack`, 0xf2 MPX's `bnd`: neither matters to a load.
+        while let Some(&b) = bytes.get(i) {
+            match b {
+                0x26 | 0x2e | 0x36 | 0x3e | 0xf2 => {}
+                0x64 => fs = true,
+                _ => break,
+            }
+            i += 1;
+        }
+        let rex = match bytes.get(i) {
+            Some(&b) if b & 0xf0 == 0x40 => {
+                i += 1;
+                b
+            }
+            _ => 0x40,
+        };
+        let (Some(0xff), Some(&modrm)) = (bytes.get(i), bytes.get(i + 1)) else { return Err(EncodeError) };
+        if modrm >> 6 == 3 || !matches!((modrm >> 3) & 7, 2 | 4) {
+            return Err(EncodeError);
+        }
+        let addressing = &bytes[i + 2..];
+        let mut out = [0u8; 16];
+        let mut n = 0;
+        if fs {
+            out[n] = 0x64;
+            n += 1;
+        }
+        // REX.W, and the original's X and B extensions of index and base; ModRM reg = rax.
+        out[n..n + 3].copy_from_slice(&[0x48 | (rex & 0x03), 0x8b, modrm & 0xc7]);
+        n += 3;
+        out[n..n + addressing.len()].copy_from_slice(addressing);
+        n += addressing.len();
+        if insn.is_ip_rel_memory_operand() {
+            let disp = emit::rel32(self.ip() + n as u64, insn.ip_rel_memory_address()).ok_or(EncodeError)?;
+            out[n - 4..n].copy_from_slice(&disp.to_le_bytes());
+        }
+        self.buf.extend_from_slice(&out[..n]);
+        Ok(())
+    }
+
+    /// Copies `bytes`, the encoding of the RIP-relative `insn`, with its memory operand
+    /// turned into `[reg]` (which holds the operand's address): the ModRM byte addresses
+    /// through the register and the displacement goes. For legacy encodings and registers
+    /// below r8 (no REX bit to change); anything else is an error, left to
+    /// [`Emitter::encode`].
+    pub fn copy_addressed_by(&mut self, insn: &Instruction, bytes: &[u8], reg: u8) -> Result<(), EncodeError> {
+        let at = bytes.len().checked_sub(4 + immediate_bytes(insn)).ok_or(EncodeError)?;
+        let modrm = at.checked_sub(1).ok_or(EncodeError)?;
+        // mod 00, rm 101: RIP-relative; [rbp] and [rsp] would need other forms.
+        if reg >= 8 || reg & 7 == 4 || reg & 7 == 5 || bytes[modrm] & 0xc7 != 0x05 {
+            return Err(EncodeError);
+        }
+        let prefixes =
+            bytes.iter().take_while(|b| matches!(b, 0x26 | 0x2e | 0x36 | 0x3e | 0x64 | 0x65 | 0x66 | 0x67 | 0xf0 | 0xf2 | 0xf3)).count();
+        let rex = bytes.get(prefixes).filter(|&&b| b & 0xf0 == 0x40).map(|_| prefixes);
+        if matches!(bytes.get(prefixes), Some(0xc4 | 0xc5 | 0x62 | 0x8f)) {
+            return Err(EncodeError); // VEX, EVEX, XOP: the base extension bit lives elsewhere
+        }
+        let start = self.buf.len();
+        self.buf.extend_from_slice(&bytes[..modrm]);
+        if let Some(i) = rex {
+            self.buf[start + i] &= !0x01; // REX.B now extends the base: rax..rdi
+        }
+        self.buf.push(bytes[modrm] & 0x38 | reg);
+        self.buf.extend_from_slice(&bytes[at + 4..]);
+        Ok(())
+    }
+
     /// Places the constants and resolves the labels: [`Emitter::code`] is complete.
     pub fn finish(&mut self) {
         if !self.constants.is_empty() {
@@ -254,6 +332,9 @@ impl Emitter {
 
 /// Bytes of immediate operands at the end of `insn`'s encoding.
 fn immediate_bytes(insn: &Instruction) -> usize {
+    if shift_by_one(insn.code()) {
+        return 0;
+    }
     (0..insn.op_count())
         .map(|i| match insn.op_kind(i) {
             OpKind::Immediate8 | OpKind::Immediate8_2nd | OpKind::Immediate8to16 | OpKind::Immediate8to32 | OpKind::Immediate8to64 => 1,
@@ -263,6 +344,47 @@ fn immediate_bytes(insn: &Instruction) -> usize {
             _ => 0,
         })
         .sum()
+}
+
+/// The shifts and rotates by one (`D0`/`D1`): their count is an immediate operand with no
+/// byte in the encoding.
+fn shift_by_one(code: Code) -> bool {
+    use Code::*;
+    matches!(
+        code,
+        Rol_rm8_1
+            | Rol_rm16_1
+            | Rol_rm32_1
+            | Rol_rm64_1
+            | Ror_rm8_1
+            | Ror_rm16_1
+            | Ror_rm32_1
+            | Ror_rm64_1
+            | Rcl_rm8_1
+            | Rcl_rm16_1
+            | Rcl_rm32_1
+            | Rcl_rm64_1
+            | Rcr_rm8_1
+            | Rcr_rm16_1
+            | Rcr_rm32_1
+            | Rcr_rm64_1
+            | Shl_rm8_1
+            | Shl_rm16_1
+            | Shl_rm32_1
+            | Shl_rm64_1
+            | Shr_rm8_1
+            | Shr_rm16_1
+            | Shr_rm32_1
+            | Shr_rm64_1
+            | Sal_rm8_1
+            | Sal_rm16_1
+            | Sal_rm32_1
+            | Sal_rm64_1
+            | Sar_rm8_1
+            | Sar_rm16_1
+            | Sar_rm32_1
+            | Sar_rm64_1
+    )
 }
 
 #[cfg(test)]
@@ -281,6 +403,7 @@ mod tests {
             &[0x66, 0x0f, 0x6f, 0x05, 0x40, 0x00, 0x00, 0x00],                   // movdqa xmm0, [rip+0x40]
             &[0x62, 0xf1, 0x7c, 0x48, 0x28, 0x05, 0x00, 0x10, 0x00, 0x00],       // vmovaps zmm0, [rip+0x1000]
             &[0x66, 0x0f, 0x3a, 0x0f, 0x05, 0x08, 0x00, 0x00, 0x00, 0x04],       // palignr xmm0, [rip+8], 4
+            &[0x48, 0xd1, 0x25, 0xf0, 0xbe, 0x01, 0x00],                         // shl qword [rip+0x1bef0], 1
         ];
         let (from, to) = (0x5555_0000_1000u64, 0x5555_4000_0000u64);
         for bytes in cases {
@@ -289,6 +412,7 @@ mod tests {
             let mut e = Emitter::default();
             e.reset(to);
             e.copy_rip_relative(&insn, bytes).unwrap();
+            assert!(e.encoder.is_none(), "{insn} re-encoded instead of copied");
             e.finish();
             let out = e.code();
             let moved = Decoder::with_ip(64, out, to, DecoderOptions::NONE).decode();
@@ -300,6 +424,87 @@ mod tests {
         let mut e = Emitter::default();
         e.reset(from + (3u64 << 30));
         assert!(e.copy_rip_relative(&far, cases[0]).is_err());
+    }
+
+    /// The target of `jmp/call qword [mem]` is loaded into rax from the same memory, for
+    /// every addressing form, prefixes and RIP-relative operands moved far away included.
+    #[test]
+    fn branch_operands_become_loads_of_the_same_memory() {
+        let cases: &[&[u8]] = &[
+            &[0xff, 0x25, 0x10, 0x20, 0x00, 0x00],             // jmp [rip+0x2010]
+            &[0xf2, 0xff, 0x25, 0xf0, 0xff, 0xff, 0xff],       // bnd jmp [rip-0x10]
+            &[0x3e, 0xff, 0x24, 0xc5, 0x10, 0, 0, 0],          // notrack jmp [rax*8+0x10]
+            &[0xff, 0x14, 0xc3],                               // call [rbx+rax*8]
+            &[0x41, 0xff, 0x54, 0x24, 0x08],                   // call [r12+8]
+            &[0x43, 0xff, 0x64, 0xfd, 0x00],                   // jmp [r13+r15*8]
+            &[0xff, 0x50, 0x18],                               // call [rax+0x18]
+            &[0x41, 0xff, 0xa3, 0x00, 0x01, 0x00, 0x00],       // jmp [r11+0x100]
+            &[0x64, 0xff, 0x14, 0x25, 0x28, 0x00, 0x00, 0x00], // call fs:[0x28]
+            &[0x48, 0xff, 0x24, 0x24],                         // rex.w jmp [rsp]
+        ];
+        let (from, to) = (0x5555_0000_1000u64, 0x5555_4000_0000u64);
+        for bytes in cases {
+            let insn = Decoder::with_ip(64, bytes, from, DecoderOptions::NONE).decode();
+            assert_eq!(insn.len(), bytes.len(), "{insn}");
+            let mut e = Emitter::default();
+            e.reset(to);
+            e.load_rax_from_branch_operand(&insn, bytes).unwrap();
+            assert!(e.encoder.is_none(), "{insn} re-encoded");
+            e.finish();
+            let load = Decoder::with_ip(64, e.code(), to, DecoderOptions::NONE).decode();
+            assert_eq!(load.len(), e.code().len(), "{insn} -> {load}");
+            assert_eq!((load.mnemonic(), load.op0_register()), (iced_x86::Mnemonic::Mov, iced_x86::Register::RAX), "{insn} -> {load}");
+            let operand = |i: &Instruction| {
+                let disp = if i.is_ip_rel_memory_operand() { i.ip_rel_memory_address() } else { i.memory_displacement64() };
+                (i.memory_segment(), i.memory_base(), i.memory_index(), i.memory_index_scale(), disp, i.memory_size().size())
+            };
+            assert_eq!(operand(&load), operand(&insn), "{insn} -> {load}");
+        }
+        let far = Decoder::with_ip(64, cases[0], from, DecoderOptions::NONE).decode();
+        let mut e = Emitter::default();
+        e.reset(from + (3u64 << 30));
+        assert!(e.load_rax_from_branch_operand(&far, cases[0]).is_err());
+        let jmp_rax = [0xff, 0xe0];
+        let insn = Decoder::with_ip(64, &jmp_rax, from, DecoderOptions::NONE).decode();
+        assert!(e.load_rax_from_branch_operand(&insn, &jmp_rax).is_err());
+    }
+
+    /// RIP-relative instructions addressed through a register instead keep their other
+    /// operands and immediates.
+    #[test]
+    fn rip_relative_operands_move_to_a_register() {
+        let cases: &[&[u8]] = &[
+            &[0x48, 0x8b, 0x05, 0x10, 0x20, 0x00, 0x00],                   // mov rax, [rip+0x2010]
+            &[0x4c, 0x89, 0x0d, 0x10, 0x20, 0x00, 0x00],                   // mov [rip+0x2010], r9
+            &[0x0f, 0x29, 0x1d, 0x40, 0x00, 0x00, 0x00],                   // movaps [rip+0x40], xmm3
+            &[0x83, 0x3d, 0xf0, 0xff, 0xff, 0xff, 0x05],                   // cmp dword [rip-0x10], 5
+            &[0x48, 0xd1, 0x25, 0xf0, 0xbe, 0x01, 0x00],                   // shl qword [rip+0x1bef0], 1
+            &[0xf0, 0x48, 0x0f, 0xb1, 0x15, 0x00, 0x01, 0x00, 0x00],       // lock cmpxchg [rip+0x100], rdx
+            &[0x66, 0x0f, 0x3a, 0x0f, 0x05, 0x08, 0x00, 0x00, 0x00, 0x04], // palignr xmm0, [rip+8], 4
+        ];
+        for bytes in cases {
+            let insn = Decoder::with_ip(64, bytes, 0x1000, DecoderOptions::NONE).decode();
+            for reg in [3u8, 6, 7] {
+                let mut e = Emitter::default();
+                e.reset(0x5555_0000_0000);
+                e.copy_addressed_by(&insn, bytes, reg).unwrap();
+                e.finish();
+                let moved = Decoder::with_ip(64, e.code(), 0x5555_0000_0000, DecoderOptions::NONE).decode();
+                assert_eq!(moved.len(), e.code().len(), "{insn} -> {moved}");
+                let base = iced_x86::Register::RAX as u32 + reg as u32;
+                assert_eq!((moved.memory_base() as u32, moved.memory_displacement64()), (base, 0), "{insn} -> {moved}");
+                assert_eq!(moved.code(), insn.code(), "{insn} -> {moved}");
+                for i in 0..insn.op_count() {
+                    if insn.op_kind(i) != OpKind::Memory {
+                        assert_eq!(moved.op_kind(i), insn.op_kind(i), "{insn} -> {moved}");
+                        assert_eq!(format!("{moved}").split(',').nth(i as usize), format!("{insn}").split(',').nth(i as usize));
+                    }
+                }
+            }
+        }
+        let vex = [0xc5, 0xf8, 0x28, 0x05, 0x40, 0x00, 0x00, 0x00]; // vmovaps xmm0, [rip+0x40]
+        let insn = Decoder::with_ip(64, &vex, 0x1000, DecoderOptions::NONE).decode();
+        assert!(Emitter::default().copy_addressed_by(&insn, &vex, 3).is_err());
     }
 
     /// `lea_add` encodes `lea r, [r + amount]` for every general register but rsp.
