@@ -9,6 +9,7 @@ use crate::emitter::{Emitter, Label};
 use iced_x86::{
     Code, ConditionCode, Decoder, DecoderOptions, FlowControl, Instruction, InstructionInfoFactory, Mnemonic, OpKind, Register,
 };
+use smallvec::SmallVec;
 use std::cell::Cell;
 use std::mem::MaybeUninit;
 
@@ -217,6 +218,7 @@ pub struct Workspace {
     counting: Vec<(usize, u32)>,
     corrections: Vec<(usize, u32)>,
     mismatches: Vec<(Label, Branch, Option<u32>)>,
+    map: Vec<(u16, u16)>,
 }
 
 impl std::fmt::Debug for Workspace {
@@ -234,6 +236,7 @@ impl Default for Workspace {
             counting: Vec::new(),
             corrections: Vec::new(),
             mismatches: Vec::new(),
+            map: Vec::new(),
         }
     }
 }
@@ -244,6 +247,13 @@ impl Workspace {
     pub fn code(&self) -> &[u8] {
         self.emitter.code()
     }
+
+    /// The map of the last translation: `(cache offset, application offset)` of every
+    /// application instruction, ascending; application offsets are relative to the tag of
+    /// the part the entry belongs to.
+    pub fn map(&self) -> &[(u16, u16)] {
+        &self.map
+    }
 }
 
 /// A translated block (its code is in the [`Workspace`] until the next translation).
@@ -252,12 +262,9 @@ pub struct Translated {
     /// Bytes of cache code.
     pub code_len: usize,
     /// Its exits.
-    pub exits: Vec<&'static mut ExitRecord>,
-    /// `(cache offset, application offset)` of every application instruction, ascending;
-    /// application offsets are relative to the tag of the part the entry belongs to.
-    pub map: Vec<(u16, u16)>,
+    pub exits: Exits,
     /// The application blocks it was built from, in order (one for a basic block).
-    pub parts: Vec<Part>,
+    pub parts: Parts,
     /// Application bytes covered (of the first part).
     pub app_len: u32,
     /// Application instructions covered.
@@ -304,6 +311,11 @@ impl MergedCounts {
     }
 }
 
+/// The exit records of a fragment (most have at most three).
+pub type Exits = SmallVec<[&'static mut ExitRecord; 3]>;
+/// The application blocks of a fragment (one, but for traces).
+pub type Parts = SmallVec<[Part; 1]>;
+
 /// One application block inside a fragment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Part {
@@ -347,7 +359,7 @@ pub struct Source<'a> {
 
 struct Builder<'a> {
     e: &'a mut Emitter,
-    exits: Vec<&'static mut ExitRecord>,
+    exits: Exits,
     /// For every exit, the label of its stub and the offset of the jump field aimed at it
     /// (`None` for exits whose stub sequence sits in the body).
     stubs: &'a mut Vec<Option<(Label, usize)>>,
@@ -359,8 +371,8 @@ struct Builder<'a> {
     /// Inlined indirect-branch checks of traces whose recorded target did not match: the
     /// label of their out-of-line lookup, the kind of branch and the correction counter.
     mismatches: &'a mut Vec<(Label, Branch, Option<u32>)>,
-    map: Vec<(u16, u16)>,
-    parts: Vec<Part>,
+    map: &'a mut Vec<(u16, u16)>,
+    parts: Parts,
     /// Tag of the part being translated.
     tag: u64,
     /// Address of the application instruction being translated.
@@ -384,8 +396,9 @@ pub struct Decoded {
     /// Address of the first instruction.
     pub tag: u64,
     /// The instructions, the last one ending the block (a control transfer, `syscall`, an
-    /// instruction the engine must stop at, or the size limit).
-    pub insns: Vec<Instruction>,
+    /// instruction the engine must stop at, or the size limit). Kept inline up to 16:
+    /// building a block allocates only what its fragment keeps.
+    pub insns: SmallVec<[Instruction; 16]>,
     /// The block stops at bytes that do not decode (the CPU would fault there).
     pub ends_invalid: bool,
 }
@@ -401,7 +414,7 @@ impl Decoded {
 pub fn decode(tag: u64, code: &[u8]) -> Decoded {
     let limit = code.len().min(MAX_BLOCK_BYTES + 16);
     let mut decoder = Decoder::with_ip(64, &code[..limit], tag, DecoderOptions::NONE);
-    let mut insns = Vec::with_capacity(16);
+    let mut insns = SmallVec::new();
     let mut insn = Instruction::default();
     let mut len = 0;
     while insns.len() < MAX_BLOCK_INSNS && len < MAX_BLOCK_BYTES {
@@ -444,21 +457,21 @@ pub struct Insertions {
 /// each block's way to the next is laid out to fall through, indirect branches check
 /// the recorded target inline before looking up another.
 pub fn translate_parts(parts: &[Source<'_>], at: u64, opts: BuildOptions, ws: &mut Workspace) -> Translated {
-    let app_insns: usize = parts.iter().map(|p| p.decoded.insns.len()).sum();
     ws.emitter.reset(at);
     ws.stubs.clear();
     ws.counting.clear();
     ws.corrections.clear();
     ws.mismatches.clear();
+    ws.map.clear();
     let mut b = Builder {
         e: &mut ws.emitter,
-        exits: Vec::with_capacity(2 * parts.len() + 2),
+        exits: Exits::new(),
         stubs: &mut ws.stubs,
         counting: &mut ws.counting,
         corrections: &mut ws.corrections,
         mismatches: &mut ws.mismatches,
-        map: Vec::with_capacity(app_insns + 2),
-        parts: Vec::with_capacity(parts.len()),
+        map: &mut ws.map,
+        parts: Parts::with_capacity(parts.len()),
         tag: parts[0].decoded.tag,
         ip: parts[0].decoded.tag,
         follow: None,
@@ -1041,7 +1054,6 @@ impl Builder<'_> {
         Translated {
             code_len: self.e.code().len(),
             exits: self.exits,
-            map: self.map,
             parts: self.parts,
             app_len,
             insns,

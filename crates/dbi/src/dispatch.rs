@@ -17,6 +17,7 @@ use crate::tools::ToolOptions;
 use crate::traces::{self, Recording, TraceOptions, TraceStats};
 use crate::{modules, report, signals};
 use rustc_hash::FxHashMap;
+use smallvec::SmallVec;
 use std::ffi::CString;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Instant;
@@ -215,7 +216,7 @@ impl Engine {
     fn build(&mut self, tags: &[u64], kind: FragmentKind) -> Result<FragId, NoFragment> {
         let tag = tags[0];
         let started = self.opts.stats.then(Instant::now);
-        let mut decoded = Vec::with_capacity(tags.len());
+        let mut decoded: SmallVec<[_; 1]> = SmallVec::with_capacity(tags.len());
         for &t in tags {
             let end = self.exec.end_of(t).ok_or(NoFragment::NotExecutable)?;
             let len = (end - t).min(2048) as usize;
@@ -226,7 +227,7 @@ impl Engine {
         }
         let (first, code) = &decoded[0];
         let len = code.len() as u64;
-        let mut insertions = Vec::with_capacity(tags.len());
+        let mut insertions: SmallVec<[Insertions; 1]> = SmallVec::with_capacity(tags.len());
         if kind == FragmentKind::Block {
             insertions.push(self.instrument(first));
         } else {
@@ -244,7 +245,7 @@ impl Engine {
             record: kind == FragmentKind::Recording,
             trace: kind == FragmentKind::Trace,
         };
-        let sources: Vec<block::Source<'_>> =
+        let sources: SmallVec<[block::Source<'_>; 1]> =
             decoded.iter().zip(&insertions).map(|((d, code), ins)| block::Source { decoded: d, code, insertions: ins }).collect();
         let mut want = 2048 * tags.len();
         let (place, t) = loop {
@@ -285,7 +286,7 @@ impl Engine {
             self.code_writes.watch(tag..tag + t.app_len as u64);
         }
         let app_len = t.app_len as usize;
-        let id = self.frags.add(&mut self.cache, tag, place.addr, t, kind);
+        let id = self.frags.add(&mut self.cache, tag, place.addr, t, self.workspace.map(), kind);
         if opts.verify {
             self.frags.set_built_from(id, &code[..app_len.min(code.len())]);
         }

@@ -3,15 +3,19 @@
 //! linked by rewriting the aligned rel32 field of its jump with one atomic store; unlinking
 //! points it back at its exit stub.
 
-use crate::block::{ExitKind, ExitRecord, MergedCounts, Part, Translated, LOOKUP_PREFIX};
+use crate::block::{ExitKind, Exits, MergedCounts, Parts, Translated, LOOKUP_PREFIX};
 use crate::cache::CodeCache;
 use rewire_x86::emit;
 use rustc_hash::FxHashMap;
+use smallvec::SmallVec;
 use std::collections::BTreeMap;
 use std::ops::Range;
 
 /// Index of a fragment.
 pub type FragId = u32;
+
+/// Direct exits, as (fragment, exit index): most lists have one or two.
+type ExitList = SmallVec<[(FragId, u16); 2]>;
 
 /// A block of application code translated into the cache.
 #[derive(Debug)]
@@ -24,15 +28,16 @@ pub struct Fragment {
     pub len: u32,
     /// Application bytes its first block covers.
     pub app_len: u32,
-    map: Box<[(u16, u16)]>,
+    /// Where its map is in `Fragments::maps` (start, entries).
+    map: (u32, u32),
     /// The application blocks it holds (several for a trace).
-    pub parts: Box<[Part]>,
+    pub parts: Parts,
     /// What it is.
     pub kind: FragmentKind,
     /// Its exits.
-    pub exits: Vec<&'static mut ExitRecord>,
-    /// Exits of other fragments linked to this one, as (fragment, exit index).
-    incoming: Vec<(FragId, u16)>,
+    pub exits: Exits,
+    /// Exits of other fragments linked to this one.
+    incoming: ExitList,
     /// False once invalidated.
     pub live: bool,
     /// For blocks that verify themselves: the application bytes they were built from.
@@ -82,10 +87,12 @@ struct Location {
 #[derive(Debug, Default)]
 pub struct Fragments {
     list: Vec<Fragment>,
+    /// The maps of all fragments, one after the other (see `Workspace::map`).
+    maps: Vec<(u16, u16)>,
     by_tag: FxHashMap<u64, FragId>,
     by_cache: BTreeMap<u64, FragId>,
     /// Unlinked direct exits, by the tag they wait for.
-    waiting: FxHashMap<u64, Vec<(FragId, u16)>>,
+    waiting: FxHashMap<u64, ExitList>,
     /// Whether exits get linked at all (off only for testing the unlinked paths).
     linking: bool,
     /// Counters.
@@ -130,10 +137,11 @@ impl Fragments {
         &self.list
     }
 
-    /// Registers a block or trace just committed at `start` and links it both ways: its
-    /// direct exits to fragments that exist, and exits waiting for its tag to it. A trace
-    /// takes over its head's tag: links into the head's block are moved to it.
-    pub fn add(&mut self, cache: &mut CodeCache, tag: u64, start: u64, t: Translated, kind: FragmentKind) -> FragId {
+    /// Registers a block or trace just committed at `start` (its `map` from the
+    /// translation's workspace) and links it both ways: its direct exits to fragments that
+    /// exist, and exits waiting for its tag to it. A trace takes over its head's tag: links
+    /// into the head's block are moved to it.
+    pub fn add(&mut self, cache: &mut CodeCache, tag: u64, start: u64, t: Translated, map: &[(u16, u16)], kind: FragmentKind) -> FragId {
         let entry = start + LOOKUP_PREFIX as u64;
         let id = self.list.len() as FragId;
         let mut exits = t.exits;
@@ -146,15 +154,16 @@ impl Fragments {
             entry,
             len: t.code_len as u32,
             app_len: t.app_len,
-            map: t.map.into_boxed_slice(),
-            parts: t.parts.into_boxed_slice(),
+            map: (self.maps.len() as u32, map.len() as u32),
+            parts: t.parts,
             kind,
             exits,
-            incoming: Vec::new(),
+            incoming: ExitList::new(),
             live: true,
             built_from: None,
             merged: t.merged,
         });
+        self.maps.extend_from_slice(map);
         self.by_cache.insert(start, id);
         if kind == FragmentKind::Recording {
             return id;
@@ -230,7 +239,7 @@ impl Fragments {
         if let Some((bypass, count_stub)) = rec.bypass() {
             cache.patch_u32(bypass, count_stub.wrapping_sub(bypass + 4) as u32);
         }
-        self.list[to as usize].incoming.retain(|&(f, e)| (f, e) != (from, exit));
+        self.list[to as usize].incoming.retain(|&mut (f, e)| (f, e) != (from, exit));
         self.stats.unlinks += 1;
     }
 
@@ -309,8 +318,9 @@ impl Fragments {
             return None;
         }
         let offset = (pc - start) as u16;
-        let map_index = f.map.partition_point(|&(c, _)| c <= offset).max(1) - 1;
-        let (c, a) = f.map.get(map_index).copied().unwrap_or((0, 0));
+        let map = &self.maps[f.map.0 as usize..(f.map.0 + f.map.1) as usize];
+        let map_index = map.partition_point(|&(c, _)| c <= offset).max(1) - 1;
+        let (c, a) = map.get(map_index).copied().unwrap_or((0, 0));
         let part = f.parts.iter().rposition(|p| p.map_start as usize <= map_index).unwrap_or(0);
         Some(Location { fragment: id, offset, map_index, part, app_offset: a, clean: c == offset && offset as usize >= LOOKUP_PREFIX })
     }
