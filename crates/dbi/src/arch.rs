@@ -224,8 +224,10 @@ global_asm!(
 global_asm!(
     ".globl rewire_ibl_template",
     ".globl rewire_ibl_template_end",
+    ".globl rewire_ibl_template_rcx_saved",
     "rewire_ibl_template:",
     "mov gs:[{s_rcx}], rcx",
+    "rewire_ibl_template_rcx_saved:",
     "movzx ecx, ax",
     "lea rcx, [rcx + rcx]",
     "mov gs:[{idx}], rcx",
@@ -361,6 +363,7 @@ extern "C" {
     fn rewire_safe_copy_resume();
     static rewire_ibl_template: u8;
     static rewire_ibl_template_end: u8;
+    static rewire_ibl_template_rcx_saved: u8;
 }
 
 /// Address of the cache-exit routine.
@@ -389,10 +392,20 @@ pub fn resume_after_copy_fault(pc: u64) -> Option<u64> {
 
 /// The bytes of the indirect-branch lookup template.
 pub fn ibl_template() -> &'static [u8] {
-    // SAFETY: both symbols are labels in this crate's text, the end after the start; the
-    // bytes between them are the assembled template, immutable for the process lifetime.
+    template_from(&raw const rewire_ibl_template)
+}
+
+/// The template without its first instruction, which saves rcx in `scratch_rcx`: for code
+/// that saved it there already (a trace's inlined check whose target did not match).
+pub fn ibl_template_rcx_saved() -> &'static [u8] {
+    template_from(&raw const rewire_ibl_template_rcx_saved)
+}
+
+fn template_from(start: *const u8) -> &'static [u8] {
+    // SAFETY: `start` is one of the template's labels and the end label follows them all in
+    // this crate's text; the bytes between are the assembled template, immutable for the
+    // process lifetime.
     unsafe {
-        let start = &raw const rewire_ibl_template;
         let end = &raw const rewire_ibl_template_end;
         std::slice::from_raw_parts(start, end as usize - start as usize)
     }

@@ -1021,8 +1021,15 @@ impl Builder<'_> {
                 // rcx is free here (the application's is in its scratch slot).
                 self.counter(&CounterAdd { before: None, offset: counter, amount: 1 }, Scratch::Register(1));
             }
-            self.e.load_gs(1, off::S_RCX);
-            self.table_lookup(branch);
+            if self.opts.count_ibl {
+                self.e.load_gs(1, off::S_RCX);
+                self.table_lookup(branch);
+            } else {
+                // The application's rcx is in its scratch slot already: the lookup need not
+                // get it back and save it again.
+                self.e.bytes(arch::ibl_template_rcx_saved());
+                self.indirect_exit(branch);
+            }
         }
         for i in 0..self.stubs.len() {
             let Some((stub, mut field)) = self.stubs[i] else { continue };
