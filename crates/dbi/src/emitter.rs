@@ -215,13 +215,8 @@ impl Emitter {
     /// place is known (it ends 4 bytes before the immediates, and must hold the original
     /// displacement); else as [`Emitter::encode`].
     pub fn copy_rip_relative(&mut self, insn: &Instruction, bytes: &[u8]) -> Result<(), EncodeError> {
-        let Some(at) = bytes.len().checked_sub(4 + immediate_bytes(insn)) else { return self.encode(insn) };
-        let original = i32::from_le_bytes(bytes[at..at + 4].try_into().expect("4 bytes"));
-        let target = insn.ip_rel_memory_address();
-        if target.wrapping_sub(insn.next_ip()) as i64 != original as i64 {
-            return self.encode(insn);
-        }
-        let disp = emit::rel32(self.ip() + bytes.len() as u64, target).ok_or(EncodeError)?;
+        let Some(at) = displacement_at(insn, bytes) else { return self.encode(insn) };
+        let disp = emit::rel32(self.ip() + bytes.len() as u64, insn.ip_rel_memory_address()).ok_or(EncodeError)?;
         self.buf.extend_from_slice(&bytes[..at]);
         self.buf.extend_from_slice(&disp.to_le_bytes());
         self.buf.extend_from_slice(&bytes[at + 4..]);
@@ -284,7 +279,7 @@ impl Emitter {
     /// below r8 (no REX bit to change); anything else is an error, left to
     /// [`Emitter::encode`].
     pub fn copy_addressed_by(&mut self, insn: &Instruction, bytes: &[u8], reg: u8) -> Result<(), EncodeError> {
-        let at = bytes.len().checked_sub(4 + immediate_bytes(insn)).ok_or(EncodeError)?;
+        let at = displacement_at(insn, bytes).ok_or(EncodeError)?;
         let modrm = at.checked_sub(1).ok_or(EncodeError)?;
         // mod 00, rm 101: RIP-relative; [rbp] and [rsp] would need other forms.
         if reg >= 8 || reg & 7 == 4 || reg & 7 == 5 || bytes[modrm] & 0xc7 != 0x05 {
@@ -328,6 +323,14 @@ impl Emitter {
             }
         }
     }
+}
+
+/// Where the displacement of the RIP-relative `insn` starts in its encoding `bytes`: 4 bytes
+/// before the immediates, checked to hold the original displacement.
+fn displacement_at(insn: &Instruction, bytes: &[u8]) -> Option<usize> {
+    let at = bytes.len().checked_sub(4 + immediate_bytes(insn))?;
+    let original = i32::from_le_bytes(bytes[at..at + 4].try_into().expect("4 bytes"));
+    (insn.ip_rel_memory_address().wrapping_sub(insn.next_ip()) as i64 == original as i64).then_some(at)
 }
 
 /// Bytes of immediate operands at the end of `insn`'s encoding.
