@@ -391,14 +391,13 @@ struct Builder<'a> {
 }
 
 /// The application instructions of one block, decoded.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct Decoded {
     /// Address of the first instruction.
     pub tag: u64,
     /// The instructions, the last one ending the block (a control transfer, `syscall`, an
-    /// instruction the engine must stop at, or the size limit). Kept inline up to 16:
-    /// building a block allocates only what its fragment keeps.
-    pub insns: SmallVec<[Instruction; 16]>,
+    /// instruction the engine must stop at, or the size limit).
+    pub insns: Vec<Instruction>,
     /// The block stops at bytes that do not decode (the CPU would fault there).
     pub ends_invalid: bool,
 }
@@ -408,27 +407,31 @@ impl Decoded {
     pub fn app_len(&self) -> u64 {
         self.insns.last().map_or(0, |i| i.next_ip() - self.tag)
     }
-}
 
-/// Decodes the block at `tag` from `code` (its bytes, up to the end of executable memory).
-pub fn decode(tag: u64, code: &[u8]) -> Decoded {
-    let limit = code.len().min(MAX_BLOCK_BYTES + 16);
-    let mut decoder = Decoder::with_ip(64, &code[..limit], tag, DecoderOptions::NONE);
-    let mut insns = SmallVec::new();
-    let mut insn = Instruction::default();
-    let mut len = 0;
-    while insns.len() < MAX_BLOCK_INSNS && len < MAX_BLOCK_BYTES {
-        decoder.decode_out(&mut insn);
-        if insn.is_invalid() {
-            return Decoded { tag, insns, ends_invalid: true };
-        }
-        len += insn.len();
-        insns.push(insn);
-        if insn.flow_control() != FlowControl::Next || unsupported(&insn).is_some() {
-            break;
+    /// Decodes the block at `tag` from `code` (its bytes, up to the end of executable
+    /// memory) into this one, whose instruction buffer is reused: the engine keeps a few
+    /// `Decoded` for all its builds, so decoding allocates nothing once they have grown.
+    pub fn decode(&mut self, tag: u64, code: &[u8]) {
+        let limit = code.len().min(MAX_BLOCK_BYTES + 16);
+        let mut decoder = Decoder::with_ip(64, &code[..limit], tag, DecoderOptions::NONE);
+        let mut insn = Instruction::default();
+        let mut len = 0;
+        self.tag = tag;
+        self.insns.clear();
+        self.ends_invalid = false;
+        while self.insns.len() < MAX_BLOCK_INSNS && len < MAX_BLOCK_BYTES {
+            decoder.decode_out(&mut insn);
+            if insn.is_invalid() {
+                self.ends_invalid = true;
+                return;
+            }
+            len += insn.len();
+            self.insns.push(insn);
+            if insn.flow_control() != FlowControl::Next || unsupported(&insn).is_some() {
+                return;
+            }
         }
     }
-    Decoded { tag, insns, ends_invalid: false }
 }
 
 /// A per-thread counter increment a tool asked for.

@@ -3,7 +3,7 @@
 //! fragment for the next application address, links the exit that brought it here, and
 //! resumes the application in the cache.
 
-use crate::block::{self, BuildOptions, ExitKind, ExitRecord, Insertions};
+use crate::block::{self, BuildOptions, Decoded, ExitKind, ExitRecord, Insertions};
 use crate::cache::CodeCache;
 use crate::code_writes::CodeWrites;
 use crate::context::ThreadCtx;
@@ -135,6 +135,8 @@ pub struct Engine {
     /// Trace counters.
     pub trace_stats: TraceStats,
     workspace: block::Workspace,
+    /// Decoded blocks, reused by every build (one per block of the largest trace so far).
+    decoded: Vec<Decoded>,
 }
 
 static ENGINE: OnceLock<Mutex<Engine>> = OnceLock::new();
@@ -173,6 +175,7 @@ impl Engine {
             kept_insertions: FxHashMap::default(),
             trace_stats: TraceStats::default(),
             workspace: block::Workspace::default(),
+            decoded: Vec::new(),
         }
     }
 
@@ -214,24 +217,37 @@ impl Engine {
 
     /// Decodes and translates the blocks at `tags` into one fragment of `kind`.
     fn build(&mut self, tags: &[u64], kind: FragmentKind) -> Result<FragId, NoFragment> {
+        let mut decoded = std::mem::take(&mut self.decoded);
+        if decoded.len() < tags.len() {
+            decoded.resize_with(tags.len(), Decoded::default);
+        }
+        let built = self.build_from(tags, kind, &mut decoded[..tags.len()]);
+        self.decoded = decoded;
+        built
+    }
+
+    /// `build`, decoding into `decoded` (one per tag).
+    fn build_from(&mut self, tags: &[u64], kind: FragmentKind, decoded: &mut [Decoded]) -> Result<FragId, NoFragment> {
         let tag = tags[0];
         let started = self.opts.stats.then(Instant::now);
-        let mut decoded: SmallVec<[_; 1]> = SmallVec::with_capacity(tags.len());
-        for &t in tags {
+        let mut codes: SmallVec<[&[u8]; 1]> = SmallVec::with_capacity(tags.len());
+        for (d, &t) in decoded.iter_mut().zip(tags) {
             let end = self.exec.end_of(t).ok_or(NoFragment::NotExecutable)?;
             let len = (end - t).min(2048) as usize;
             // SAFETY: [t, end) is executable memory of the program (tracked from its own
             // mapping calls), hence mapped and readable; only read here.
             let code = unsafe { std::slice::from_raw_parts(t as *const u8, len) };
-            decoded.push((block::decode(t, code), code));
+            d.decode(t, code);
+            codes.push(code);
         }
-        let (first, code) = &decoded[0];
+        let decoded = &*decoded;
+        let (first, code) = (&decoded[0], codes[0]);
         let len = code.len() as u64;
         let mut insertions: SmallVec<[Insertions; 1]> = SmallVec::with_capacity(tags.len());
         if kind == FragmentKind::Block {
             insertions.push(self.instrument(first));
         } else {
-            for (d, _) in &decoded {
+            for d in decoded {
                 insertions.push(self.kept_insertions.get(&d.tag).cloned().unwrap_or_default());
             }
         }
@@ -245,8 +261,12 @@ impl Engine {
             record: kind == FragmentKind::Recording,
             trace: kind == FragmentKind::Trace,
         };
-        let sources: SmallVec<[block::Source<'_>; 1]> =
-            decoded.iter().zip(&insertions).map(|((d, code), ins)| block::Source { decoded: d, code, insertions: ins }).collect();
+        let sources: SmallVec<[block::Source<'_>; 1]> = decoded
+            .iter()
+            .zip(&codes)
+            .zip(&insertions)
+            .map(|((d, code), ins)| block::Source { decoded: d, code, insertions: ins })
+            .collect();
         let mut want = 2048 * tags.len();
         let (place, t) = loop {
             let place = self.cache.place(tag, want).map_err(|e| NoFragment::CacheFull(e.to_string()))?;
