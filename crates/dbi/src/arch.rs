@@ -438,8 +438,7 @@ pub fn sanitize_xsave(area: &mut [u8]) {
     if area.len() < 576 {
         return;
     }
-    let bv = u64::from_le_bytes(area[XSTATE_BV].try_into().expect("8 bytes")) & xcr0();
-    area[XSTATE_BV].copy_from_slice(&bv.to_le_bytes());
+    set_xstate_bv(area, xstate_bv(area) & xcr0());
     area[520..576].fill(0);
 }
 
@@ -487,6 +486,16 @@ const PKRU: u64 = 0x200;
 const AVX_OFFSET: u32 = 576;
 /// XSTATE_BV, the header's bitmap of components the area holds, at byte 512.
 const XSTATE_BV: std::ops::Range<usize> = 512..520;
+/// The xmm registers in a standard-format XSAVE area.
+const XMM_AREA: std::ops::Range<usize> = 160..416;
+
+fn xstate_bv(area: &[u8]) -> u64 {
+    u64::from_le_bytes(area[XSTATE_BV].try_into().expect("8 bytes"))
+}
+
+fn set_xstate_bv(area: &mut [u8], bv: u64) {
+    area[XSTATE_BV].copy_from_slice(&bv.to_le_bytes());
+}
 
 fn xcr0() -> u64 {
     let (lo, hi): (u32, u32);
@@ -521,8 +530,7 @@ pub fn save_live_simd(area: &mut [u8]) {
     unsafe {
         std::arch::asm!("xsave64 [{}]", in(reg) area.as_mut_ptr(), in("eax") mask as u32, in("edx") (mask >> 32) as u32, options(nostack, preserves_flags))
     };
-    let bv = u64::from_le_bytes(area[XSTATE_BV].try_into().expect("8 bytes")) | SSE | AVX;
-    area[XSTATE_BV].copy_from_slice(&bv.to_le_bytes());
+    set_xstate_bv(area, xstate_bv(area) | SSE | AVX);
 }
 
 /// The other way: loads the x87 state and PKRU of an XSAVE area into the CPU, and writes
@@ -530,14 +538,14 @@ pub fn save_live_simd(area: &mut [u8]) {
 /// context switch's moves read them.
 pub fn load_live_simd(area: &mut [u8]) {
     assert!(area.len() >= AVX_OFFSET as usize + 256 && area.as_ptr() as usize % 64 == 0, "an aligned XSAVE area");
-    let bv = u64::from_le_bytes(area[XSTATE_BV].try_into().expect("8 bytes"));
+    let bv = xstate_bv(area);
     if bv & SSE == 0 {
-        area[160..416].fill(0);
+        area[XMM_AREA].fill(0);
     }
     if bv & AVX == 0 {
         area[AVX_OFFSET as usize..AVX_OFFSET as usize + 256].fill(0);
     }
-    area[XSTATE_BV].copy_from_slice(&(bv | SSE | AVX).to_le_bytes());
+    set_xstate_bv(area, bv | SSE | AVX);
     let mask = live_components();
     // SAFETY: as in `save_live_simd`; the area was made valid for xrstor by
     // `sanitize_xsave` or by xsave itself. The x87 state and PKRU are the application's

@@ -595,7 +595,7 @@ impl Builder<'_> {
         let adds = src.insertions.adds.iter().filter(|a| !merged || a.before.is_some()).chain(entry.iter());
         let cheapest = adds.clone().any(|a| a.before.is_none()).then(|| cheapest_place(&d.insns, self.info));
         let cheapest_at = cheapest.map_or(0, |(at, _)| at);
-        let placed: Vec<(usize, CounterAdd)> = adds.map(|a| (a.before.unwrap_or(cheapest_at), *a)).collect();
+        let placed: SmallVec<[(usize, CounterAdd); 2]> = adds.map(|a| (a.before.unwrap_or(cheapest_at), *a)).collect();
         let mut open = true;
         for (i, insn) in d.insns.iter().enumerate() {
             self.mark(insn.ip());
@@ -737,11 +737,13 @@ impl Builder<'_> {
     /// Merges the once-per-execution counts of a trace's parts (see [`MergedCounts`]) when
     /// that saves adds: with at least two parts and two counts, and room for the counters.
     fn merge_counts(&mut self, parts: &[Source<'_>]) -> Option<Box<MergedCounts>> {
-        let adds: Box<[PartCounts]> =
-            parts.iter().map(|p| p.insertions.adds.iter().filter(|a| a.before.is_none()).map(|a| (a.offset, a.amount)).collect()).collect();
-        if parts.len() < 2 || adds.iter().map(|a| a.len()).sum::<usize>() < 2 {
+        fn movable<'a>(p: &'a Source<'_>) -> impl Iterator<Item = &'a CounterAdd> {
+            p.insertions.adds.iter().filter(|a| a.before.is_none())
+        }
+        if parts.len() < 2 || parts.iter().map(|p| movable(p).count()).sum::<usize>() < 2 {
             return None;
         }
+        let adds: Box<[PartCounts]> = parts.iter().map(|p| movable(p).map(|a| (a.offset, a.amount)).collect()).collect();
         let taken = self.taken;
         let mut take = || self.take_counter();
         let entry = take();

@@ -202,9 +202,7 @@ impl ContextBlock {
     /// (the dynamic loader alone inserts about a thousand targets); a thread of a pool may
     /// never need most of it.
     pub fn populate_lookup_table(&mut self) {
-        // SAFETY: the table is inside the mapping this block owns; populating changes no
-        // contents (best effort: kernels before 5.14 lack the advice, which only costs faults).
-        unsafe { libc::madvise(self.base.add(off::IBL_TABLE).cast(), IBL_SLOTS * 16, libc::MADV_POPULATE_WRITE) };
+        rewire_mem::populate_write(self.base as u64 + off::IBL_TABLE as u64, IBL_SLOTS * 16);
     }
 
     /// The header.

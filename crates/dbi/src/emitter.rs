@@ -230,18 +230,14 @@ impl Emitter {
     /// through memory (PLT entries); forms other than the usual ones are an error, left to
     /// [`Emitter::encode`].
     pub fn load_rax_from_branch_operand(&mut self, insn: &Instruction, bytes: &[u8]) -> Result<(), EncodeError> {
-        let mut i = 0;
-        let mut fs = false;
+        let prefixes = legacy_prefixes(bytes);
         // Segment overrides other than FS mean nothing in 64-bit mode; 0x3e is also CET's
-        // `notrack`, 0xf2 MPX's `bnd`: neither matters to a load.
-        while let Some(&b) = bytes.get(i) {
-            match b {
-                0x26 | 0x2e | 0x36 | 0x3e | 0xf2 => {}
-                0x64 => fs = true,
-                _ => break,
-            }
-            i += 1;
+        // `notrack`, 0xf2 MPX's `bnd`: neither matters to a load. Others change the operand.
+        if prefixes.iter().any(|b| !matches!(b, 0x26 | 0x2e | 0x36 | 0x3e | 0x64 | 0xf2)) {
+            return Err(EncodeError);
         }
+        let fs = prefixes.contains(&0x64);
+        let mut i = prefixes.len();
         let rex = match bytes.get(i) {
             Some(&b) if b & 0xf0 == 0x40 => {
                 i += 1;
@@ -285,8 +281,7 @@ impl Emitter {
         if reg >= 8 || reg & 7 == 4 || reg & 7 == 5 || bytes[modrm] & 0xc7 != 0x05 {
             return Err(EncodeError);
         }
-        let prefixes =
-            bytes.iter().take_while(|b| matches!(b, 0x26 | 0x2e | 0x36 | 0x3e | 0x64 | 0x65 | 0x66 | 0x67 | 0xf0 | 0xf2 | 0xf3)).count();
+        let prefixes = legacy_prefixes(bytes).len();
         let rex = bytes.get(prefixes).filter(|&&b| b & 0xf0 == 0x40).map(|_| prefixes);
         if matches!(bytes.get(prefixes), Some(0xc4 | 0xc5 | 0x62 | 0x8f)) {
             return Err(EncodeError); // VEX, EVEX, XOP: the base extension bit lives elsewhere
@@ -323,6 +318,12 @@ impl Emitter {
             }
         }
     }
+}
+
+/// The legacy prefixes an encoding starts with.
+fn legacy_prefixes(bytes: &[u8]) -> &[u8] {
+    let n = bytes.iter().take_while(|b| matches!(b, 0x26 | 0x2e | 0x36 | 0x3e | 0x64 | 0x65 | 0x66 | 0x67 | 0xf0 | 0xf2 | 0xf3)).count();
+    &bytes[..n]
 }
 
 /// Where the displacement of the RIP-relative `insn` starts in its encoding `bytes`: 4 bytes

@@ -28,14 +28,11 @@ pub fn prepare() {
     PRESENT_TO.store(heap_end(), Ordering::Relaxed);
 }
 
-/// Makes present the heap memory added since the last call (best effort: kernels before 5.14
-/// lack the advice, which only costs the page faults back).
+/// Makes present the heap memory added since the last call.
 pub fn populate_growth() {
     let end = heap_end();
     let from = PRESENT_TO.swap(end, Ordering::Relaxed);
     if end > from {
-        // SAFETY: [from, end) is the heap's own memory between two values of the break;
-        // populating changes no contents, and a range given back meanwhile only fails.
-        unsafe { libc::madvise(from as *mut _, end - from, libc::MADV_POPULATE_WRITE) };
+        rewire_mem::populate_write(from as u64, end - from);
     }
 }

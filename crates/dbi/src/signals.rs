@@ -267,7 +267,6 @@ pub(crate) extern "C" fn rewire_on_signal(sig: i32, info: *mut libc::siginfo_t, 
         }
     }
     let in_cache = eng.as_ref().and_then(|e| e.frags.translate_point(pc));
-    let correction = eng.as_ref().and_then(|e| e.frags.correction_at(pc));
     if handler == SIG_DFL || handler == SIG_IGN {
         if kernel_fault {
             let name = signal_name(sig);
@@ -292,7 +291,7 @@ pub(crate) extern "C" fn rewire_on_signal(sig: i32, info: *mut libc::siginfo_t, 
     ctx.signals().record(sig, info);
     match in_cache {
         // At an instruction boundary (or faulting there): the state is the program's.
-        Some((app, clean)) if clean || kernel_fault => redirect(ctx, uc, app, correction),
+        Some((app, clean)) if clean || kernel_fault => redirect(ctx, uc, app, eng.as_ref().and_then(|e| e.frags.correction_at(pc))),
         _ if kernel_fault => {
             report(&format!("internal error: {} at {pc:#x} ({}) outside program code", signal_name(sig), modules::describe(pc)));
             drop(eng);

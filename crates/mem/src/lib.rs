@@ -23,3 +23,4 @@ pub use inprocess::InProcess;
 pub use maps::{AddressSpace, Mapping, Protection};
 pub use memory::{DualView, Memory};
 pub use space::{Sharing, Slot, SpaceStats, TrampolineSpace, NEAR_REACH};
+pub use sys::populate_write;

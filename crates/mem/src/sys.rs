@@ -52,8 +52,7 @@ impl LocalMap {
     /// page fault per page later (best effort: kernels before 5.14 lack the advice).
     pub(crate) fn populate(&self, offset: usize, len: usize) {
         assert!(offset.checked_add(len).is_some_and(|end| end <= self.len), "populate past the mapping");
-        // SAFETY: in bounds of a live mapping we own; populating changes no contents.
-        let _ = unsafe { rustix::mm::madvise(self.ptr.add(offset).cast(), len, rustix::mm::Advice::LinuxPopulateWrite) };
+        populate_write(self.ptr as u64 + offset as u64, len);
     }
 
     /// Asks for transparent huge pages behind the mapping (best effort).
@@ -83,8 +82,17 @@ impl Drop for LocalMap {
     }
 }
 
+/// Backs the pages of `len` bytes at `addr` of this process with memory and maps them
+/// writable now, instead of one page fault per page later (best effort: kernels before 5.14
+/// lack the advice, which only costs the faults back).
+pub fn populate_write(addr: u64, len: usize) {
+    // SAFETY: populating writes no memory and changes no contents; an address range that is
+    // not mapped, or not writable, only makes the call fail, which is ignored.
+    let _ = unsafe { rustix::mm::madvise(addr as *mut _, len, rustix::mm::Advice::LinuxPopulateWrite) };
+}
+
 /// Maps the pages of `len` bytes at `addr` of this process now, for reading, instead of one
-/// page fault per page later (best effort, as [`LocalMap::populate`]).
+/// page fault per page later (best effort, as [`populate_write`]).
 pub(crate) fn populate_read(addr: u64, len: usize) {
     // SAFETY: populating reads no memory and changes no contents; an address range that is
     // not mapped only makes the call fail, which is ignored.

@@ -29,15 +29,15 @@ pub struct InsCount {
     modules: Vec<String>,
     /// The counters of each module.
     lanes: Vec<[Counter; LANES]>,
+    /// Some module came after the counter area filled up: its instructions are counted
+    /// with the first module's.
+    late_modules: bool,
 }
-
-/// Where the blocks of modules seen after the counter area filled up are counted.
-const UNATTRIBUTED: &str = "[modules seen after the counter area filled]";
 
 impl InsCount {
     /// With a per-module breakdown when `per_module`.
     pub fn new(per_module: bool) -> InsCount {
-        InsCount { per_module, modules: Vec::new(), lanes: Vec::new() }
+        InsCount { per_module, modules: Vec::new(), lanes: Vec::new(), late_modules: false }
     }
 
     /// The index of the block's module (0 for all without the breakdown), its counters
@@ -48,22 +48,17 @@ impl InsCount {
             return Some(i);
         }
         let lanes: Option<Vec<Counter>> = (0..LANES).map(|_| instrument.new_counter()).collect();
-        let name = match lanes.as_deref().map(<[Counter; LANES]>::try_from) {
-            Some(Ok(lanes)) => {
+        match lanes.and_then(|l| <[Counter; LANES]>::try_from(l).ok()) {
+            Some(lanes) => {
                 self.lanes.push(lanes);
-                name
+                self.modules.push(name.to_string());
+                Some(self.modules.len() - 1)
             }
-            _ if self.lanes.is_empty() => return None,
-            _ => {
-                if let Some(i) = self.modules.iter().position(|m| m == UNATTRIBUTED) {
-                    return Some(i);
-                }
-                self.lanes.push(self.lanes[0]);
-                UNATTRIBUTED
+            None => {
+                self.late_modules = true;
+                (!self.lanes.is_empty()).then_some(0)
             }
-        };
-        self.modules.push(name.to_string());
-        Some(self.modules.len() - 1)
+        }
     }
 }
 
@@ -80,15 +75,13 @@ impl Tool for InsCount {
 
     fn on_exit(&mut self, finish: &Finish<'_>) {
         let per_module: Vec<u64> = self.lanes.iter().map(|lanes| lanes.iter().map(|&c| finish.total(c)).sum()).collect();
-        // The unattributed module shares the first module's counters: count them once.
-        let total: u64 = per_module.iter().zip(&self.modules).filter(|(_, m)| *m != UNATTRIBUTED).map(|(n, _)| n).sum();
-        let mut lines = vec![format!("instructions: {total}")];
+        let mut lines = vec![format!("instructions: {}", per_module.iter().sum::<u64>())];
         if self.per_module {
-            let mut rows: Vec<(u64, &String)> = per_module.into_iter().zip(&self.modules).filter(|(_, m)| *m != UNATTRIBUTED).collect();
+            let mut rows: Vec<(u64, &String)> = per_module.into_iter().zip(&self.modules).collect();
             rows.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(b.1)));
             lines.extend(rows.into_iter().map(|(n, m)| format!("  {n:>14}  {m}")));
-            if self.modules.iter().any(|m| m == UNATTRIBUTED) {
-                lines.push(format!("  {:>14}  {UNATTRIBUTED} (counted with {})", "", self.modules[0]));
+            if self.late_modules {
+                lines.push(format!("  (modules seen after the counter area filled up are counted with {})", self.modules[0]));
             }
         }
         finish.output.report(&lines);
