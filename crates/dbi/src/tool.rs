@@ -6,12 +6,34 @@
 //! the process (with the counters' totals and an [`Output`] for reports and files). Every
 //! call happens under the engine's lock, one at a time.
 
-use crate::block::CounterAdd;
-use crate::context::{ThreadCtx, COUNTER_BYTES};
-use crate::modules::Segment;
+use crate::arch::context::{ThreadCtx, COUNTER_BYTES};
+use crate::os::report::report;
+use crate::translate::CounterAdd;
+
+pub use crate::os::appmem::read_cstr as read_app_string;
+pub use crate::os::modules::Segment;
 use iced_x86::Instruction;
 use std::io::Write;
 use std::path::PathBuf;
+
+/// Options of the built-in tools.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ToolOptions {
+    /// drcov format version to write (3, or 2 for older readers).
+    pub drcov_version: u8,
+    /// `cov`: also record how many times each block ran.
+    pub hitcount: bool,
+    /// `inscount`: break the count down by module.
+    pub per_module: bool,
+    /// `bbcount`, `opcodes`: how many entries to list.
+    pub top: usize,
+}
+
+impl Default for ToolOptions {
+    fn default() -> ToolOptions {
+        ToolOptions { drcov_version: 3, hitcount: false, per_module: false, top: 20 }
+    }
+}
 
 /// A trace: blocks that ran one after the other, stitched into one fragment. The
 /// instrumentation tools inserted into the blocks is part of it; tools do not see its blocks
@@ -190,10 +212,10 @@ impl Output {
                 let written =
                     std::fs::OpenOptions::new().create(true).append(true).open(path).and_then(|mut f| f.write_all(text.as_bytes()));
                 if let Err(e) = written {
-                    crate::report(&format!("cannot write {}: {e}", path.display()));
+                    report(&format!("cannot write {}: {e}", path.display()));
                 }
             }
-            None => lines.iter().for_each(|l| crate::report(l)),
+            None => lines.iter().for_each(|l| report(l)),
         }
     }
 

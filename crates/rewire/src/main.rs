@@ -105,10 +105,10 @@ struct RunArgs {
     verbose: bool,
     /// Executions of a trace head (a backward branch's target, or an exit of a trace)
     /// before the blocks that follow it are stitched into a trace.
-    #[arg(long, default_value_t = rewire_dbi::traces::DEFAULT_THRESHOLD, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    #[arg(long, default_value_t = rewire_dbi::engine::DEFAULT_THRESHOLD, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     trace_threshold: u32,
     /// Most blocks in one trace.
-    #[arg(long, default_value_t = rewire_dbi::traces::DEFAULT_MAX_BLOCKS, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1024))]
+    #[arg(long, default_value_t = rewire_dbi::engine::DEFAULT_MAX_BLOCKS, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1024))]
     trace_max_blocks: u32,
     /// Run basic blocks only: build no traces.
     #[arg(long)]
@@ -200,7 +200,7 @@ fn run(args: RunArgs) -> anyhow::Result<u8> {
         argv0: args.argv0,
         engine: rewire_dbi::EngineOptions {
             tool: args.tool,
-            tool_options: rewire_dbi::tools::ToolOptions {
+            tool_options: rewire_dbi::tool::ToolOptions {
                 drcov_version: args.drcov_version,
                 hitcount: args.hitcount,
                 per_module: args.per_module,
@@ -212,7 +212,7 @@ fn run(args: RunArgs) -> anyhow::Result<u8> {
             no_link: args.no_link,
             strip_exec: args.strip_exec,
             no_follow: args.no_follow,
-            traces: rewire_dbi::traces::TraceOptions {
+            traces: rewire_dbi::engine::TraceOptions {
                 enabled: !args.no_traces,
                 threshold: args.trace_threshold,
                 max_blocks: args.trace_max_blocks,

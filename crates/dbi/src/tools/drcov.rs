@@ -4,7 +4,7 @@
 //! records `{u32 start, u16 size, u16 module id}`, starts relative to the segment (version 5)
 //! or to the module's base (version 2).
 
-use crate::modules::Segment;
+use crate::tool::Segment;
 use std::fmt::Write as _;
 
 /// A covered block: which segment, where in it, how many bytes.

@@ -2,8 +2,7 @@
 //! decoded arguments for the common calls (paths, descriptors, open flags, sizes), and the
 //! result or `-1 ENAME`.
 
-use crate::appmem;
-use crate::tool::{Output, Syscall, Tool};
+use crate::tool::{read_app_string, Output, Syscall, Tool};
 use rustc_hash::FxHashMap;
 
 /// The system call log.
@@ -95,7 +94,7 @@ fn show(arg: Arg, v: u64) -> String {
         Arg::Fd => (v as i32).to_string(),
         Arg::DirFd if v as i32 == libc::AT_FDCWD => "AT_FDCWD".into(),
         Arg::DirFd => (v as i32).to_string(),
-        Arg::Path => match appmem::read_cstr(v, 4096) {
+        Arg::Path => match read_app_string(v, 4096) {
             Some(p) => format!("{:?}", String::from_utf8_lossy(&p)),
             None => format!("{v:#x}"),
         },

@@ -7,7 +7,7 @@
 //! [`VOLATILE_AFTER`] times stays writable: blocks built from it check, every time they are
 //! entered, that the application's bytes are still those they were built from.
 
-use crate::regions::ExecRegions;
+use crate::os::regions::ExecRegions;
 use std::collections::BTreeSet;
 use std::ops::Range;
 

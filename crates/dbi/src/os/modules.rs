@@ -132,7 +132,7 @@ fn elf_bias_and_entry(start: u64, offset: u64) -> (u64, u64) {
         return (0, 0);
     }
     let mut hdr = [0u8; 64];
-    if !crate::appmem::read(start, &mut hdr) || !hdr.starts_with(b"\x7fELF") {
+    if !crate::os::appmem::read(start, &mut hdr) || !hdr.starts_with(b"\x7fELF") {
         return (0, 0);
     }
     let e_type = u16::from_le_bytes([hdr[16], hdr[17]]);

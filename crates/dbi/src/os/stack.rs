@@ -2,7 +2,7 @@
 //! `argc`, `argv`, `envp`, the auxiliary vector, then the strings they point to, with the
 //! file name the program was executed by at the very top.
 
-use crate::loader::{random_bytes, Loaded};
+use crate::os::loader::{random_bytes, Loaded};
 use std::ffi::CString;
 
 /// Size of an ELF64 program header.

@@ -2,7 +2,7 @@
 //! engine writes (GS-relative moves, jumps to labels with patchable displacements) plus
 //! iced-x86 encoding for instructions placed at a new address.
 
-use crate::context::off;
+use crate::arch::context::off;
 use iced_x86::{Code, Encoder, Instruction, OpKind};
 use rewire_x86::emit;
 

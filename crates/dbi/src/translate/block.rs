@@ -1,212 +1,19 @@
-//! Building a basic block: decode application code from a tag through the first control
-//! transfer and translate it into cache code. Instructions that need no change are copied
+//! Translating a block (or the blocks of a trace) into cache code. Instructions that need no change are copied
 //! byte for byte; control transfers, `syscall`, RIP-relative operands the cache cannot reach
 //! and GS-relative operands are mangled, and every way out of the block gets an exit.
 
 use crate::arch;
-use crate::context::off;
-use crate::emitter::{Emitter, Label};
-use iced_x86::{
-    Code, ConditionCode, Decoder, DecoderOptions, FlowControl, Instruction, InstructionInfoFactory, Mnemonic, OpKind, Register,
-};
+use crate::arch::context::off;
+use crate::translate::counters::{cheapest_place, gpr_number, scratch_before, CounterAdd, Insertions, MergedCounts, PartCounts, Scratch};
+use crate::translate::decode::{unsupported, Decoded};
+use crate::translate::emitter::{Emitter, Label};
+use crate::translate::exits::{offset16, Branch, ExitKind, ExitRecord};
+use iced_x86::{Code, ConditionCode, FlowControl, Instruction, InstructionInfoFactory, Mnemonic, OpKind, Register};
 use smallvec::SmallVec;
-use std::cell::Cell;
-use std::mem::MaybeUninit;
 
 /// Bytes before a fragment's body: its entry for indirect branches, which restores rcx (the
 /// lookup used it to jump through the table). Direct links enter after it.
 pub const LOOKUP_PREFIX: usize = 9;
-/// Most application instructions in one block.
-pub const MAX_BLOCK_INSNS: usize = 64;
-/// Most application bytes in one block (keeps translation offsets within 16 bits).
-const MAX_BLOCK_BYTES: usize = 1024;
-
-/// The kind of indirect branch an indirect exit comes from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Branch {
-    /// `ret`
-    Return,
-    /// `call reg|mem`
-    Call,
-    /// `jmp reg|mem`
-    Jump,
-}
-
-/// What an exit from the cache asks the dispatcher to do.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ExitKind {
-    /// Continue at a known application address; the exit can be linked.
-    Direct {
-        /// The application address.
-        target: u64,
-    },
-    /// Run the system call the block stopped at, then continue at `next`.
-    Syscall {
-        /// Address of the instruction after `syscall`.
-        next: u64,
-    },
-    /// An indirect branch whose target missed in the lookup table.
-    Indirect(Branch),
-    /// An instruction the engine cannot run.
-    Unsupported {
-        /// Its application address.
-        at: u64,
-        /// What it is.
-        what: Unrunnable,
-    },
-    /// A tool's clean call: run it, then resume at the record's `stub` address (the code
-    /// right after the call sequence).
-    CleanCall {
-        /// Index of the call site in the engine's table.
-        site: u32,
-    },
-    /// Entry check of a block from a page written too often: the dispatcher compares the
-    /// application's bytes with those the block was built from, and resumes at `stub`.
-    Verify,
-    /// The thread was sent into the dispatcher from a signal handler; it continues at
-    /// the application address in the context's `ibl_target`.
-    Redirect,
-    /// The execution counter of a trace head reached the threshold: the thread continues
-    /// at `target`, and the dispatcher records a trace from there.
-    TraceHead {
-        /// The head.
-        target: u64,
-    },
-    /// The first entry of a thread.
-    Start {
-        /// Where the thread starts.
-        entry: u64,
-    },
-}
-
-/// The instructions the engine cannot run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Unrunnable {
-    /// `rdgsbase`, `wrgsbase`, `swapgs`.
-    GsBase,
-    /// `sysenter`, `sysexit`.
-    Sysenter,
-    /// `int 0x80`.
-    Int80,
-    /// `xbegin`.
-    Xbegin,
-    /// `iret`.
-    Iret,
-    /// `retf`.
-    FarReturn,
-    /// `jmp far`, `call far`.
-    FarBranch,
-    /// `mov gs, r/m` and `pop gs`.
-    GsSelector,
-    /// String instructions with a GS override.
-    GsString,
-    /// `jmp`/`call` through GS-relative memory.
-    GsIndirectBranch,
-}
-
-impl std::fmt::Display for Unrunnable {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Unrunnable::GsBase => "GS base instructions (the engine owns GS)",
-            Unrunnable::Sysenter => "sysenter",
-            Unrunnable::Int80 => "32-bit system calls (int 0x80)",
-            Unrunnable::Xbegin => "transactional memory (xbegin)",
-            Unrunnable::Iret => "iret",
-            Unrunnable::FarReturn => "far returns",
-            Unrunnable::FarBranch => "far jumps and calls",
-            Unrunnable::GsSelector => "loading the GS selector",
-            Unrunnable::GsString => "GS-relative string instructions",
-            Unrunnable::GsIndirectBranch => "GS-relative indirect branches",
-        })
-    }
-}
-
-/// One exit of a fragment. Cache code refers to it by address, and a thread may read it
-/// after its fragment was reclaimed, so records are never freed: they come from chunks
-/// that live as long as the process (48 bytes each, no allocator header).
-#[derive(Debug)]
-pub struct ExitRecord {
-    /// What the exit does.
-    pub kind: ExitKind,
-    /// Cache address of the start of the fragment's code; the offsets below count from it
-    /// (0: none, the start being the lookup prefix, never a field or a stub).
-    base: u64,
-    /// The fragment it belongs to.
-    pub fragment: u32,
-    /// Its index among the fragment's exits.
-    pub index: u16,
-    /// The patchable rel32 field of the jump that leaves through this exit (none when the
-    /// exit cannot be linked).
-    field: u16,
-    /// The exit stub (where the field points while unlinked; for exits that resume, where
-    /// the code resumes).
-    stub: u16,
-    /// For exits to trace heads, which count their executions on the way: the body's rel32
-    /// field aimed at the counting stub. Once the head has a trace, this field is aimed at
-    /// the trace and the count skipped.
-    bypass: u16,
-    /// The counting stub (where `bypass` points while the head has no trace).
-    count_stub: u16,
-    /// The fragment this exit is linked to.
-    pub linked: Option<u32>,
-}
-
-/// Records per chunk.
-const RECORDS_PER_CHUNK: usize = 1024;
-
-const _: () = assert!(std::mem::size_of::<ExitRecord>() == 48);
-
-impl ExitRecord {
-    /// A record for the fragment whose code starts at cache address `base`, not yet
-    /// attached to it.
-    pub fn new(kind: ExitKind, base: u64) -> &'static mut ExitRecord {
-        thread_local! {
-            static FREE: Cell<&'static mut [MaybeUninit<ExitRecord>]> = const { Cell::new(&mut []) };
-        }
-        let record = ExitRecord::unattached(kind, base);
-        FREE.with(|free| {
-            let mut slots = free.take();
-            if slots.is_empty() {
-                slots = Box::leak(Box::new_uninit_slice(RECORDS_PER_CHUNK));
-            }
-            let (slot, rest) = slots.split_first_mut().expect("a chunk has room");
-            free.set(rest);
-            slot.write(record)
-        })
-    }
-
-    /// A record of no fragment (for the exit a thread starts with or is redirected by).
-    pub const fn unattached(kind: ExitKind, base: u64) -> ExitRecord {
-        ExitRecord { kind, base, fragment: u32::MAX, index: 0, field: 0, stub: 0, bypass: 0, count_stub: 0, linked: None }
-    }
-
-    /// Address of the record, as cache code loads it.
-    pub fn address(&self) -> u64 {
-        self as *const ExitRecord as u64
-    }
-
-    /// Cache address of the patchable rel32 field of the jump leaving through this exit, if
-    /// it can be linked.
-    pub fn field(&self) -> Option<u64> {
-        (self.field != 0).then(|| self.base + self.field as u64)
-    }
-
-    /// Cache address of the exit stub (of the code an exit that resumes continues at).
-    pub fn stub(&self) -> u64 {
-        self.base + self.stub as u64
-    }
-
-    /// For an exit that counts the executions of a trace head: the cache addresses of the
-    /// body's field aimed at the counting stub and of the counting stub.
-    pub fn bypass(&self) -> Option<(u64, u64)> {
-        (self.bypass != 0).then(|| (self.base + self.bypass as u64, self.base + self.count_stub as u64))
-    }
-}
-
-/// An offset into fragment code (fragments are at most 64 KiB: `dispatch` rejects larger).
-fn offset16(offset: usize) -> u16 {
-    offset as u16
-}
 
 /// What translations reuse from one to the next (the instruction-information decoder, the
 /// emitter's buffers, the builder's lists), so that building a block allocates only what its
@@ -274,41 +81,6 @@ pub struct Translated {
     pub counters: u32,
     /// A trace's merged tool counts.
     pub merged: Option<Box<MergedCounts>>,
-}
-
-/// The tool's once-per-execution counts of a trace's blocks, merged: one count of the
-/// trace's executions where its first block counts, and on every way out before the last
-/// block a count of leaving there (the blocks after it did not run). A loop trace of ten
-/// blocks then adds once a turn instead of ten times; the tool's totals are rebuilt from
-/// these counters when it asks for them ([`crate::fragments::Fragments::merged_totals`]).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MergedCounts {
-    /// Engine counter of the trace's executions.
-    pub entry: u32,
-    /// Cache offset of the code that counts an execution: a thread that leaves the trace
-    /// before it has not counted.
-    pub entry_offset: u16,
-    /// For every part but the last: the engine counter of leaving right after it, if the
-    /// parts after it count anything.
-    pub corrections: Box<[Option<u32>]>,
-    /// For every part: the tool's counts it stands for.
-    pub adds: Box<[PartCounts]>,
-}
-
-/// The tool's once-per-execution counts of one block, as (counter offset, amount).
-pub type PartCounts = Box<[(u32, u32)]>;
-
-impl MergedCounts {
-    /// The counter a thread leaving the trace at cache offset `offset` must count, so that
-    /// the parts it did not run are not counted: `part` is the part `offset` lies in and
-    /// `at_part_start` says that none of that part ran yet.
-    pub fn correction_for(&self, offset: u16, part: usize, at_part_start: bool) -> Option<u32> {
-        if offset <= self.entry_offset {
-            return None;
-        }
-        let left_after = if at_part_start { part.checked_sub(1)? } else { part };
-        self.corrections.get(left_after).copied().flatten()
-    }
 }
 
 /// The exit records of a fragment (most have at most three).
@@ -390,72 +162,6 @@ struct Builder<'a> {
     part_index: usize,
 }
 
-/// The application instructions of one block, decoded.
-#[derive(Debug, Clone, Default)]
-pub struct Decoded {
-    /// Address of the first instruction.
-    pub tag: u64,
-    /// The instructions, the last one ending the block (a control transfer, `syscall`, an
-    /// instruction the engine must stop at, or the size limit).
-    pub insns: Vec<Instruction>,
-    /// The block stops at bytes that do not decode (the CPU would fault there).
-    pub ends_invalid: bool,
-}
-
-impl Decoded {
-    /// Application bytes covered.
-    pub fn app_len(&self) -> u64 {
-        self.insns.last().map_or(0, |i| i.next_ip() - self.tag)
-    }
-
-    /// Decodes the block at `tag` from `code` (its bytes, up to the end of executable
-    /// memory) into this one, whose instruction buffer is reused: the engine keeps a few
-    /// `Decoded` for all its builds, so decoding allocates nothing once they have grown.
-    pub fn decode(&mut self, tag: u64, code: &[u8]) {
-        let limit = code.len().min(MAX_BLOCK_BYTES + 16);
-        let mut decoder = Decoder::with_ip(64, &code[..limit], tag, DecoderOptions::NONE);
-        let mut insn = Instruction::default();
-        let mut len = 0;
-        self.tag = tag;
-        self.insns.clear();
-        self.ends_invalid = false;
-        while self.insns.len() < MAX_BLOCK_INSNS && len < MAX_BLOCK_BYTES {
-            decoder.decode_out(&mut insn);
-            if insn.is_invalid() {
-                self.ends_invalid = true;
-                return;
-            }
-            len += insn.len();
-            self.insns.push(insn);
-            if insn.flow_control() != FlowControl::Next || unsupported(&insn).is_some() {
-                return;
-            }
-        }
-    }
-}
-
-/// A per-thread counter increment a tool asked for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct CounterAdd {
-    /// Before which instruction of the block (index); `None`: anywhere in the block, once
-    /// per execution (the builder picks the place where it costs least).
-    pub before: Option<usize>,
-    /// Byte offset of the counter in the thread's counter area.
-    pub offset: u32,
-    /// What to add.
-    pub amount: u32,
-}
-
-/// What a tool inserts into a block: counter increments and clean calls (before instruction
-/// index, call site number).
-#[derive(Debug, Clone, Default)]
-pub struct Insertions {
-    /// Counter increments.
-    pub adds: Vec<CounterAdd>,
-    /// Clean calls: (before which instruction, site).
-    pub calls: Vec<(usize, u32)>,
-}
-
 /// Translates the blocks of a trace, in the order they ran, into one fragment for `at`:
 /// each block's way to the next is laid out to fall through, indirect branches check
 /// the recorded target inline before looking up another.
@@ -505,81 +211,6 @@ pub fn translate_parts(parts: &[Source<'_>], at: u64, opts: BuildOptions, ws: &m
     }
     let app_len = parts[0].decoded.app_len().max(1) as u32;
     b.finish(app_len, insns)
-}
-
-/// True when no instruction can observe the arithmetic flags before the first of `insns`
-/// runs: the first instruction touching them writes all six without reading any.
-fn flags_dead_before(insns: &[Instruction]) -> bool {
-    const ALL: u32 = iced_x86::RflagsBits::OF
-        | iced_x86::RflagsBits::SF
-        | iced_x86::RflagsBits::ZF
-        | iced_x86::RflagsBits::AF
-        | iced_x86::RflagsBits::CF
-        | iced_x86::RflagsBits::PF;
-    for insn in insns {
-        if insn.rflags_read() & ALL != 0 || insn.flow_control() != FlowControl::Next {
-            return false;
-        }
-        if insn.rflags_modified() & ALL == ALL {
-            return true;
-        }
-    }
-    false
-}
-
-/// The general register `insn` overwrites whole without reading it, if it is one that
-/// cannot fault (no memory access, no exception): a counter placed right before it may use
-/// that register, since nothing, a signal handler included, can see its old value again.
-fn overwrites_register(insn: &Instruction, info: &mut InstructionInfoFactory) -> Option<u8> {
-    use iced_x86::OpAccess;
-    let simple = matches!(
-        insn.mnemonic(),
-        Mnemonic::Mov | Mnemonic::Movzx | Mnemonic::Movsx | Mnemonic::Movsxd | Mnemonic::Lea | Mnemonic::Xor | Mnemonic::Sub
-    );
-    if !simple || insn.op0_kind() != OpKind::Register || !insn.op0_register().is_gpr() || insn.op0_register().size() < 4 {
-        return None;
-    }
-    let dest = insn.op0_register().full_register();
-    // `xor r, r` and `sub r, r` read nothing: the result is zero.
-    let zeroing = matches!(insn.mnemonic(), Mnemonic::Xor | Mnemonic::Sub)
-        && insn.op1_kind() == OpKind::Register
-        && insn.op1_register() == insn.op0_register();
-    let info = info.info(insn);
-    let touches_memory = info.used_memory().iter().any(|m| m.access() != OpAccess::NoMemAccess);
-    let reads_dest = info.used_registers().iter().any(|u| u.register().full_register() == dest && u.access() != OpAccess::Write);
-    (!touches_memory && dest != Register::RSP && (zeroing || !reads_dest)).then(|| gpr_number(dest))
-}
-
-/// How a counter increment keeps the program's state intact.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Scratch {
-    /// The flags are dead: `add` to memory.
-    Flags,
-    /// This register is about to be overwritten: `mov`/`lea`/`mov` through it.
-    Register(u8),
-    /// Neither: `mov`/`lea`/`mov` through rax, saved and restored around it.
-    SpillRax,
-}
-
-/// What a counter placed before the first of `insns` may use.
-fn scratch_before(insns: &[Instruction], info: &mut InstructionInfoFactory) -> Scratch {
-    if flags_dead_before(insns) {
-        Scratch::Flags
-    } else if let Some(r) = insns.first().and_then(|i| overwrites_register(i, info)) {
-        Scratch::Register(r)
-    } else {
-        Scratch::SpillRax
-    }
-}
-
-/// Where a once-per-execution counter costs least, and what it may use there (what
-/// [`scratch_before`] gives for that place): before the first instruction whose flags are
-/// dead, else before one that overwrites a register, else at the top with rax spilled.
-fn cheapest_place(insns: &[Instruction], info: &mut InstructionInfoFactory) -> (usize, Scratch) {
-    if let Some(i) = (0..insns.len()).find(|&i| flags_dead_before(&insns[i..])) {
-        return (i, Scratch::Flags);
-    }
-    (0..insns.len()).find_map(|i| overwrites_register(&insns[i], info).map(|r| (i, Scratch::Register(r)))).unwrap_or((0, Scratch::SpillRax))
 }
 
 impl Builder<'_> {
@@ -1075,51 +706,6 @@ impl Builder<'_> {
     }
 }
 
-/// Why the engine cannot run `insn` yet, if it cannot.
-fn unsupported(insn: &Instruction) -> Option<Unrunnable> {
-    match insn.mnemonic() {
-        Mnemonic::Rdgsbase | Mnemonic::Wrgsbase | Mnemonic::Swapgs => return Some(Unrunnable::GsBase),
-        Mnemonic::Sysenter | Mnemonic::Sysexit => return Some(Unrunnable::Sysenter),
-        Mnemonic::Int if insn.immediate8() == 0x80 => return Some(Unrunnable::Int80),
-        Mnemonic::Xbegin => return Some(Unrunnable::Xbegin),
-        Mnemonic::Iret | Mnemonic::Iretd | Mnemonic::Iretq => return Some(Unrunnable::Iret),
-        _ => {}
-    }
-    if insn.flow_control() == FlowControl::Return && insn.mnemonic() != Mnemonic::Ret {
-        return Some(Unrunnable::FarReturn);
-    }
-    if matches!(insn.code(), Code::Jmp_m1664 | Code::Jmp_m1632 | Code::Jmp_m1616 | Code::Call_m1664 | Code::Call_m1632 | Code::Call_m1616) {
-        return Some(Unrunnable::FarBranch);
-    }
-    if insn.op0_kind() == OpKind::Register && insn.op0_register() == Register::GS {
-        return Some(Unrunnable::GsSelector);
-    }
-    if insn.segment_prefix() != Register::GS {
-        return None;
-    }
-    let implicit_mem = (0..insn.op_count()).any(|i| {
-        matches!(
-            insn.op_kind(i),
-            OpKind::MemorySegRSI
-                | OpKind::MemorySegESI
-                | OpKind::MemorySegSI
-                | OpKind::MemorySegRDI
-                | OpKind::MemorySegEDI
-                | OpKind::MemorySegDI
-        )
-    });
-    if implicit_mem {
-        return Some(Unrunnable::GsString);
-    }
-    if matches!(insn.flow_control(), FlowControl::IndirectBranch | FlowControl::IndirectCall)
-        && insn.op0_kind() == OpKind::Memory
-        && insn.memory_segment() == Register::GS
-    {
-        return Some(Unrunnable::GsIndirectBranch);
-    }
-    None
-}
-
 /// The memory operand of `insn` (with `segment` as its segment override).
 fn memory_operand(insn: &Instruction, segment: Register) -> iced_x86::MemoryOperand {
     iced_x86::MemoryOperand::new(
@@ -1141,10 +727,4 @@ fn addressed_by(insn: &Instruction, r: Register) -> Instruction {
     moved.set_memory_displacement64(0);
     moved.set_memory_displ_size(0);
     moved
-}
-
-/// The x86 number of a 64-bit general register (rax=0 … r15=15).
-fn gpr_number(r: Register) -> u8 {
-    let full = r.full_register();
-    (full as u32 - Register::RAX as u32) as u8
 }

@@ -3,8 +3,8 @@
 //! linked by rewriting the aligned rel32 field of its jump with one atomic store; unlinking
 //! points it back at its exit stub.
 
-use crate::block::{ExitKind, Exits, MergedCounts, Parts, Translated, LOOKUP_PREFIX};
-use crate::cache::CodeCache;
+use crate::cache::memory::CodeCache;
+use crate::translate::{ExitKind, Exits, MergedCounts, Parts, Translated, LOOKUP_PREFIX};
 use rewire_x86::emit;
 use rustc_hash::FxHashMap;
 use smallvec::SmallVec;

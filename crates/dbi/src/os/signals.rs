@@ -9,20 +9,22 @@
 //! the state the frame holds. Faults with no program handler are reported at the
 //! application address and end the process with the program's status.
 
+use crate::arch::context::{reg, ThreadCtx, XSAVE_MAX};
 use crate::arch::{self, syscall6};
-use crate::context::{reg, ThreadCtx, XSAVE_MAX};
-use crate::dispatch::try_engine;
-use crate::{appmem, finish, modules, report};
+use crate::os::process_end::die;
+use crate::os::report::report;
+use crate::os::sigmask::{kernel_default, mask_of, sigprocmask};
+use crate::os::{appmem, modules};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-const SIG_DFL: u64 = 0;
-const SIG_IGN: u64 = 1;
+pub(crate) const SIG_DFL: u64 = 0;
+pub(crate) const SIG_IGN: u64 = 1;
 const NSIG: usize = 65;
-const FAULT_SIGNALS: [i32; 5] = [libc::SIGSEGV, libc::SIGBUS, libc::SIGILL, libc::SIGFPE, libc::SIGTRAP];
+pub(crate) const FAULT_SIGNALS: [i32; 5] = [libc::SIGSEGV, libc::SIGBUS, libc::SIGILL, libc::SIGFPE, libc::SIGTRAP];
 /// Signals whose default action is to do nothing.
-const DEFAULT_IGNORED: [i32; 4] = [libc::SIGCHLD, libc::SIGURG, libc::SIGWINCH, libc::SIGCONT];
+pub(crate) const DEFAULT_IGNORED: [i32; 4] = [libc::SIGCHLD, libc::SIGURG, libc::SIGWINCH, libc::SIGCONT];
 /// si_code of a SIGSEGV for an access the page protection forbids.
-const SEGV_ACCERR: i32 = 2;
+pub(crate) const SEGV_ACCERR: i32 = 2;
 /// RFLAGS bits a signal return may change (CF PF AF ZF SF TF DF OF AC… as the kernel's FIX_EFLAGS).
 const USER_FLAGS: u64 = 0x0004_0dd5;
 
@@ -36,7 +38,7 @@ fn has_flag(flags: u64, flag: i32) -> bool {
 /// flags, restorer, mask), readable from the signal handler without locks.
 static ACTIONS: [[AtomicU64; 4]; NSIG] = [const { [const { AtomicU64::new(0) }; 4] }; NSIG];
 
-fn action(sig: usize) -> [u64; 4] {
+pub(crate) fn action(sig: usize) -> [u64; 4] {
     let a = &ACTIONS[sig];
     [0, 1, 2, 3].map(|i| a[i].load(Ordering::Acquire))
 }
@@ -82,7 +84,7 @@ impl Default for ThreadSignals {
 }
 
 impl ThreadSignals {
-    fn record(&self, sig: i32, info: *const libc::siginfo_t) {
+    pub(crate) fn record(&self, sig: i32, info: *const libc::siginfo_t) {
         // SAFETY: the kernel's siginfo is 128 bytes; the slot belongs to this thread, which is
         // the one running this handler (the dispatcher reads it on the same thread).
         unsafe { std::ptr::copy_nonoverlapping(info as *const u8, self.info[sig as usize].get() as *mut u8, 128) };
@@ -93,6 +95,35 @@ impl ThreadSignals {
     pub fn any_pending(&self) -> bool {
         self.pending.load(Ordering::SeqCst) != 0
     }
+}
+
+/// A thread context's signal state, which the context stores as an opaque pointer.
+pub trait SignalsOf {
+    /// The thread's signal state.
+    fn signals(&self) -> &ThreadSignals;
+}
+
+impl SignalsOf for ThreadCtx {
+    fn signals(&self) -> &ThreadSignals {
+        // SAFETY: set by `attach` to a leaked box before the thread first runs, freed only
+        // by `release` once nothing can read it.
+        unsafe { &*(self.signal_state as *const ThreadSignals) }
+    }
+}
+
+/// Gives a new thread context its (empty) signal state.
+pub fn attach(ctx: &mut ThreadCtx) {
+    ctx.signal_state = Box::into_raw(Box::<ThreadSignals>::default()) as u64;
+}
+
+/// Frees the signal state of a thread that is exiting.
+///
+/// # Safety
+/// Every signal must be blocked on the thread and nothing may read the state any more.
+pub unsafe fn release(ctx: &mut ThreadCtx) {
+    // SAFETY: the box `attach` made; per the contract, no reader is left.
+    drop(unsafe { Box::from_raw(ctx.signal_state as *mut ThreadSignals) });
+    ctx.signal_state = 0;
 }
 
 /// Installs the runtime's handler for the fault signals.
@@ -113,12 +144,6 @@ fn install_master(sig: usize) {
         sa.sa_flags = libc::SA_SIGINFO;
         libc::sigaction(sig as i32, &sa, std::ptr::null_mut());
     }
-}
-
-fn kernel_default(sig: usize) {
-    let dfl = [SIG_DFL, 0, 0, 0];
-    // SAFETY: the default action for `sig`, as the program asked.
-    unsafe { syscall6(libc::SYS_rt_sigaction as u64, [sig as u64, dfl.as_ptr() as u64, 0, 8, 0, 0]) };
 }
 
 /// The program's `rt_sigaction`: it sees and changes its own dispositions; the kernel gets
@@ -164,7 +189,7 @@ fn bytes_of_mut<T>(v: &mut T) -> &mut [u8] {
     unsafe { std::slice::from_raw_parts_mut(v as *mut T as *mut u8, std::mem::size_of::<T>()) }
 }
 
-fn signal_name(sig: i32) -> String {
+pub(crate) fn signal_name(sig: i32) -> String {
     match sig {
         libc::SIGSEGV => "SIGSEGV".into(),
         libc::SIGBUS => "SIGBUS".into(),
@@ -176,7 +201,7 @@ fn signal_name(sig: i32) -> String {
 }
 
 /// The instruction at application address `pc`, disassembled.
-fn instruction_at(pc: u64) -> String {
+pub(crate) fn instruction_at(pc: u64) -> String {
     let mut bytes = [0u8; 15];
     let n = (1..=15).rev().find(|&n| appmem::read(pc, &mut bytes[..n])).unwrap_or(0);
     if n == 0 {
@@ -186,33 +211,6 @@ fn instruction_at(pc: u64) -> String {
     rewire_x86::decode::format_instruction(&d.decode())
 }
 
-fn mask_of(sig: i32) -> u64 {
-    1 << (sig - 1)
-}
-
-/// `rt_sigprocmask(how, set)` for the calling thread; returns the mask it had.
-pub(crate) fn sigprocmask(how: i32, set: Option<u64>) -> u64 {
-    let mut old = 0u64;
-    let set_ptr = set.as_ref().map_or(0, |s| s as *const u64 as u64);
-    // SAFETY: changes or reads this thread's signal mask (the program's own mask).
-    unsafe { syscall6(libc::SYS_rt_sigprocmask as u64, [how as u64, set_ptr, &raw mut old as u64, 8, 0, 0]) };
-    old
-}
-
-/// Ends the process by `sig`, as the program would have ended, after flushing tool output.
-pub fn die(sig: i32) -> ! {
-    finish();
-    kernel_default(sig as usize);
-    // SAFETY: unblocks and sends the signal to this thread: the process ends with the
-    // signal's status (core dump included).
-    unsafe {
-        sigprocmask(libc::SIG_UNBLOCK, Some(mask_of(sig)));
-        syscall6(libc::SYS_tgkill as u64, [libc::getpid() as u64, libc::gettid() as u64, sig as u64, 0, 0, 0]);
-        syscall6(libc::SYS_exit_group as u64, [128 + sig as u64, 0, 0, 0, 0, 0]);
-    }
-    unreachable!("the process survived its own signal")
-}
-
 /// The program jumped to `target`, which is not executable: natively a SIGSEGV there.
 pub fn bad_jump(target: u64, sp: u64) -> ! {
     report(&format!(
@@ -220,106 +218,6 @@ pub fn bad_jump(target: u64, sp: u64) -> ! {
         modules::describe(target)
     ));
     die(libc::SIGSEGV)
-}
-
-/// The current thread's context (GS base).
-fn current_ctx() -> &'static mut ThreadCtx {
-    // SAFETY: every thread that runs program code has its context at the GS base, and the
-    // master handler is only installed once the main thread's is set.
-    unsafe { &mut *(arch::gs_base() as *mut ThreadCtx) }
-}
-
-/// The master handler (entered through the assembly entry, which switched to the runtime's
-/// FS base).
-pub(crate) extern "C" fn rewire_on_signal(sig: i32, info: *mut libc::siginfo_t, uc: *mut libc::c_void) {
-    // SAFETY: the kernel passes a valid siginfo and ucontext for SA_SIGINFO handlers.
-    let (info_ref, uc) = unsafe { (&*info, &mut *(uc as *mut libc::ucontext_t)) };
-    let code = info_ref.si_code;
-    // SAFETY: si_addr is valid to read for every signal (meaningful for faults).
-    let fault_addr = unsafe { info_ref.si_addr() } as u64;
-    let pc = uc.uc_mcontext.gregs[libc::REG_RIP as usize] as u64;
-    if let Some(resume) = arch::resume_after_copy_fault(pc).filter(|_| sig == libc::SIGSEGV || sig == libc::SIGBUS) {
-        // The runtime read program memory that is not readable: the copy reports it.
-        uc.uc_mcontext.gregs[libc::REG_RIP as usize] = resume as i64;
-        return;
-    }
-    let handler = action(sig as usize)[0];
-    let kernel_fault = FAULT_SIGNALS.contains(&sig) && code > 0;
-    let mut eng = try_engine();
-    if sig == libc::SIGSEGV && code == SEGV_ACCERR {
-        // A write to code the engine watches: wait for the lock (it is never held by a thread
-        // running program code), forget the page's fragments, let the write run again.
-        while eng.is_none() {
-            std::hint::spin_loop();
-            eng = try_engine();
-        }
-        if let Some(e) = eng.as_mut() {
-            if let Some(page) = e.code_writes.write_fault(fault_addr) {
-                e.invalidate(page);
-                // The write came from a fragment built from that very page (a trace that
-                // inlined the code it rewrites): run it again from a fresh block, so that
-                // nothing stale runs after it.
-                if let Some((app, true)) = e.frags.translate_point(pc).filter(|_| !e.frags.live_at(pc)) {
-                    redirect(current_ctx(), uc, app, e.frags.correction_at(pc));
-                }
-                return;
-            }
-        }
-    }
-    let in_cache = eng.as_ref().and_then(|e| e.frags.translate_point(pc));
-    if handler == SIG_DFL || handler == SIG_IGN {
-        if kernel_fault {
-            let name = signal_name(sig);
-            match in_cache {
-                Some((app, _)) => report(&format!(
-                    "the program was killed by {name} at {app:#x} ({}): {} (fault address {fault_addr:#x})",
-                    modules::describe(app),
-                    instruction_at(app)
-                )),
-                None => report(&format!("internal error: {name} at {pc:#x} ({}), fault address {fault_addr:#x}", modules::describe(pc))),
-            }
-            drop(eng);
-            die(sig);
-        }
-        drop(eng);
-        if handler == SIG_DFL && !DEFAULT_IGNORED.contains(&sig) {
-            die(sig);
-        }
-        return;
-    }
-    let ctx = current_ctx();
-    ctx.signals().record(sig, info);
-    match in_cache {
-        // At an instruction boundary (or faulting there): the state is the program's.
-        Some((app, clean)) if clean || kernel_fault => redirect(ctx, uc, app, eng.as_ref().and_then(|e| e.frags.correction_at(pc))),
-        _ if kernel_fault => {
-            report(&format!("internal error: {} at {pc:#x} ({}) outside program code", signal_name(sig), modules::describe(pc)));
-            drop(eng);
-            die(sig);
-        }
-        // Mid-sequence or in the runtime: make the thread leave the cache soon.
-        _ => {
-            ctx.ibl_clear();
-            if let Some(mut e) = eng {
-                let target = if in_cache.is_some() { pc } else { ctx.next_pc };
-                let crate::dispatch::Engine { frags, cache, .. } = &mut *e;
-                frags.unlink_fragment_at(cache, target);
-            }
-        }
-    }
-}
-
-/// Makes the interrupted thread, stopped at the start of the translation of application
-/// instruction `app`, continue there through the dispatcher; it counts `correction` (see
-/// `Fragments::correction_at`) as it leaves.
-fn redirect(ctx: &mut ThreadCtx, uc: &mut libc::ucontext_t, app: u64, correction: Option<u32>) {
-    if let Some(counter) = correction {
-        ctx.count(counter);
-    }
-    ctx.scratch_rax = uc.uc_mcontext.gregs[libc::REG_RAX as usize] as u64;
-    ctx.ibl_target = app;
-    uc.uc_mcontext.gregs[libc::REG_RAX as usize] = crate::dispatch::redirect_record() as i64;
-    uc.uc_mcontext.gregs[libc::REG_RIP as usize] = arch::fcache_return_address() as i64;
 }
 
 /// `mcontext` general-register slots and the engine's register numbers.

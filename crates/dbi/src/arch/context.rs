@@ -5,8 +5,7 @@
 //! the XSAVE area for the application's SIMD state while runtime code runs, and the thread's
 //! indirect-branch lookup table. Cache code addresses all of it as `gs:[offset]`.
 
-use crate::arch;
-use crate::error::RunError;
+use crate::arch::simd;
 use std::mem::offset_of;
 
 /// The application's general registers and flags, saved on every exit from the cache.
@@ -82,10 +81,11 @@ pub struct ThreadCtx {
     /// Non-zero when `rdfsbase`/`wrfsbase` may be used (AT_HWCAP2 FSGSBASE).
     pub has_fsgsbase: u64,
     /// Non-zero when the context switch keeps the SIMD state with moves
-    /// ([`arch::simd_by_moves`]): the XSAVE area then holds only the xmm/ymm registers and
+    /// ([`simd::simd_by_moves`]): the XSAVE area then holds only the xmm/ymm registers and
     /// MXCSR, the rest stays live in the CPU (see [`ThreadCtx::simd_image`]).
     pub simd_moves: u64,
-    /// The thread's signal state (a leaked `ThreadSignals`).
+    /// The process model's signal state of the thread (`os::signals::ThreadSignals`, a
+    /// leaked box), which this layer only stores.
     pub signal_state: u64,
     /// The thread's id (kept here: a system call of the program must not cost a `gettid`).
     pub tid: u64,
@@ -94,8 +94,21 @@ pub struct ThreadCtx {
     /// Non-zero while the thread may be running cache code (set by the dispatcher, under the
     /// engine lock, once it has chosen where the thread resumes).
     pub in_cache: u64,
-    /// Where the thread's time went (kept with `--stats`).
-    pub time: crate::stats::ThreadTime,
+    /// Where the thread's time went (the engine keeps it with `--stats`).
+    pub time: ThreadTime,
+}
+
+/// Where one thread's time went, measured with the monotonic clock at every entry into and
+/// exit from the dispatcher (wall time: a blocking system call counts while it waits).
+#[repr(C)]
+#[derive(Debug, Default, Clone, Copy)]
+pub struct ThreadTime {
+    /// When the thread first entered the dispatcher (0: not yet).
+    pub started: u64,
+    /// Nanoseconds in the dispatcher, system calls included.
+    pub dispatcher: u64,
+    /// Of which running the program's system calls (with their hooks).
+    pub syscalls: u64,
 }
 
 /// Offsets of the header fields, for assembly and emitted code.
@@ -166,80 +179,6 @@ pub const RT_STACK_BYTES: usize = 1 << 20;
 
 const _: () = assert!(std::mem::size_of::<ThreadCtx>() <= off::XSAVE);
 
-/// A thread's context mapping (its runtime stack is mapped beside it).
-#[derive(Debug)]
-pub struct ContextBlock {
-    base: *mut u8,
-}
-
-impl ContextBlock {
-    /// Maps a fresh context with its own runtime stack; the application state starts as the
-    /// kernel leaves it at `execve` (registers zero, SIMD state at its initial values).
-    pub fn new(rt_fs: u64, has_fsgsbase: bool) -> Result<ContextBlock, RunError> {
-        let xsave_len = arch::xsave_size();
-        if xsave_len > XSAVE_MAX {
-            return Err(RunError::Unsupported(format!("an XSAVE area of {xsave_len} bytes (at most {XSAVE_MAX} supported)")));
-        }
-        let base = arch::map_anonymous(CTX_BYTES).map_err(|e| RunError::Sys("mmap(thread context)", e))?;
-        let stack = arch::map_anonymous(RT_STACK_BYTES).map_err(|e| RunError::Sys("mmap(runtime stack)", e))?;
-        let mut block = ContextBlock { base };
-        let ctx = block.ctx();
-        ctx.self_ptr = base as u64;
-        ctx.fcache_return = arch::fcache_return_address();
-        ctx.rt_fs = rt_fs;
-        ctx.rt_stack_top = stack as u64 + RT_STACK_BYTES as u64;
-        ctx.has_fsgsbase = has_fsgsbase as u64;
-        ctx.simd_moves = arch::simd_by_moves() as u64;
-        ctx.regs.rflags = 0x202;
-        ctx.signal_state = Box::into_raw(Box::<crate::signals::ThreadSignals>::default()) as u64;
-        arch::init_xsave_area(block.xsave_area());
-        Ok(block)
-    }
-
-    /// Makes the lookup table present now: one system call instead of a page fault (about
-    /// 3 µs on a virtual machine) for nearly each of its 257 pages, which lookups by the low
-    /// bits of addresses touch all over. For the first thread, which always fills its table
-    /// (the dynamic loader alone inserts about a thousand targets); a thread of a pool may
-    /// never need most of it.
-    pub fn populate_lookup_table(&mut self) {
-        rewire_mem::populate_write(self.base as u64 + off::IBL_TABLE as u64, IBL_SLOTS * 16);
-    }
-
-    /// The header.
-    pub fn ctx(&mut self) -> &mut ThreadCtx {
-        // SAFETY: `base` is a live, zero-initialised, page-aligned mapping of CTX_BYTES that
-        // this block owns; a ThreadCtx is plain integers, valid for any bit pattern. Only the
-        // owning thread (or the dispatcher on its behalf) touches it.
-        unsafe { &mut *(self.base as *mut ThreadCtx) }
-    }
-
-    /// Takes the application state of `parent` (registers, SIMD state, FS and GS bases), as
-    /// a new thread starts with its creator's registers.
-    pub fn inherit_app_state(&mut self, parent: &ThreadCtx) {
-        let ctx = self.ctx();
-        ctx.regs = parent.regs;
-        ctx.app_fs = parent.app_fs;
-        ctx.app_gs = parent.app_gs;
-        // SAFETY: the parent's XSAVE area is inside its context mapping (see `ctx`).
-        let from = unsafe { std::slice::from_raw_parts((parent.self_ptr as *const u8).add(off::XSAVE), XSAVE_MAX) };
-        self.xsave_area().copy_from_slice(from);
-    }
-
-    /// The header's address, which becomes the thread's GS base.
-    pub fn address(&self) -> u64 {
-        self.base as u64
-    }
-
-    fn xsave_area(&mut self) -> &mut [u8] {
-        self.ctx().xsave_area()
-    }
-}
-
-// SAFETY: the block owns its mappings; its thread uses them while running, the engine only
-// under its lock on that thread's behalf (or to clear the lookup table of a thread that is
-// in the dispatcher).
-unsafe impl Send for ContextBlock {}
-
 impl ThreadCtx {
     fn ibl_table(&mut self) -> &mut [[u64; 2]] {
         // SAFETY: a ThreadCtx only exists at the start of its context mapping (ContextBlock),
@@ -254,13 +193,7 @@ impl ThreadCtx {
         unsafe { (std::ptr::read_volatile(&self.dispatches), std::ptr::read_volatile(&self.in_cache) != 0) }
     }
 
-    /// The thread's signal state.
-    pub fn signals(&self) -> &crate::signals::ThreadSignals {
-        // SAFETY: set once at creation to a leaked box, never freed.
-        unsafe { &*(self.signal_state as *const crate::signals::ThreadSignals) }
-    }
-
-    fn xsave_area(&mut self) -> &mut [u8] {
+    pub(crate) fn xsave_area(&mut self) -> &mut [u8] {
         // SAFETY: inside this context's mapping (see `ibl_table`); `&mut self` makes it exclusive.
         unsafe { std::slice::from_raw_parts_mut((self.self_ptr as *mut u8).add(off::XSAVE), XSAVE_MAX) }
     }
@@ -272,7 +205,7 @@ impl ThreadCtx {
         let moves = self.simd_moves != 0;
         let area = self.xsave_area();
         if moves {
-            arch::save_live_simd(area);
+            simd::save_live_simd(area);
         }
         area
     }
@@ -284,7 +217,7 @@ impl ThreadCtx {
         let area = self.xsave_area();
         area[..image.len()].copy_from_slice(image);
         if moves {
-            arch::load_live_simd(area);
+            simd::load_live_simd(area);
         }
     }
 

@@ -1,90 +1,26 @@
-//! The engine state and the dispatcher: every exit from the cache lands here, with the
-//! application's state saved in the thread context. The dispatcher finds (or builds) the
-//! fragment for the next application address, links the exit that brought it here, and
-//! resumes the application in the cache.
+//! The engine's shared state: the cache and its fragments, the program's executable regions,
+//! watched code pages and modules, the tool, the thread contexts and the counters, under
+//! one lock. Building a fragment (decode, show the tool, translate, commit, register) and
+//! invalidating code happen here.
 
-use crate::block::{self, BuildOptions, Decoded, ExitKind, ExitRecord, Insertions};
-use crate::cache::CodeCache;
-use crate::code_writes::CodeWrites;
-use crate::context::ThreadCtx;
-use crate::fragments::{FragId, FragmentKind, Fragments};
-use crate::modules::Modules;
-use crate::regions::ExecRegions;
-use crate::stats::{self, Stats};
-use crate::syscalls::{self, Brk};
-use crate::tool::{self, BlockView, CallSite, Instrument, NullTool, Output, Tool};
-use crate::tools::ToolOptions;
-use crate::traces::{self, Recording, TraceOptions, TraceStats};
-use crate::{modules, report, signals};
+use crate::arch::context::{ThreadCtx, COUNTER_BYTES};
+use crate::arch::heap;
+use crate::cache::{CodeCache, FragId, FragmentKind, Fragments};
+use crate::engine::options::EngineOptions;
+use crate::engine::stats::{start_timing, Stats};
+use crate::engine::traces::{keep_insertions, Recording, TraceStats};
+use crate::os::brk::Brk;
+use crate::os::code_writes::CodeWrites;
+use crate::os::modules::{self, Modules};
+use crate::os::regions::ExecRegions;
+use crate::os::report::report;
+use crate::tool::{BlockView, CallSite, Instrument, NullTool, Tool};
+use crate::translate::{self, BuildOptions, Decoded, ExitKind, ExitRecord, Insertions};
 use rustc_hash::FxHashMap;
 use smallvec::SmallVec;
 use std::ffi::CString;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Instant;
-
-/// What the user asked of the engine.
-#[derive(Debug, Clone, Default)]
-pub struct EngineOptions {
-    /// The built-in tool (`-t`), `None` for the null tool.
-    pub tool: Option<String>,
-    /// Options of the built-in tools.
-    pub tool_options: ToolOptions,
-    /// Where tool output goes.
-    pub output: Output,
-    /// Print statistics at exit.
-    pub stats: bool,
-    /// Log every block built.
-    pub verbose: bool,
-    /// Never link exits (every exit goes through the dispatcher): a testing aid.
-    pub no_link: bool,
-    /// Let programs the program execs run natively (not under the engine).
-    pub no_follow: bool,
-    /// Take execute permission away from the application's own code, so that any
-    /// instruction run outside the cache would fault: a testing aid.
-    pub strip_exec: bool,
-    /// Hot traces.
-    pub traces: TraceOptions,
-}
-
-impl EngineOptions {
-    /// The `rewire run` options that give these settings (passed on across `execve`).
-    pub fn to_args(&self) -> Vec<CString> {
-        let t = &self.tool_options;
-        let flags = [
-            (self.stats, c"--stats"),
-            (self.verbose, c"--verbose"),
-            (self.no_link, c"--no-link"),
-            (self.strip_exec, c"--strip-exec"),
-            (self.no_follow, c"--no-follow"),
-            (t.hitcount, c"--hitcount"),
-            (t.per_module, c"--per-module"),
-            (!self.traces.enabled, c"--no-traces"),
-        ];
-        let mut out: Vec<CString> = flags.into_iter().filter(|(on, _)| *on).map(|(_, f)| f.to_owned()).collect();
-        let mut valued = |flag: &str, value: &[u8]| {
-            let mut v = flag.as_bytes().to_vec();
-            v.push(b'=');
-            v.extend_from_slice(value);
-            out.push(CString::new(v).expect("no NUL in options"));
-        };
-        if let Some(tool) = &self.tool {
-            valued("--tool", tool.as_bytes());
-        }
-        valued("--drcov-version", t.drcov_version.to_string().as_bytes());
-        valued("--top", t.top.to_string().as_bytes());
-        valued("--trace-threshold", self.traces.threshold.to_string().as_bytes());
-        valued("--trace-max-blocks", self.traces.max_blocks.to_string().as_bytes());
-        // Absolute, so that a program that changed directory still writes where the user asked.
-        let absolute = |p: &std::path::Path| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
-        if let Some(dir) = &self.output.dir {
-            valued("--output-dir", absolute(dir).as_os_str().as_encoded_bytes());
-        }
-        if let Some(log) = &self.output.log {
-            valued("--log", absolute(log).as_os_str().as_encoded_bytes());
-        }
-        out
-    }
-}
 
 /// Invalidated fragments and the threads (context, dispatch count) that were in the cache
 /// when they were invalidated.
@@ -134,7 +70,7 @@ pub struct Engine {
     pub kept_insertions: FxHashMap<u64, Insertions>,
     /// Trace counters.
     pub trace_stats: TraceStats,
-    workspace: block::Workspace,
+    workspace: translate::Workspace,
     /// Decoded blocks, reused by every build (one per block of the largest trace so far).
     decoded: Vec<Decoded>,
 }
@@ -174,7 +110,7 @@ impl Engine {
             recording_copies: FxHashMap::default(),
             kept_insertions: FxHashMap::default(),
             trace_stats: TraceStats::default(),
-            workspace: block::Workspace::default(),
+            workspace: translate::Workspace::default(),
             decoded: Vec::new(),
         }
     }
@@ -182,7 +118,7 @@ impl Engine {
     /// Installs the engine for the process.
     pub fn install(self) {
         if self.opts.stats {
-            stats::start_timing();
+            start_timing();
         }
         ENGINE.set(Mutex::new(self)).expect("one engine per process");
     }
@@ -257,20 +193,20 @@ impl Engine {
             count_ibl: self.opts.stats,
             verify: kind == FragmentKind::Block && self.code_writes.must_verify(tag..tag + len),
             trace_threshold: if traces { self.opts.traces.threshold } else { 0 },
-            counters: (self.next_counter, crate::context::COUNTER_BYTES as u32),
+            counters: (self.next_counter, COUNTER_BYTES as u32),
             record: kind == FragmentKind::Recording,
             trace: kind == FragmentKind::Trace,
         };
-        let sources: SmallVec<[block::Source<'_>; 1]> = decoded
+        let sources: SmallVec<[translate::Source<'_>; 1]> = decoded
             .iter()
             .zip(&codes)
             .zip(&insertions)
-            .map(|((d, code), ins)| block::Source { decoded: d, code, insertions: ins })
+            .map(|((d, code), ins)| translate::Source { decoded: d, code, insertions: ins })
             .collect();
         let mut want = 2048 * tags.len();
         let (place, t) = loop {
             let place = self.cache.place(tag, want).map_err(|e| NoFragment::CacheFull(e.to_string()))?;
-            let t = block::translate_parts(&sources, place.addr, opts, &mut self.workspace);
+            let t = translate::translate_parts(&sources, place.addr, opts, &mut self.workspace);
             if CodeCache::fits(&place, t.code_len) {
                 break (place, t);
             }
@@ -284,7 +220,7 @@ impl Engine {
         if kind == FragmentKind::Block {
             self.stats.blocks += 1;
             self.stats.app_insns += t.insns as u64;
-            traces::keep_insertions(&mut self.kept_insertions, tag, &insertions[0]);
+            keep_insertions(&mut self.kept_insertions, tag, &insertions[0]);
         }
         self.stats.cache_code += t.code_len as u64;
         if self.opts.verbose {
@@ -310,7 +246,7 @@ impl Engine {
         if opts.verify {
             self.frags.set_built_from(id, &code[..app_len.min(code.len())]);
         }
-        crate::heap::populate_growth();
+        heap::populate_growth();
         if let Some(t) = started {
             match kind {
                 FragmentKind::Block => self.stats.build_time += t.elapsed(),
@@ -321,7 +257,7 @@ impl Engine {
     }
 
     /// Shows a new block to the tool and collects what it inserts.
-    fn instrument(&mut self, decoded: &block::Decoded) -> Insertions {
+    fn instrument(&mut self, decoded: &Decoded) -> Insertions {
         let mut ins = Insertions::default();
         let Engine { modules, tool, next_counter, exec, call_sites, .. } = self;
         let tag = decoded.tag;
@@ -366,7 +302,7 @@ impl Engine {
     /// Reclaims invalidated fragments no thread can be inside any more: every thread that
     /// was in the cache when they were invalidated has come back to the dispatcher since (or
     /// exited).
-    fn reclaim(&mut self) {
+    pub(crate) fn reclaim(&mut self) {
         let contexts = &self.contexts;
         let done = |waiting: &Vec<(u64, u64)>| {
             waiting.iter().all(|&(c, seen)| {
@@ -399,115 +335,4 @@ pub fn engine() -> MutexGuard<'static, Engine> {
 /// The engine, if it is installed and not locked (for signal handlers).
 pub fn try_engine() -> Option<MutexGuard<'static, Engine>> {
     ENGINE.get()?.try_lock().ok()
-}
-
-/// The dispatcher, called by `rewire_fcache_return` and `rewire_start` on the runtime stack
-/// with the runtime's FS base, the application state saved in `ctx`.
-pub(crate) extern "C" fn rewire_dispatch(ctx: *mut ThreadCtx) {
-    // SAFETY: the assembly passes this thread's context (GS base), live for the thread.
-    let ctx = unsafe { &mut *ctx };
-    let Some(entered) = stats::timestamp() else { return dispatch(ctx) };
-    if ctx.time.started == 0 {
-        ctx.time.started = entered;
-    }
-    dispatch(ctx);
-    ctx.time.dispatcher += stats::timestamp().unwrap_or(entered) - entered;
-}
-
-/// The dispatcher's work for one exit of `ctx`'s thread from the cache.
-fn dispatch(ctx: &mut ThreadCtx) {
-    ctx.in_cache = 0;
-    ctx.dispatches += 1;
-    // SAFETY: `exit_record` was loaded by cache code from an exit of a live fragment (or
-    // is the start record); records are never freed.
-    let rec = unsafe { &*(ctx.exit_record as *const ExitRecord) };
-    let tag = match rec.kind {
-        ExitKind::Direct { target } => target,
-        ExitKind::Syscall { next } => {
-            let started = stats::timestamp();
-            let next = syscalls::handle(ctx, next);
-            if let Some(t) = started {
-                ctx.time.syscalls += stats::timestamp().unwrap_or(t) - t;
-            }
-            next
-        }
-        ExitKind::Redirect => ctx.ibl_target,
-        ExitKind::Verify => {
-            let mut eng = engine();
-            let f = eng.frags.get(rec.fragment);
-            let tag = f.tag;
-            let same = f.live
-                && f.built_from.as_deref().is_some_and(|b| {
-                    let mut now = vec![0u8; b.len()];
-                    crate::appmem::read(tag, &mut now) && now == b
-                });
-            if same {
-                ctx.next_pc = rec.stub();
-                ctx.in_cache = 1;
-                return;
-            }
-            eng.code_writes.stale += 1;
-            let page = tag & !0xfff;
-            eng.invalidate(page..page + 0x1000);
-            tag
-        }
-        ExitKind::Indirect(_) => ctx.ibl_target,
-        ExitKind::Start { entry } | ExitKind::TraceHead { target: entry } => entry,
-        ExitKind::CleanCall { site } => {
-            let site = engine().call_sites[site as usize].clone();
-            (site.func)(&tool::evaluate(&site, ctx));
-            let _lock = engine();
-            ctx.next_pc = rec.stub();
-            ctx.in_cache = 1;
-            return;
-        }
-        ExitKind::Unsupported { at, what } => syscalls::stop(&format!(
-            "the program executed an instruction rewire does not support yet at {at:#x} ({}): {what}",
-            modules::describe(at)
-        )),
-    };
-    let exit_target = tag;
-    let tag = signals::deliver_pending(ctx, tag);
-    // Link or cache the way out of the exit only when the thread goes where the exit leads
-    // (not into a signal handler delivered on the way).
-    let diverted = tag != exit_target;
-    let mut eng = engine();
-    eng.stats.dispatches += 1;
-    match rec.kind {
-        ExitKind::Direct { .. } => eng.stats.direct_exits += 1,
-        ExitKind::Indirect(branch) => eng.stats.count_miss(branch),
-        _ => {}
-    }
-    if !eng.limbo.is_empty() {
-        eng.reclaim();
-    }
-    if let Some(copy) = traces::step(&mut eng, ctx, &rec.kind, tag, diverted) {
-        ctx.next_pc = eng.frags.get(copy).entry;
-        ctx.in_cache = 1;
-        return;
-    }
-    let id = match eng.fragment_for(tag) {
-        Ok(id) => id,
-        Err(NoFragment::NotExecutable) => {
-            drop(eng);
-            signals::bad_jump(tag, ctx.regs.gpr[crate::context::reg::RSP])
-        }
-        Err(NoFragment::CacheFull(why)) => {
-            drop(eng);
-            syscalls::stop(&format!("the code cache cannot grow: {why}"))
-        }
-    };
-    let (entry, lookup_entry) = (eng.frags.get(id).entry, eng.frags.get(id).lookup_entry());
-    match rec.kind {
-        _ if diverted => {}
-        ExitKind::Direct { .. } => {
-            let Engine { frags, cache, .. } = &mut *eng;
-            frags.link(cache, rec.fragment, rec.index, id);
-        }
-        ExitKind::Indirect(_) if !eng.opts.no_link => ctx.ibl_insert(tag, lookup_entry),
-        _ => {}
-    }
-    ctx.next_pc = entry;
-    // Still under the lock: an invalidation after this point sees the thread in the cache.
-    ctx.in_cache = 1;
 }

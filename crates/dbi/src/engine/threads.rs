@@ -5,13 +5,16 @@
 //! thread state: the parent's registers with rax 0, the requested stack and TLS. Threads
 //! share the fragments; each has its own context and indirect-branch table.
 
+use crate::arch::context::{reg, ThreadCtx, CTX_BYTES, RT_STACK_BYTES};
+use crate::arch::context_block::ContextBlock;
 use crate::arch::{self, syscall6};
-use crate::block::{ExitKind, ExitRecord};
-use crate::context::{reg, ContextBlock, ThreadCtx, CTX_BYTES, RT_STACK_BYTES};
-use crate::dispatch::engine;
-use crate::signals;
-use crate::syscalls::stop;
-use crate::{appmem, unregister_rseq};
+use crate::engine::start::unregister_rseq;
+use crate::engine::state::engine;
+use crate::engine::stats;
+use crate::os::appmem;
+use crate::os::process_end::stop;
+use crate::os::{sigmask, signals};
+use crate::translate::{ExitKind, ExitRecord};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// Program threads alive (the process ends with the last one).
@@ -22,7 +25,7 @@ const BOOT_STACK: usize = 64 << 10;
 /// Ends the calling program thread (not the last one) with `status`: its counters are kept
 /// for the tool, then its context, signal state and runtime stack are released.
 pub fn exit_thread(ctx: &mut ThreadCtx, status: u64) -> ! {
-    signals::sigprocmask(libc::SIG_SETMASK, Some(!0));
+    sigmask::sigprocmask(libc::SIG_SETMASK, Some(!0));
     let base = ctx.self_ptr;
     {
         let mut eng = engine();
@@ -33,12 +36,12 @@ pub fn exit_thread(ctx: &mut ThreadCtx, status: u64) -> ! {
         for (i, total) in eng.exited_counters.iter_mut().enumerate().take(used) {
             *total += ctx.counter(i as u32 * 8);
         }
-        crate::stats::thread_exits(&mut eng.stats, ctx);
+        stats::thread_exits(&mut eng.stats, ctx);
         eng.contexts.retain(|&c| c != base);
     }
-    // SAFETY: the box made in ContextBlock::new; with every signal blocked and the context
-    // out of the engine's list, nothing reads it any more.
-    drop(unsafe { Box::from_raw(ctx.signal_state as *mut crate::signals::ThreadSignals) });
+    // SAFETY: every signal is blocked and the context is out of the engine's list: nothing
+    // reads its signal state any more.
+    unsafe { signals::release(ctx) };
     let stack = ctx.rt_stack_top - RT_STACK_BYTES as u64;
     // SAFETY: signals blocked, no references left, and this runs on the context's runtime stack.
     unsafe { arch::exit_thread((base, CTX_BYTES as u64), (stack, RT_STACK_BYTES as u64), status) }
@@ -69,6 +72,7 @@ pub fn clone_thread(ctx: &mut ThreadCtx, a: [u64; 6], next: u64) -> u64 {
         Err(e) => return (-(e.errno().unwrap_or(libc::ENOMEM)) as i64) as u64,
     };
     block.inherit_app_state(ctx);
+    signals::attach(block.ctx());
     let child = block.ctx();
     child.regs.gpr[reg::RAX] = 0;
     child.regs.gpr[reg::RSP] = a[1];
@@ -84,9 +88,9 @@ pub fn clone_thread(ctx: &mut ThreadCtx, a: [u64; 6], next: u64) -> u64 {
     // The new runtime thread starts with its creator's GS base: it must not take a signal
     // before it has its own context. It starts with every signal blocked and unblocks the
     // program's mask once its GS base is set.
-    let app_mask = signals::sigprocmask(libc::SIG_SETMASK, Some(!0));
+    let app_mask = sigmask::sigprocmask(libc::SIG_SETMASK, Some(!0));
     let spawned = std::thread::Builder::new().stack_size(BOOT_STACK).spawn(move || thread_main(start, app_mask, tx));
-    signals::sigprocmask(libc::SIG_SETMASK, Some(app_mask));
+    sigmask::sigprocmask(libc::SIG_SETMASK, Some(app_mask));
     if spawned.is_err() {
         LIVE.fetch_sub(1, Ordering::SeqCst);
         return (-libc::EAGAIN) as i64 as u64;
@@ -96,7 +100,7 @@ pub fn clone_thread(ctx: &mut ThreadCtx, a: [u64; 6], next: u64) -> u64 {
 
 fn thread_main(mut start: Start, app_mask: u64, tid_to_parent: std::sync::mpsc::Sender<u64>) {
     arch::set_gs_base(start.block.address());
-    signals::sigprocmask(libc::SIG_SETMASK, Some(app_mask));
+    sigmask::sigprocmask(libc::SIG_SETMASK, Some(app_mask));
     // SAFETY: gettid has no effects.
     let tid = unsafe { libc::gettid() } as u32;
     if start.flags & libc::CLONE_PARENT_SETTID as u64 != 0 {

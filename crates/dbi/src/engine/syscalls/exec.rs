@@ -4,18 +4,27 @@
 //! for the program itself (missing, not executable, not a format it runs) are checked first
 //! and returned to the program with nothing changed.
 
-use crate::dispatch::engine;
-use crate::{appmem, finish, FINISHED};
+use super::exe_path::names_exe;
+use super::{err, raw, Call, Outcome};
+use crate::engine::state::engine;
+use crate::os::appmem;
+use crate::os::loader;
+use crate::os::process_end::{flush, rearm, stop};
 use std::ffi::CString;
 use std::os::unix::ffi::OsStrExt;
-use std::sync::atomic::Ordering;
+
+/// The calls.
+pub(super) const CALLS: &[i64] = &[libc::SYS_execve, libc::SYS_execveat];
+
+pub(super) fn handle(call: &mut Call<'_>) -> Outcome {
+    if call.nr as i64 == libc::SYS_execveat {
+        stop("the program called execveat, which rewire cannot follow yet");
+    }
+    Outcome::Returns(execve(call.args))
+}
 
 /// Most arguments read from the program's argv.
 const MAX_ARGS: usize = 1 << 17;
-
-fn err(e: i32) -> u64 {
-    (-e) as i64 as u64
-}
 
 /// Reads a NULL-terminated array of string pointers from the program.
 fn read_strings(mut at: u64) -> Option<Vec<CString>> {
@@ -39,19 +48,19 @@ fn read_strings(mut at: u64) -> Option<Vec<CString>> {
 }
 
 /// The program's `execve(path, argv, envp)`.
-pub fn execve(a: [u64; 6], raw: impl Fn(u64, [u64; 6]) -> u64) -> u64 {
+fn execve(a: [u64; 6]) -> u64 {
     let nr = libc::SYS_execve as u64;
     let Some(path) = appmem::read_cstr(a[0], 4096).and_then(|p| CString::new(p).ok()) else { return err(libc::EFAULT) };
     let Some(argv) = read_strings(a[1]) else { return err(libc::EFAULT) };
-    let path = if crate::syscalls::names_exe(a[0]) { engine().exe.clone() } else { path };
+    let path = if names_exe(a[0]) { engine().exe.clone() } else { path };
     let follow = !engine().opts.no_follow;
-    match crate::loader::exec_check(std::path::Path::new(std::ffi::OsStr::from_bytes(path.as_bytes()))) {
+    match loader::exec_check(std::path::Path::new(std::ffi::OsStr::from_bytes(path.as_bytes()))) {
         Err(e) => return err(e),
         Ok(runs_under_engine) if !runs_under_engine || !follow => {
-            finish();
+            flush();
             // `/proc/self/exe` is the program, not rewire, natively too.
             let r = raw(nr, [path.as_ptr() as u64, a[1], a[2], 0, 0, 0]);
-            FINISHED.store(false, Ordering::SeqCst);
+            rearm();
             return r;
         }
         Ok(_) => {}
@@ -79,9 +88,9 @@ pub fn execve(a: [u64; 6], raw: impl Fn(u64, [u64; 6]) -> u64) -> u64 {
     args.extend(argv.into_iter().skip(1));
     let mut ptrs: Vec<u64> = args.iter().map(|s| s.as_ptr() as u64).collect();
     ptrs.push(0);
-    finish();
+    flush();
     let r = raw(nr, [rewire.as_ptr() as u64, ptrs.as_ptr() as u64, a[2], 0, 0, 0]);
     // Still here: the exec failed and the program goes on.
-    FINISHED.store(false, Ordering::SeqCst);
+    rearm();
     r
 }

@@ -1,0 +1,24 @@
+//! The machine level, the bottom layer: the per-thread context that cache code reaches
+//! through the GS base, the context switch between cache and dispatcher, the
+//! indirect-branch lookup template, the signal entry, the fault-resumed copy, raw system
+//! calls, SIMD state and the runtime's own heap. All of the crate's inline assembly is here.
+//! This layer imports nothing above it: the assembly reaches the dispatcher and the signal
+//! handler by their symbol names (`rewire_dispatch`, `rewire_on_signal`), which the engine
+//! layer defines.
+
+pub mod context;
+pub mod context_block;
+pub mod copy;
+pub mod cpu;
+pub mod heap;
+pub mod lookup;
+pub mod signal_entry;
+pub mod simd;
+pub mod switch;
+
+pub use copy::{copy_or_fault, resume_after_copy_fault};
+pub use cpu::{fs_base, gs_base, set_gs_base, stack_pointer, syscall6};
+pub use lookup::{ibl_template, ibl_template_rcx_saved};
+pub use signal_entry::signal_entry_address;
+pub use simd::{sanitize_xsave, xsave_size};
+pub use switch::{exit_thread, fcache_return_address, start};

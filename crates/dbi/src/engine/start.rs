@@ -1,0 +1,147 @@
+//! Start-up: from `rewire run`'s options to the program's first instruction in the cache.
+//! Load the program and its interpreter, create the first thread's context, install the
+//! engine and the fault handlers, build the initial stack on the process stack, and enter
+//! the dispatcher with a start record for the interpreter's entry.
+
+use crate::arch::context::reg;
+use crate::arch::context_block::ContextBlock;
+use crate::arch::{self, heap};
+use crate::cache::CodeCache;
+use crate::engine::finish::flush_tool_output;
+use crate::engine::options::Options;
+use crate::engine::state::Engine;
+use crate::error::RunError;
+use crate::os::brk::Brk;
+use crate::os::modules::Modules;
+use crate::os::regions::ExecRegions;
+use crate::os::report::open_report_fd;
+use crate::os::{loader, process_end, signals, stack};
+use crate::tool::Tool;
+use crate::translate::{ExitKind, ExitRecord};
+use std::convert::Infallible;
+use std::ffi::CString;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+
+/// Bytes kept between the runtime's own stack frames and the program's initial stack.
+const STACK_GAP: u64 = 256 << 10;
+
+/// Runs the program under the engine with your own `tool` (see `examples/call_edges.rs`).
+/// Programs it `execve`s run natively unless `opts.engine.tool` names a built-in tool to
+/// follow them with.
+pub fn run_tool(tool: Box<dyn Tool>, opts: Options) -> Result<Infallible, RunError> {
+    heap::prepare();
+    process_end::on_end(flush_tool_output);
+    let modules = Modules::excluding_current();
+    if let Some(dir) = &opts.engine.output.dir {
+        if !dir.is_dir() {
+            return Err(RunError::Io(dir.clone(), std::io::Error::from(std::io::ErrorKind::NotFound)));
+        }
+    }
+    let loaded = loader::load(&opts.command, opts.argv0.as_deref())?;
+    open_report_fd();
+    let envp: Vec<CString> = std::env::vars_os()
+        .map(|(k, v)| {
+            let mut b = k.into_vec();
+            b.push(b'=');
+            b.extend(v.into_vec());
+            CString::new(b).expect("environment without NUL bytes")
+        })
+        .collect();
+    // SAFETY: getauxval reads this process's auxiliary vector.
+    let (hwcap2, vdso) = unsafe { (libc::getauxval(libc::AT_HWCAP2), libc::getauxval(libc::AT_SYSINFO_EHDR)) };
+    let mut block = ContextBlock::new(arch::fs_base(), hwcap2 & 2 != 0)?;
+    block.populate_lookup_table();
+    signals::attach(block.ctx());
+
+    let mut exec = ExecRegions::default();
+    let app_code: Vec<_> = loaded.program.code.iter().chain(loaded.interp.iter().flat_map(|i| i.code.iter())).cloned().collect();
+    for r in &app_code {
+        exec.add(r.clone());
+    }
+    if let Some(m) = rewire_mem::AddressSpace::read(None).ok().and_then(|s| s.find(vdso).cloned()) {
+        exec.add(m.range);
+    }
+    if opts.engine.strip_exec {
+        for r in &app_code {
+            // SAFETY: the program's own code pages, not yet run; the engine reads them only.
+            unsafe { libc::mprotect(r.start as *mut _, (r.end - r.start) as usize, libc::PROT_READ) };
+        }
+    }
+    let brk = Brk::new(loaded.brk);
+    let cache = CodeCache::default();
+    let exe = CString::new(loaded.program.path.as_os_str().as_bytes()).expect("path without NUL bytes");
+    let rewire_exe = std::env::current_exe().map_err(|e| RunError::Sys("readlink(/proc/self/exe)", e))?;
+    let rewire_exe = CString::new(rewire_exe.into_os_string().into_vec()).expect("path without NUL bytes");
+    signals::inherit_dispositions();
+    let mut engine = Engine::new(cache, exec, opts.engine, brk, exe, rewire_exe);
+    engine.contexts.push(block.address());
+    engine.tool = tool;
+    engine.modules = modules;
+    // SAFETY: gettid has no effects.
+    block.ctx().tid = unsafe { libc::gettid() } as u64;
+    engine.tool.on_thread_start(block.ctx().tid as u32);
+    engine.install();
+    unregister_rseq();
+    signals::install_fault_handlers();
+    set_process_name(&loaded.execfn);
+
+    let top = (arch::stack_pointer() - STACK_GAP) & !0xfff;
+    // SAFETY: below our own frames by STACK_GAP, in the main thread's stack, which grows
+    // down into it; nothing else uses that memory.
+    let st = unsafe { stack::build(top, &loaded, &envp) };
+    set_mm_strings(st);
+    let ctx = block.ctx();
+    ctx.regs.gpr[reg::RSP] = st.sp;
+    let entry = loaded.interp.as_ref().map_or(loaded.program.entry, |i| i.entry);
+    ctx.exit_record = ExitRecord::new(ExitKind::Start { entry }, 0).address();
+    // The context lives as long as the thread: ContextBlock never unmaps it.
+    let gs = block.address();
+    // SAFETY: the context is complete, its runtime stack unused, the engine installed.
+    unsafe { arch::start(gs) }
+}
+
+/// Gives the program's thread the kernel's restartable-sequence registration: the runtime's
+/// libc registered this thread already, and the kernel allows one registration per thread.
+pub(crate) fn unregister_rseq() {
+    extern "C" {
+        static __rseq_offset: isize;
+        static __rseq_size: u32;
+    }
+    const RSEQ_FLAG_UNREGISTER: u64 = 1;
+    const RSEQ_SIG: u64 = 0x5305_3053;
+    // SAFETY: glibc (2.35+) exports both; plain reads of constants set at start-up.
+    let (offset, size) = unsafe { (__rseq_offset, __rseq_size) };
+    if size == 0 {
+        return;
+    }
+    let area = (arch::fs_base() as i64 + offset as i64) as u64;
+    for len in [32, size as u64] {
+        // SAFETY: unregisters this thread's area, which nothing of the runtime relies on.
+        if unsafe { arch::syscall6(libc::SYS_rseq as u64, [area, len, RSEQ_FLAG_UNREGISTER, RSEQ_SIG, 0, 0]) } == 0 {
+            return;
+        }
+    }
+}
+
+fn set_process_name(execfn: &CString) {
+    let base = execfn.as_bytes().rsplit(|&b| b == b'/').next().unwrap_or_default();
+    let mut name = [0u8; 16];
+    let n = base.len().min(15);
+    name[..n].copy_from_slice(&base[..n]);
+    // SAFETY: PR_SET_NAME reads 16 bytes from a live buffer.
+    unsafe { libc::prctl(libc::PR_SET_NAME, name.as_ptr()) };
+}
+
+/// Points /proc/self/cmdline and /proc/self/environ at the program's strings (needs
+/// CAP_SYS_RESOURCE; without it they keep showing rewire's).
+fn set_mm_strings(st: stack::InitialStack) {
+    for (what, value) in [
+        (libc::PR_SET_MM_ARG_START, st.args.0),
+        (libc::PR_SET_MM_ARG_END, st.args.1),
+        (libc::PR_SET_MM_ENV_START, st.env.0),
+        (libc::PR_SET_MM_ENV_END, st.env.1),
+    ] {
+        // SAFETY: only changes what /proc reports for this process.
+        unsafe { libc::prctl(libc::PR_SET_MM, what, value, 0, 0) };
+    }
+}

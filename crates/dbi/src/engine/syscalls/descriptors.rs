@@ -1,0 +1,36 @@
+//! Descriptor calls that could reach the runtime's report descriptor: for the program it
+//! does not exist (closing it fails with EBADF, `dup2` onto its number moves it away first).
+
+use super::{err, raw, Call, Outcome};
+use crate::os::report::{move_report_fd, report_fd};
+
+/// The calls.
+pub(super) const CALLS: &[i64] = &[libc::SYS_close, libc::SYS_close_range, libc::SYS_dup2, libc::SYS_dup3];
+
+pub(super) fn handle(call: &mut Call<'_>) -> Outcome {
+    let (nr, a) = (call.nr, call.args);
+    Outcome::Returns(match nr as i64 {
+        libc::SYS_close if a[0] as i32 == report_fd() => err(libc::EBADF),
+        libc::SYS_close_range => close_range(a),
+        libc::SYS_dup2 | libc::SYS_dup3 if a[1] as i32 == report_fd() => {
+            move_report_fd();
+            raw(nr, a)
+        }
+        _ => raw(nr, a),
+    })
+}
+
+/// `close_range(first, last, flags)` around the runtime's report descriptor.
+fn close_range(a: [u64; 6]) -> u64 {
+    let (first, last, fd) = (a[0] as u32, a[1] as u32, report_fd() as u32);
+    if !(first..=last).contains(&fd) {
+        return raw(libc::SYS_close_range as u64, a);
+    }
+    let below = if fd > first { raw(libc::SYS_close_range as u64, [first as u64, (fd - 1) as u64, a[2], 0, 0, 0]) } else { 0 };
+    let above = if fd < last { raw(libc::SYS_close_range as u64, [(fd + 1) as u64, last as u64, a[2], 0, 0, 0]) } else { 0 };
+    if below != 0 {
+        below
+    } else {
+        above
+    }
+}

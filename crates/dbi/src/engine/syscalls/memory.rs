@@ -1,0 +1,78 @@
+//! Memory calls: `mmap`, `mprotect`, `munmap` and `mremap` run as the program asked, and
+//! the engine follows what they change (executable regions, watched code pages, fragments
+//! of code that went away); `brk` moves the emulated break.
+
+use super::{raw, Call, Outcome};
+use crate::engine::state::engine;
+
+const PAGE: u64 = 4096;
+
+/// The mapping calls.
+pub(super) const CALLS: &[i64] = &[libc::SYS_mmap, libc::SYS_mprotect, libc::SYS_pkey_mprotect, libc::SYS_munmap, libc::SYS_mremap];
+/// The break.
+pub(super) const BRK_CALLS: &[i64] = &[libc::SYS_brk];
+
+/// Mapping calls: run them, then keep the executable ranges and the fragments in step.
+pub(super) fn handle(call: &mut Call<'_>) -> Outcome {
+    Outcome::Returns(map_call(call.nr, call.args))
+}
+
+/// The program's `brk`, on the emulated break.
+pub(super) fn brk(call: &mut Call<'_>) -> Outcome {
+    Outcome::Returns(engine().brk.set(call.args[0]))
+}
+
+fn map_call(nr: u64, mut a: [u64; 6]) -> u64 {
+    let mut eng = engine();
+    let prot_arg = matches!(nr as i64, libc::SYS_mmap | libc::SYS_mprotect | libc::SYS_pkey_mprotect).then_some(2);
+    let wants_exec = prot_arg.is_some_and(|i| a[i] & libc::PROT_EXEC as u64 != 0);
+    if eng.opts.strip_exec && wants_exec {
+        a[2] &= !(libc::PROT_EXEC as u64);
+    }
+    let was_exec = nr as i64 == libc::SYS_mremap && eng.exec.end_of(a[0]).is_some();
+    let ret = raw(nr, a);
+    if (ret as i64) < 0 && (ret as i64) > -4096 {
+        return ret;
+    }
+    let len = |n: u64| n.next_multiple_of(PAGE);
+    match nr as i64 {
+        libc::SYS_mmap => {
+            let range = ret..ret + len(a[1]);
+            if a[3] & libc::MAP_FIXED as u64 != 0 {
+                eng.invalidate(range.clone());
+            }
+            eng.code_writes.mapped(range.clone(), a[2]);
+            if wants_exec {
+                eng.exec.add(range);
+            } else {
+                eng.exec.remove(range);
+            }
+        }
+        libc::SYS_mprotect | libc::SYS_pkey_mprotect => {
+            let range = a[0]..a[0] + len(a[1]);
+            eng.code_writes.mapped(range.clone(), a[2]);
+            if wants_exec {
+                eng.exec.add(range);
+            } else {
+                eng.exec.remove(range.clone());
+                eng.invalidate(range);
+            }
+        }
+        libc::SYS_munmap => {
+            let range = a[0]..a[0] + len(a[1]);
+            eng.code_writes.unmapped(range.clone());
+            eng.exec.remove(range.clone());
+            eng.invalidate(range);
+        }
+        _ => {
+            let old = a[0]..a[0] + len(a[1]);
+            eng.code_writes.unmapped(old.clone());
+            eng.exec.remove(old.clone());
+            eng.invalidate(old);
+            if was_exec {
+                eng.exec.add(ret..ret + len(a[2]));
+            }
+        }
+    }
+    ret
+}

@@ -1,0 +1,59 @@
+//! How the process ends. Whatever ends it (the program's `exit_group`, a fatal signal, an
+//! `execve`, the engine stopping) first runs the flush the layer above registered at start-up
+//! (the tool's output), once; a failed `execve` re-arms it, since the program goes on.
+
+use crate::arch::syscall6;
+use crate::os::report::report;
+use crate::os::sigmask::{kernel_default, mask_of, sigprocmask};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::OnceLock;
+
+/// Exit status of rewire itself when it must stop the program (as `env` and `timeout` use).
+pub const STOP_STATUS: i32 = 125;
+
+static FLUSH: OnceLock<fn()> = OnceLock::new();
+static FLUSHED: AtomicBool = AtomicBool::new(false);
+
+/// Registers what runs before the process ends (once per process).
+pub fn on_end(flush: fn()) {
+    let _ = FLUSH.set(flush);
+}
+
+/// Runs the registered flush, unless it ran already.
+pub fn flush() {
+    if FLUSHED.swap(true, Ordering::SeqCst) {
+        return;
+    }
+    if let Some(f) = FLUSH.get() {
+        f();
+    }
+}
+
+/// Lets the flush run again: the `execve` it ran for failed, and the program goes on.
+pub fn rearm() {
+    FLUSHED.store(false, Ordering::SeqCst);
+}
+
+/// Ends the process by `sig`, as the program would have ended, after the flush.
+pub fn die(sig: i32) -> ! {
+    flush();
+    kernel_default(sig as usize);
+    // SAFETY: unblocks and sends the signal to this thread: the process ends with the
+    // signal's status (core dump included).
+    unsafe {
+        sigprocmask(libc::SIG_UNBLOCK, Some(mask_of(sig)));
+        syscall6(libc::SYS_tgkill as u64, [libc::getpid() as u64, libc::gettid() as u64, sig as u64, 0, 0, 0]);
+        syscall6(libc::SYS_exit_group as u64, [128 + sig as u64, 0, 0, 0, 0, 0]);
+    }
+    unreachable!("the process survived its own signal")
+}
+
+/// Prints why the engine stops, flushes, and exits with [`STOP_STATUS`].
+pub fn stop(why: &str) -> ! {
+    report(why);
+    report("stopping");
+    flush();
+    // SAFETY: ends the process.
+    unsafe { syscall6(libc::SYS_exit_group as u64, [STOP_STATUS as u64, 0, 0, 0, 0, 0]) };
+    unreachable!("exit_group returned")
+}
