@@ -8,9 +8,10 @@
 
 use crate::arch::context::{ThreadCtx, COUNTER_BYTES};
 use crate::os::report::report;
-use crate::translate::CounterAdd;
+use crate::translate::{CounterAdd, EdgeHit};
 
 pub use crate::os::appmem::read_cstr as read_app_string;
+pub use crate::os::low_memory;
 pub use crate::os::modules::Segment;
 use iced_x86::Instruction;
 use std::io::Write;
@@ -107,6 +108,7 @@ impl std::fmt::Debug for CallSite {
 #[derive(Debug)]
 pub struct Instrument<'a> {
     pub(crate) adds: &'a mut Vec<CounterAdd>,
+    pub(crate) edge: &'a mut Option<EdgeHit>,
     pub(crate) calls: &'a mut Vec<(usize, CallSite)>,
     pub(crate) insns: &'a [Instruction],
     pub(crate) next_counter: &'a mut u32,
@@ -134,6 +136,15 @@ impl Instrument<'_> {
         self.adds.push(CounterAdd { before: Some(index), offset: counter.0, amount });
     }
 
+    /// AFL-style edge coverage every time the block runs: `map[cur ^ prev]` is incremented
+    /// (a counter that wraps from 255 goes to 1, AFL's NeverZero) and `prev` becomes
+    /// `cur >> 1`, inline (the flags are saved only where they are live). `prev` is a counter
+    /// of the tool's (each thread's own); `map` must lie below 2 GiB and hold more than
+    /// `cur | (cur >> 1)` bytes.
+    pub fn edge_hit(&mut self, prev: Counter, cur: u32, map: u32) {
+        *self.edge = Some(EdgeHit { cur, prev: prev.0, map });
+    }
+
     /// Calls `func` with the values of `args` every time instruction `index` is about to run.
     /// The whole application state is saved around it (a context switch: use counters for
     /// anything hot).
@@ -141,6 +152,17 @@ impl Instrument<'_> {
         let insn = self.insns[index];
         self.calls.push((index, CallSite { func, args, insn }));
     }
+}
+
+/// The program a run starts with.
+#[derive(Debug, Clone, Copy)]
+pub struct Program<'a> {
+    /// Its file, as the loader found it.
+    pub path: &'a std::path::Path,
+    /// Its entry point (where the dynamic loader hands over).
+    pub entry: u64,
+    /// Its load bias (0 unless it is position-independent).
+    pub bias: u64,
 }
 
 /// The values of a clean call's arguments, from the saved application state.
@@ -287,6 +309,8 @@ pub trait Tool: Send + std::fmt::Debug {
     fn on_syscall_result(&mut self, _call: &Syscall, _result: &mut u64) {}
     /// A module segment appeared (first seen when code in the program was about to run).
     fn on_module_load(&mut self, _segment: &Segment) {}
+    /// The program is about to run (before its interpreter's first instruction).
+    fn on_program(&mut self, _program: &Program<'_>) {}
     /// A module segment went away (unmapped).
     fn on_module_unload(&mut self, _segment: &Segment) {}
     /// A thread started (`tid`).

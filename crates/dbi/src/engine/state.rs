@@ -6,6 +6,8 @@
 use crate::arch::context::{ThreadCtx, COUNTER_BYTES};
 use crate::arch::heap;
 use crate::cache::{CodeCache, FragId, FragmentKind, Fragments};
+use crate::engine::fork_server::options::ForkServerOptions;
+use crate::engine::fork_server::report::BuiltBlocks;
 use crate::engine::options::EngineOptions;
 use crate::engine::stats::{start_timing, Stats};
 use crate::engine::traces::{keep_insertions, Recording, TraceStats};
@@ -70,6 +72,12 @@ pub struct Engine {
     pub kept_insertions: FxHashMap<u64, Insertions>,
     /// Trace counters.
     pub trace_stats: TraceStats,
+    /// The fork server still to start, and where (`-t afl`).
+    pub fork_server: Option<ForkServerOptions>,
+    /// The application address the fork server starts at.
+    pub fork_server_at: u64,
+    /// In a fork server's child: where the blocks it builds are reported.
+    pub built_blocks: Option<BuiltBlocks>,
     workspace: translate::Workspace,
     /// Decoded blocks, reused by every build (one per block of the largest trace so far).
     decoded: Vec<Decoded>,
@@ -110,6 +118,9 @@ impl Engine {
             recording_copies: FxHashMap::default(),
             kept_insertions: FxHashMap::default(),
             trace_stats: TraceStats::default(),
+            fork_server: None,
+            fork_server_at: 0,
+            built_blocks: None,
             workspace: translate::Workspace::default(),
             decoded: Vec::new(),
         }
@@ -218,6 +229,9 @@ impl Engine {
         self.cache.commit(place, self.workspace.code());
         self.next_counter += 8 * t.counters;
         if kind == FragmentKind::Block {
+            if let Some(built) = &mut self.built_blocks {
+                built.push(tag);
+            }
             self.stats.blocks += 1;
             self.stats.app_insns += t.insns as u64;
             keep_insertions(&mut self.kept_insertions, tag, &insertions[0]);
@@ -267,7 +281,10 @@ impl Engine {
         }
         let view = BlockView { tag, insns: &decoded.insns, segment };
         let mut calls = Vec::new();
-        tool.on_block(&view, &mut Instrument { adds: &mut ins.adds, calls: &mut calls, insns: &decoded.insns, next_counter });
+        tool.on_block(
+            &view,
+            &mut Instrument { adds: &mut ins.adds, edge: &mut ins.edge, calls: &mut calls, insns: &decoded.insns, next_counter },
+        );
         for (before, site) in calls {
             ins.calls.push((before, call_sites.len() as u32));
             call_sites.push(Arc::new(site));

@@ -56,7 +56,7 @@ pub struct TraceStats {
 /// The insertions a tool made in a block, kept for the traces it may join (replacing those
 /// of an earlier block at the same tag, which may have been built from other code).
 pub fn keep_insertions(store: &mut rustc_hash::FxHashMap<u64, Insertions>, tag: u64, ins: &Insertions) {
-    if !ins.adds.is_empty() || !ins.calls.is_empty() {
+    if !ins.is_empty() {
         store.insert(tag, ins.clone());
     } else if !store.is_empty() {
         store.remove(&tag);

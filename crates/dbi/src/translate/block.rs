@@ -4,7 +4,9 @@
 
 use crate::arch;
 use crate::arch::context::off;
-use crate::translate::counters::{cheapest_place, gpr_number, scratch_before, CounterAdd, Insertions, MergedCounts, PartCounts, Scratch};
+use crate::translate::counters::{
+    cheapest_place, edge_place, gpr_number, scratch_before, CounterAdd, EdgeHit, Insertions, MergedCounts, PartCounts, Scratch,
+};
 use crate::translate::decode::{unsupported, Decoded};
 use crate::translate::emitter::{Emitter, Label};
 use crate::translate::exits::{offset16, Branch, ExitKind, ExitRecord};
@@ -227,9 +229,15 @@ impl Builder<'_> {
         let cheapest = adds.clone().any(|a| a.before.is_none()).then(|| cheapest_place(&d.insns, self.info));
         let cheapest_at = cheapest.map_or(0, |(at, _)| at);
         let placed: SmallVec<[(usize, CounterAdd); 2]> = adds.map(|a| (a.before.unwrap_or(cheapest_at), *a)).collect();
+        let edge = src.insertions.edge.map(|hit| (edge_place(&d.insns, self.info), hit));
         let mut open = true;
         for (i, insn) in d.insns.iter().enumerate() {
             self.mark(insn.ip());
+            match edge {
+                Some((Some((at, scratch)), hit)) if at == i => self.edge_hit(&hit, scratch),
+                Some((None, hit)) if i == 0 => self.edge_hit_saving_flags(&hit),
+                _ => {}
+            }
             for &(_, site) in src.insertions.calls.iter().filter(|(at, _)| *at == i) {
                 self.clean_call(site);
             }
@@ -299,6 +307,72 @@ impl Builder<'_> {
                 through(self.e, 0);
                 self.e.load_gs(0, off::SPILL0);
             }
+        }
+    }
+
+    /// An edge hit where the flags are dead, through register `scratch` (free there) or rax
+    /// spilled: `mov r32, prev; xor r32, cur; mov prev, cur >> 1; add byte [r + map], 1;
+    /// adc byte [r + map], 0` (the `adc` keeps a counter that wraps from 255 at 1, AFL's
+    /// NeverZero).
+    fn edge_hit(&mut self, hit: &EdgeHit, scratch: Option<u8>) {
+        let r = scratch.unwrap_or(0);
+        if scratch.is_none() {
+            self.e.store_gs(off::SPILL0, 0);
+        }
+        self.edge_update(hit, r);
+        if scratch.is_none() {
+            self.e.load_gs(0, off::SPILL0);
+        }
+    }
+
+    /// An edge hit where the flags are live: rax is spilled, the flags are kept in it with
+    /// `lahf` and `seto al` and put back with `add al, 0x7f` (which sets OF exactly when al
+    /// was 1) and `sahf`.
+    fn edge_hit_saving_flags(&mut self, hit: &EdgeHit) {
+        self.e.store_gs(off::SPILL0, 0);
+        self.e.bytes(&[0x9f, 0x0f, 0x90, 0xc0]); // lahf; seto al
+        self.e.store_gs(off::SPILL1, 0);
+        self.edge_update(hit, 0);
+        self.e.load_gs(0, off::SPILL1);
+        self.e.bytes(&[0x04, 0x7f, 0x9e]); // add al, 0x7f; sahf
+        self.e.load_gs(0, off::SPILL0);
+    }
+
+    /// The edge hit's update through register `r` (its old value and the flags are lost).
+    fn edge_update(&mut self, hit: &EdgeHit, r: u8) {
+        let prev = off::COUNTERS + hit.prev as usize;
+        let rex_b = if r >= 8 { 0x41 } else { 0 };
+        let low = r & 7;
+        // mov r32, gs:[prev] (zero-extends)
+        self.e.bytes(&[0x65]);
+        if rex_b != 0 {
+            self.e.bytes(&[0x44]);
+        }
+        self.e.bytes(&[0x8b, 0x04 | low << 3, 0x25]);
+        self.e.bytes(&(prev as u32).to_le_bytes());
+        // xor r32, cur
+        if rex_b != 0 {
+            self.e.bytes(&[rex_b]);
+        }
+        self.e.bytes(&[0x81, 0xf0 | low]);
+        self.e.bytes(&hit.cur.to_le_bytes());
+        // mov qword gs:[prev], cur >> 1
+        self.e.bytes(&[0x65, 0x48, 0xc7, 0x04, 0x25]);
+        self.e.bytes(&(prev as u32).to_le_bytes());
+        self.e.bytes(&(hit.cur >> 1).to_le_bytes());
+        // add byte [r + map], 1; adc byte [r + map], 0 (r/m = r with a disp32; rsp and r12
+        // need a SIB byte)
+        for (op, imm) in [(0u8, 1u8), (2, 0)] {
+            if rex_b != 0 {
+                self.e.bytes(&[rex_b]);
+            }
+            if low == 4 {
+                self.e.bytes(&[0x80, 0x84 | op << 3, 0x24]);
+            } else {
+                self.e.bytes(&[0x80, 0x80 | op << 3 | low]);
+            }
+            self.e.bytes(&hit.map.to_le_bytes());
+            self.e.bytes(&[imm]);
         }
     }
 
@@ -727,4 +801,55 @@ fn addressed_by(insn: &Instruction, r: Register) -> Instruction {
     moved.set_memory_displacement64(0);
     moved.set_memory_displ_size(0);
     moved
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The instructions a block of `code` at 0x1000 translates to with `edge`, up to its
+    /// first exit.
+    fn with_edge(code: &[u8], edge: EdgeHit) -> Vec<String> {
+        let mut d = Decoded::default();
+        d.decode(0x1000, code);
+        let ins = Insertions { edge: Some(edge), ..Default::default() };
+        let mut ws = Workspace::default();
+        let at = 0x7000_0000;
+        translate_parts(&[Source { decoded: &d, code, insertions: &ins }], at, BuildOptions::default(), &mut ws);
+        let out = &ws.code()[LOOKUP_PREFIX..];
+        let mut dec = iced_x86::Decoder::with_ip(64, out, at + LOOKUP_PREFIX as u64, iced_x86::DecoderOptions::NONE);
+        dec.iter().take(11).map(|i| rewire_x86::decode::format_instruction(&i)).collect()
+    }
+
+    const HIT: EdgeHit = EdgeHit { cur: 0x1234, prev: 0x10, map: 0x4000_0000 };
+
+    #[test]
+    fn an_edge_hit_uses_the_register_the_block_overwrites_where_the_flags_are_dead() {
+        for (code, r) in [(&[0x31, 0xc0, 0xc3][..], "eax"), (&[0x45, 0x31, 0xc0, 0xc3][..], "r8d"), (&[0x45, 0x31, 0xe4, 0xc3][..], "r12d")]
+        {
+            let got = with_edge(code, HIT);
+            let prev = format!("gs:[{:X}h]", off::COUNTERS + 0x10);
+            assert!(got[0].starts_with(&format!("mov {r},")) && got[0].contains(&prev), "{got:?}");
+            assert_eq!(got[1], format!("xor {r},1234h"), "{got:?}");
+            assert!(got[2].starts_with("mov qword ptr") && got[2].ends_with(",91Ah"), "{got:?}");
+            let r64 = match r {
+                "eax" => "rax",
+                "r8d" => "r8",
+                _ => "r12",
+            };
+            assert_eq!(got[3], format!("add byte ptr [{r64}+40000000h],1h"), "{got:?}");
+            assert_eq!(got[4], format!("adc byte ptr [{r64}+40000000h],0h"), "{got:?}");
+        }
+    }
+
+    #[test]
+    fn an_edge_hit_keeps_live_flags_with_lahf_and_seto() {
+        // jb reads CF at once: the flags are never dead in this block.
+        let got = with_edge(&[0x72, 0x00], HIT);
+        assert!(got[0].starts_with("mov gs:") && got[0].ends_with(",rax"), "{got:?}");
+        assert_eq!(&got[1..3], ["lahf", "seto al"], "{got:?}");
+        assert!(got[4].starts_with("mov eax,gs:"), "{got:?}");
+        assert_eq!(got[7], "add byte ptr [rax+40000000h],1h", "{got:?}");
+        assert_eq!(&got[10..11], ["add al,7Fh"], "{got:?}");
+    }
 }

@@ -51,14 +51,35 @@ pub struct CounterAdd {
     pub amount: u32,
 }
 
-/// What a tool inserts into a block: counter increments and clean calls (before instruction
-/// index, call site number).
+/// An edge-coverage hit in the classic AFL form, once per execution of the block:
+/// `map[cur ^ prev]` is incremented (never wrapping to zero) and `prev` becomes `cur >> 1`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EdgeHit {
+    /// The block's id, below the map size.
+    pub cur: u32,
+    /// Byte offset of the thread's `prev` slot in its counter area.
+    pub prev: u32,
+    /// Address of the coverage map (below 2 GiB, so that it is a sign-extended displacement).
+    pub map: u32,
+}
+
+/// What a tool inserts into a block: counter increments, clean calls (before instruction
+/// index, call site number) and an edge-coverage hit.
 #[derive(Debug, Clone, Default)]
 pub struct Insertions {
     /// Counter increments.
     pub adds: Vec<CounterAdd>,
     /// Clean calls: (before which instruction, site).
     pub calls: Vec<(usize, u32)>,
+    /// Edge coverage, per execution of the block (never merged in traces).
+    pub edge: Option<EdgeHit>,
+}
+
+impl Insertions {
+    /// True when the tool inserts nothing.
+    pub fn is_empty(&self) -> bool {
+        self.adds.is_empty() && self.calls.is_empty() && self.edge.is_none()
+    }
 }
 
 /// True when no instruction can observe the arithmetic flags before the first of `insns`
@@ -134,6 +155,14 @@ pub(crate) fn cheapest_place(insns: &[Instruction], info: &mut InstructionInfoFa
         return (i, Scratch::Flags);
     }
     (0..insns.len()).find_map(|i| overwrites_register(&insns[i], info).map(|r| (i, Scratch::Register(r)))).unwrap_or((0, Scratch::SpillRax))
+}
+
+/// Where an edge hit costs least: before the first instruction whose flags are dead, with
+/// the register that instruction overwrites if it has one (else rax spilled); `None` when
+/// the flags are live all through the block (the hit then saves them itself).
+pub(crate) fn edge_place(insns: &[Instruction], info: &mut InstructionInfoFactory) -> Option<(usize, Option<u8>)> {
+    let i = (0..insns.len()).find(|&i| flags_dead_before(&insns[i..]))?;
+    Some((i, overwrites_register(&insns[i], info)))
 }
 
 /// The x86 number of a 64-bit general register (rax=0 … r15=15).

@@ -10,6 +10,6 @@ pub mod emitter;
 pub mod exits;
 
 pub use block::{translate_parts, BuildOptions, Exits, Parts, Source, Translated, Workspace, LOOKUP_PREFIX};
-pub use counters::{CounterAdd, Insertions, MergedCounts};
+pub use counters::{CounterAdd, EdgeHit, Insertions, MergedCounts};
 pub use decode::Decoded;
 pub use exits::{Branch, ExitKind, ExitRecord};
