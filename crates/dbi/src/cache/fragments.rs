@@ -204,6 +204,11 @@ impl Fragments {
         if rec.linked == Some(to) || self.list[from as usize].kind == FragmentKind::Recording {
             return;
         }
+        // In a fork server's child, code shared with the parent stays as it is: the exit
+        // keeps going through the dispatcher here (the parent links it for later children).
+        if cache.is_frozen(field) {
+            return;
+        }
         let bypass = rec.bypass();
         let Some(dest) = self.reach(cache, field, target) else { return };
         cache.patch_u32(field, (dest.wrapping_sub(field + 4)) as u32);

@@ -30,6 +30,41 @@ fn memfd(len: usize) -> Result<OwnedFd, RunError> {
     Ok(fd)
 }
 
+/// A copy of the code in `u`, in fresh shared memory.
+fn copy_of(u: &Unit) -> Result<OwnedFd, RunError> {
+    let fd = memfd(u.view.len)?;
+    let mut bytes = vec![0u8; u.used];
+    u.view.read(0, &mut bytes);
+    std::fs::File::from(fd.try_clone().map_err(|e| RunError::Sys("dup(memfd)", e))?)
+        .write_all_at(&bytes, 0)
+        .map_err(|e| RunError::Sys("write(memfd)", e))?;
+    Ok(fd)
+}
+
+/// Maps `fd`, a copy of `u`'s code, over both of `u`'s views.
+fn remap(u: &mut Unit, fd: OwnedFd) -> Result<(), RunError> {
+    // SAFETY: replaces the executable view of a unit of ours with an identical copy (same
+    // contents, same address): code running from it sees no difference.
+    let p = unsafe {
+        libc::mmap(
+            u.view.exec as *mut _,
+            u.view.len,
+            libc::PROT_READ | libc::PROT_EXEC,
+            libc::MAP_SHARED | libc::MAP_FIXED,
+            fd.as_raw_fd(),
+            0,
+        )
+    };
+    if p == libc::MAP_FAILED {
+        return Err(RunError::Sys("mmap(cache copy)", std::io::Error::last_os_error()));
+    }
+    u.view = DualView::map_local(u.view.exec, u.view.len, fd.as_fd()).map_err(RunError::Cache)?;
+    // The copy is present up to `used` only; what comes after is made present anew.
+    u.populated = u.used;
+    u.view.advise_huge_pages(true);
+    Ok(())
+}
+
 /// Bytes per cache unit.
 const UNIT_BYTES: usize = 16 << 20;
 /// How far a unit may be from the code it holds: within rel32 reach with room to spare, so
@@ -52,6 +87,8 @@ struct Unit {
     used: usize,
     /// Bytes from the start made present in both views.
     populated: usize,
+    /// Shared with the fork server this process was forked from (see [`CodeCache::freeze`]).
+    frozen: bool,
 }
 
 impl Unit {
@@ -87,7 +124,10 @@ impl CodeCache {
             return Ok(Place { unit, addr, room });
         }
         let found = self.units.iter().position(|u| {
-            u.view.len - u.used >= want && u.range().start.abs_diff(near) < UNIT_REACH && u.range().end.abs_diff(near) < UNIT_REACH
+            !u.frozen
+                && u.view.len - u.used >= want
+                && u.range().start.abs_diff(near) < UNIT_REACH
+                && u.range().end.abs_diff(near) < UNIT_REACH
         });
         let unit = match found {
             Some(i) => i,
@@ -105,7 +145,7 @@ impl CodeCache {
             candidates.into_iter().next().ok_or_else(|| RunError::Unsupported(format!("no free address space for code near {near:#x}")))?;
         let view = InProcess::new().map_dual(addr, UNIT_BYTES).map_err(RunError::Cache)?;
         view.advise_huge_pages(true);
-        self.units.push(Unit { view, used: 0, populated: 0 });
+        self.units.push(Unit { view, used: 0, populated: 0, frozen: false });
         Ok(self.units.len() - 1)
     }
 
@@ -132,7 +172,11 @@ impl CodeCache {
 
     /// Gives back `len` bytes at `addr` (code no thread can reach or be in any more).
     pub fn release(&mut self, addr: u64, len: usize) {
-        let bounds = self.unit_of(addr).expect("released code inside a unit").range();
+        let unit = self.unit_of(addr).expect("released code inside a unit");
+        if unit.frozen {
+            return;
+        }
+        let bounds = unit.range();
         let (mut start, mut len) = (addr, len);
         // Merge with free neighbours in the same unit only (units may be adjacent in memory,
         // and a free range must not run from one into the next).
@@ -161,8 +205,12 @@ impl CodeCache {
         len <= place.room
     }
 
-    /// Atomically rewrites the aligned 4-byte field at cache address `addr`.
-    pub fn patch_u32(&self, addr: u64, value: u32) {
+    /// Atomically rewrites the aligned 4-byte field at cache address `addr` (a frozen unit
+    /// gets a copy of its own first).
+    pub fn patch_u32(&mut self, addr: u64, value: u32) {
+        if let Err(e) = self.thaw(addr) {
+            panic!("cannot copy a code cache unit shared with the fork server: {e}");
+        }
         let u = self.unit_of(addr).expect("patch outside the code cache");
         u.view.store_u32((addr - u.view.exec) as usize, value);
     }
@@ -180,42 +228,39 @@ impl CodeCache {
     /// memory is shared (the two views alias one memfd), so without its own copy a child's
     /// new blocks would land in its parent's cache.
     pub fn snapshot(&self) -> Result<Snapshot, RunError> {
-        let mut fds = Vec::with_capacity(self.units.len());
-        for u in &self.units {
-            let fd = memfd(u.view.len)?;
-            let mut bytes = vec![0u8; u.used];
-            u.view.read(0, &mut bytes);
-            std::fs::File::from(fd.try_clone().map_err(|e| RunError::Sys("dup(memfd)", e))?)
-                .write_all_at(&bytes, 0)
-                .map_err(|e| RunError::Sys("write(memfd)", e))?;
-            fds.push(fd);
-        }
-        Ok(Snapshot { fds })
+        Ok(Snapshot { fds: self.units.iter().map(copy_of).collect::<Result<_, _>>()? })
     }
 
     /// In the forked child: replaces both views of every unit by the snapshot's copy.
     pub fn adopt(&mut self, snap: Snapshot) -> Result<(), RunError> {
         for (u, fd) in self.units.iter_mut().zip(snap.fds) {
-            // SAFETY: replaces the executable view of a unit of ours with an identical copy
-            // (same contents, same address): code running from it sees no difference.
-            let p = unsafe {
-                libc::mmap(
-                    u.view.exec as *mut _,
-                    u.view.len,
-                    libc::PROT_READ | libc::PROT_EXEC,
-                    libc::MAP_SHARED | libc::MAP_FIXED,
-                    fd.as_raw_fd(),
-                    0,
-                )
-            };
-            if p == libc::MAP_FAILED {
-                return Err(RunError::Sys("mmap(cache copy)", std::io::Error::last_os_error()));
-            }
-            u.view = DualView::map_local(u.view.exec, u.view.len, fd.as_fd()).map_err(RunError::Cache)?;
-            // The copy is present up to `used` only; what comes after is made present anew.
-            u.populated = u.used;
-            u.view.advise_huge_pages(true);
+            remap(u, fd)?;
         }
+        Ok(())
+    }
+
+    /// In a child of a fork server: the units stay shared with the parent, which builds
+    /// into them between children, and this process does not write them. New code goes
+    /// into units of its own; a unit is copied (as by [`CodeCache::adopt`]) only when this
+    /// process must change code in it (an unlink, a trace taking over a block).
+    pub fn freeze(&mut self) {
+        for u in &mut self.units {
+            u.frozen = true;
+        }
+        self.free.clear();
+    }
+
+    /// True when `addr` is in a unit this process shares with its fork server.
+    pub fn is_frozen(&self, addr: u64) -> bool {
+        self.unit_of(addr).is_some_and(|u| u.frozen)
+    }
+
+    /// Gives the frozen unit holding `addr` a copy of its own.
+    fn thaw(&mut self, addr: u64) -> Result<(), RunError> {
+        let Some(u) = self.units.iter_mut().find(|u| u.frozen && u.range().contains(&addr)) else { return Ok(()) };
+        let fd = copy_of(u)?;
+        remap(u, fd)?;
+        u.frozen = false;
         Ok(())
     }
 
