@@ -42,6 +42,9 @@ pub enum RunError {
     /// Code cache memory could not be had.
     #[error("code cache: {0}")]
     Cache(rewire_mem::MemError),
+    /// A tool's settings (its options or environment variables) cannot be used.
+    #[error("{0}")]
+    ToolSettings(String),
     /// Something this machine or program needs that the engine does not do.
     #[error("not supported: {0}")]
     Unsupported(String),

@@ -36,7 +36,15 @@ use std::convert::Infallible;
 /// Runs the program under the engine with the built-in tool the options name. Returns only
 /// with an error from before the program's first instruction; afterwards the process ends
 /// when and how the program ends.
-pub fn run(opts: Options) -> Result<Infallible, RunError> {
-    let tool = tools::builtin(opts.engine.tool.as_deref().unwrap_or("null"), &opts.engine.tool_options, &opts.engine.output)?;
+pub fn run(mut opts: Options) -> Result<Infallible, RunError> {
+    let tool: Box<dyn tool::Tool> = match opts.engine.tool.as_deref().unwrap_or("null") {
+        // AFL++ coverage comes with the engine's fork server, which tells the fuzzer the map size.
+        "afl" => {
+            let afl = tools::afl::Afl::from_env()?;
+            opts.engine.fork_server = Some(engine::ForkServerOptions::from_env(afl.map_size()).map_err(RunError::ToolSettings)?);
+            Box::new(afl)
+        }
+        name => tools::builtin(name, &opts.engine.tool_options, &opts.engine.output)?,
+    };
     run_tool(tool, opts)
 }

@@ -72,7 +72,8 @@ enum Command {
 struct RunArgs {
     /// The tool: cov (drcov coverage files), inscount (exact instruction count), bbcount
     /// (blocks built and executed, the hottest), opcodes (dynamic mnemonic mix), syscalls (a
-    /// log of system calls), null (none, the default).
+    /// log of system calls), afl (AFL++ edge coverage and fork server, for afl-fuzz), null (none,
+    /// the default).
     #[arg(short = 't', long = "tool", value_name = "TOOL")]
     tool: Option<String>,
     /// Directory for the files tools write (cov: drcov.PROGRAM.PID.SEQ.proc.log). Default: the
@@ -217,14 +218,20 @@ fn run(args: RunArgs) -> anyhow::Result<u8> {
                 threshold: args.trace_threshold,
                 max_blocks: args.trace_max_blocks,
             },
+            fork_server: None,
         },
     };
     match rewire_dbi::run(opts) {
         Ok(never) => match never {},
         Err(e) => {
             eprintln!("rewire: {e}");
-            // The shell's convention: 127 for a command not found, 126 for one that cannot run.
-            Ok(if matches!(e, rewire_dbi::RunError::NotFound(_)) { 127 } else { 126 })
+            // The shell's convention: 127 for a command not found, 126 for one that cannot run;
+            // 1 for settings rewire cannot use.
+            Ok(match e {
+                rewire_dbi::RunError::NotFound(_) => 127,
+                rewire_dbi::RunError::ToolSettings(_) => 1,
+                _ => 126,
+            })
         }
     }
 }

@@ -5,6 +5,7 @@
 //! (`arch::switch`) calls it by its symbol name.
 
 use crate::arch::context::{reg, ThreadCtx};
+use crate::engine::fork_server;
 use crate::engine::state::{engine, Engine, NoFragment};
 use crate::engine::stats;
 use crate::engine::syscalls;
@@ -96,6 +97,9 @@ fn dispatch(ctx: &mut ThreadCtx) {
     if !eng.limbo.is_empty() {
         eng.reclaim();
     }
+    if eng.fork_server.is_some() && tag == eng.fork_server_at && !diverted {
+        fork_server::serve(ctx, &mut eng);
+    }
     if let Some(copy) = trace_builder::step(&mut eng, ctx, &rec.kind, tag, diverted) {
         ctx.next_pc = eng.frags.get(copy).entry;
         ctx.in_cache = 1;
@@ -119,7 +123,12 @@ fn dispatch(ctx: &mut ThreadCtx) {
             let Engine { frags, cache, .. } = &mut *eng;
             frags.link(cache, rec.fragment, rec.index, id);
         }
-        ExitKind::Indirect(_) if !eng.opts.no_link => ctx.ibl_insert(tag, lookup_entry),
+        ExitKind::Indirect(_) if !eng.opts.no_link => {
+            ctx.ibl_insert(tag, lookup_entry);
+            if let Some(built) = &mut eng.built_blocks {
+                built.push(tag);
+            }
+        }
         _ => {}
     }
     ctx.next_pc = entry;

@@ -5,6 +5,7 @@
 
 pub mod dispatch;
 pub mod finish;
+pub mod fork_server;
 pub mod options;
 pub mod signal_handler;
 pub mod start;
@@ -16,6 +17,7 @@ pub mod threads;
 pub mod trace_builder;
 pub mod traces;
 
+pub use fork_server::options::ForkServerOptions;
 pub use options::{EngineOptions, Options};
 pub use start::run_tool;
 pub use traces::{TraceOptions, DEFAULT_MAX_BLOCKS, DEFAULT_THRESHOLD};

@@ -1,6 +1,7 @@
 //! What the user asked of the engine, and the `rewire run` options that say it again when
 //! the engine follows an `execve`.
 
+use crate::engine::fork_server::options::ForkServerOptions;
 use crate::engine::traces::TraceOptions;
 use crate::tool::{Output, ToolOptions};
 use std::ffi::{CString, OsString};
@@ -27,6 +28,8 @@ pub struct EngineOptions {
     pub strip_exec: bool,
     /// Hot traces.
     pub traces: TraceOptions,
+    /// Become an AFL++ fork server at the program's entry point (`-t afl`).
+    pub fork_server: Option<ForkServerOptions>,
 }
 
 impl EngineOptions {

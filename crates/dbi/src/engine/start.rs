@@ -8,6 +8,7 @@ use crate::arch::context_block::ContextBlock;
 use crate::arch::{self, heap};
 use crate::cache::CodeCache;
 use crate::engine::finish::flush_tool_output;
+use crate::engine::fork_server::options::start_address;
 use crate::engine::options::Options;
 use crate::engine::state::Engine;
 use crate::error::RunError;
@@ -16,7 +17,7 @@ use crate::os::modules::Modules;
 use crate::os::regions::ExecRegions;
 use crate::os::report::open_report_fd;
 use crate::os::{loader, process_end, signals, stack};
-use crate::tool::Tool;
+use crate::tool::{Program, Tool};
 use crate::translate::{ExitKind, ExitRecord};
 use std::convert::Infallible;
 use std::ffi::CString;
@@ -77,6 +78,12 @@ pub fn run_tool(tool: Box<dyn Tool>, opts: Options) -> Result<Infallible, RunErr
     engine.contexts.push(block.address());
     engine.tool = tool;
     engine.modules = modules;
+    let program = &loaded.program;
+    engine.tool.on_program(&Program { path: &program.path, entry: program.entry, bias: program.bias });
+    if let Some(fork_server) = engine.opts.fork_server {
+        engine.fork_server = Some(fork_server);
+        engine.fork_server_at = start_address(&fork_server, program.entry, program.bias);
+    }
     // SAFETY: gettid has no effects.
     block.ctx().tid = unsafe { libc::gettid() } as u64;
     engine.tool.on_thread_start(block.ctx().tid as u32);

@@ -9,6 +9,7 @@ pub mod appmem;
 pub mod brk;
 pub mod code_writes;
 pub mod loader;
+pub mod low_memory;
 pub mod modules;
 pub mod process_end;
 pub mod regions;

@@ -1,5 +1,6 @@
 //! The built-in tools, selected with `rewire run -t NAME`.
 
+pub mod afl;
 mod counts;
 mod cov;
 pub mod drcov;
@@ -9,7 +10,7 @@ use crate::tool::{NullTool, Output, Tool, ToolOptions};
 use crate::RunError;
 
 /// Names of the built-in tools.
-pub const NAMES: &[&str] = &["null", "cov", "inscount", "bbcount", "opcodes", "syscalls"];
+pub const NAMES: &[&str] = &["null", "cov", "inscount", "bbcount", "opcodes", "syscalls", "afl"];
 
 /// The built-in tool `name`.
 pub fn builtin(name: &str, opts: &ToolOptions, output: &Output) -> Result<Box<dyn Tool>, RunError> {
@@ -20,6 +21,7 @@ pub fn builtin(name: &str, opts: &ToolOptions, output: &Output) -> Result<Box<dy
         "bbcount" => Box::new(counts::BbCount::new(opts.top)),
         "opcodes" => Box::new(counts::Opcodes::new(opts.top)),
         "syscalls" => Box::new(syscall_log::SyscallLog::new(output.clone())),
+        "afl" => Box::new(afl::Afl::from_env()?),
         other => return Err(RunError::Unsupported(format!("no tool named {other:?} (built-in tools: {})", NAMES.join(", ")))),
     })
 }

@@ -1,0 +1,48 @@
+//! Where the fork server starts and what it tells the fuzzer.
+
+/// Where the fork server starts and what it tells the fuzzer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ForkServerOptions {
+    /// Bytes of the coverage map.
+    pub map_size: usize,
+    /// `AFL_ENTRYPOINT`: where to start instead of the program's entry point (an address
+    /// of the running program, or for a position-independent one, its link-time address).
+    pub entry: Option<u64>,
+}
+
+impl ForkServerOptions {
+    /// The options for a map of `map_size` bytes, `AFL_ENTRYPOINT` read from the environment.
+    pub fn from_env(map_size: usize) -> Result<ForkServerOptions, String> {
+        let entry = match std::env::var("AFL_ENTRYPOINT") {
+            Ok(v) => Some(
+                u64::from_str_radix(v.trim().trim_start_matches("0x").trim_start_matches("0X"), 16)
+                    .map_err(|_| format!("AFL_ENTRYPOINT={v}: not a hexadecimal address"))?,
+            ),
+            Err(_) => None,
+        };
+        Ok(ForkServerOptions { map_size, entry })
+    }
+}
+
+/// Where the fork server starts: `opts.entry` (a link-time address of a position-independent
+/// program is moved by its `bias`), else the program's `entry`.
+pub fn start_address(opts: &ForkServerOptions, entry: u64, bias: u64) -> u64 {
+    match opts.entry {
+        Some(a) if bias != 0 && a < bias => a + bias,
+        Some(a) => a,
+        None => entry,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_start_is_the_entry_point_unless_afl_entrypoint_says() {
+        let opts = |entry| ForkServerOptions { map_size: 65536, entry };
+        assert_eq!(start_address(&opts(None), 0x5555_0000_1040, 0x5555_0000_0000), 0x5555_0000_1040);
+        assert_eq!(start_address(&opts(Some(0x1189)), 0x5555_0000_1040, 0x5555_0000_0000), 0x5555_0000_1189);
+        assert_eq!(start_address(&opts(Some(0x401136)), 0x401040, 0), 0x401136);
+    }
+}
