@@ -113,7 +113,128 @@ fn afl_fuzz_finds_the_planted_crash_and_it_reproduces_natively() {
 }
 
 fn libc_sigsegv() -> i32 {
-    11
+    libc::SIGSEGV
+}
+
+fn build(name: &str) -> PathBuf {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tests/c/{name}.c"));
+    let out = dir().join(name);
+    let st = Command::new("gcc").args(["-O2", "-o"]).arg(&out).arg(&src).status().expect("gcc");
+    assert!(st.success(), "gcc failed");
+    out
+}
+
+/// The link-time address of function `name` of `program` (from `nm`).
+fn symbol(program: &Path, name: &str) -> String {
+    let nm = Command::new("nm").arg(program).output().expect("nm");
+    let text = String::from_utf8_lossy(&nm.stdout);
+    let line = text.lines().find(|l| l.ends_with(&format!(" T {name}"))).expect("the symbol");
+    format!("0x{}", line.split(' ').next().unwrap())
+}
+
+/// A fork-server client in the classic protocol, as AFL++ 4.04c speaks it: runs `program`
+/// under `rewire run -t afl` with `env`, and for each input writes it to `file`, asks for a
+/// run and collects (pid, wait status). Returns those and the program's output.
+fn drive(env: &[(&str, &str)], program: &Path, file: &Path, inputs: &[&[u8]]) -> (Vec<(u32, i32)>, String) {
+    use std::io::{Read, Write};
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    use std::os::unix::process::CommandExt;
+    let pipe = || {
+        let mut fds = [0; 2];
+        // SAFETY: pipe2 fills two descriptors we then own.
+        assert_eq!(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) }, 0);
+        // SAFETY: fresh descriptors nobody else owns.
+        unsafe { (std::fs::File::from(OwnedFd::from_raw_fd(fds[0])), std::fs::File::from(OwnedFd::from_raw_fd(fds[1]))) }
+    };
+    let (ctl_r, mut ctl_w) = pipe();
+    let (mut st_r, st_w) = pipe();
+    let (ctl, st) = (ctl_r.as_raw_fd(), st_w.as_raw_fd());
+    let mut cmd = Command::new(rewire());
+    cmd.args(["run", "-t", "afl", "--"]).arg(program).arg(file).envs(env.iter().copied()).env("REWIRE_AFL_PROTOCOL", "classic");
+    cmd.stdout(std::process::Stdio::piped());
+    // SAFETY: only dup2 between fork and exec (async-signal-safe): the pipes become the
+    // fork server's descriptors 198 and 199.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::dup2(ctl, 198) < 0 || libc::dup2(st, 199) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        })
+    };
+    let mut child = cmd.spawn().expect("rewire");
+    drop((ctl_r, st_w));
+    let mut word = || {
+        let mut b = [0u8; 4];
+        st_r.read_exact(&mut b).expect("a word from the fork server");
+        u32::from_le_bytes(b)
+    };
+    let options = word();
+    assert_eq!(options & 0x8000_0001, 0x8000_0001, "the classic options word: {options:#x}");
+    let mut runs = Vec::new();
+    for input in inputs {
+        std::fs::write(file, input).unwrap();
+        ctl_w.write_all(&[0; 4]).unwrap();
+        let pid = word();
+        runs.push((pid, word() as i32));
+    }
+    drop(ctl_w);
+    let mut out = String::new();
+    child.stdout.take().unwrap().read_to_string(&mut out).unwrap();
+    assert!(child.wait().unwrap().success(), "the fork server ends when its fuzzer does");
+    (runs, out)
+}
+
+#[test]
+fn persistent_mode_runs_the_function_n_times_in_one_process_with_the_results_of_separate_runs() {
+    let program = build("afl_persistent");
+    let addr = symbol(&program, "fuzz_one");
+    let file = dir().join("persistent.in");
+    let inputs: Vec<Vec<u8>> = (0..7).map(|k| format!("input {k}{}", "x".repeat(k)).into_bytes()).collect();
+    let inputs: Vec<&[u8]> = inputs.iter().map(|v| v.as_slice()).collect();
+    let env = [("REWIRE_AFL_PERSISTENT_ADDR", addr.as_str()), ("REWIRE_AFL_PERSISTENT_CNT", "3")];
+    let (runs, out) = drive(&env, &program, &file, &inputs);
+    // Three iterations per child: two stop after their iteration, the third returns and the
+    // program exits; then a new child.
+    let pids: Vec<u32> = runs.iter().map(|r| r.0).collect();
+    assert!(pids[0] == pids[1] && pids[1] == pids[2] && pids[3] != pids[2] && pids[3] == pids[5] && pids[6] != pids[5], "{runs:?}");
+    let stopped = |s: i32| libc::WIFSTOPPED(s) && libc::WSTOPSIG(s) == libc::SIGSTOP;
+    assert!(stopped(runs[0].1) && stopped(runs[1].1) && runs[2].1 == 0 && stopped(runs[3].1), "{runs:?}");
+    // Each iteration read its own input: the same lines as separate native runs.
+    let mut native = String::new();
+    for input in &inputs {
+        std::fs::write(&file, input).unwrap();
+        native.push_str(&String::from_utf8_lossy(&Command::new(&program).arg(&file).output().unwrap().stdout));
+    }
+    assert_eq!(out, native);
+    // A crash in an iteration is the program's own signal.
+    let crash: &[u8] = b"FZ";
+    let (runs, _) = drive(&env, &program, &file, &[b"ok", crash, b"ok"]);
+    assert!(libc::WIFSIGNALED(runs[1].1) && libc::WTERMSIG(runs[1].1) == libc::SIGABRT, "{runs:?}");
+    assert_ne!(runs[2].0, runs[1].0, "a new child after the crash");
+}
+
+#[test]
+fn a_persistent_address_that_is_not_a_function_start_is_refused() {
+    let program = build("afl_persistent");
+    let addr = symbol(&program, "fuzz_one");
+    let inside = format!("{:#x}", u64::from_str_radix(addr.trim_start_matches("0x"), 16).unwrap() + 1);
+    let file = input("refused.in", b"hello");
+    for (value, says) in
+        [(inside.as_str(), "not the start of a function"), ("0x10", "not in the code"), ("zz", "not a hexadecimal address")]
+    {
+        let out = Command::new(rewire())
+            .args(["run", "-t", "afl", "--"])
+            .arg(&program)
+            .arg(&file)
+            .env("AFL_QEMU_PERSISTENT_ADDR", value)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{value}: {err}");
+        assert!(err.starts_with("rewire: ") && err.contains(says), "{value}: {err}");
+        assert!(out.stdout.is_empty());
+    }
 }
 
 fn run_alone(env: &[(&str, &str)], file: &Path) -> Output {

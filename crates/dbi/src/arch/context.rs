@@ -252,6 +252,14 @@ impl ThreadCtx {
         unsafe { std::ptr::read_volatile((self.self_ptr as *const u8).add(off::COUNTERS + offset as usize) as *const u64) }
     }
 
+    /// Sets the thread's counter at byte `offset` of its counter area (on the thread itself,
+    /// in the runtime).
+    pub fn set_counter(&mut self, offset: u32, value: u64) {
+        assert!((offset as usize) < COUNTER_BYTES && offset % 8 == 0, "counter outside the area");
+        // SAFETY: as in `counter`; the owning thread's cache code is not running meanwhile.
+        unsafe { std::ptr::write_volatile((self.self_ptr as *mut u8).add(off::COUNTERS + offset as usize) as *mut u64, value) };
+    }
+
     /// Adds one to the thread's counter at byte `offset` of its counter area (for the
     /// thread itself, or its signal handler).
     pub fn count(&mut self, offset: u32) {

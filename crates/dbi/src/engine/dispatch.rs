@@ -6,6 +6,7 @@
 
 use crate::arch::context::{reg, ThreadCtx};
 use crate::engine::fork_server;
+use crate::engine::fork_server::persistent::Next;
 use crate::engine::state::{engine, Engine, NoFragment};
 use crate::engine::stats;
 use crate::engine::syscalls;
@@ -67,6 +68,24 @@ fn dispatch(ctx: &mut ThreadCtx) {
             let page = tag & !0xfff;
             eng.invalidate(page..page + 0x1000);
             tag
+        }
+        ExitKind::Watched => {
+            let mut eng = engine();
+            let (tag, edge_prev) = (eng.frags.get(rec.fragment).tag, eng.edge_prev);
+            let (next, watch) = eng.persistent.as_mut().map_or((Next::Resume, None), |p| p.at(ctx, tag, edge_prev));
+            if let Some(ret) = watch.filter(|r| !eng.watched.contains(r)) {
+                // Its block, if built already, is built again with the watch at its start.
+                eng.watched.push(ret);
+                eng.invalidate(ret..ret + 1);
+            }
+            match next {
+                Next::Resume => {
+                    ctx.next_pc = rec.stub();
+                    ctx.in_cache = 1;
+                    return;
+                }
+                Next::GoTo(app) => app,
+            }
         }
         ExitKind::Indirect(_) => ctx.ibl_target,
         ExitKind::Start { entry } | ExitKind::TraceHead { target: entry } => entry,

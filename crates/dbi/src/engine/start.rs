@@ -8,7 +8,8 @@ use crate::arch::context_block::ContextBlock;
 use crate::arch::{self, heap};
 use crate::cache::CodeCache;
 use crate::engine::finish::flush_tool_output;
-use crate::engine::fork_server::options::start_address;
+use crate::engine::fork_server::options::{run_time, start_address};
+use crate::engine::fork_server::persistent::{Persistent, PersistentOptions};
 use crate::engine::options::Options;
 use crate::engine::state::Engine;
 use crate::error::RunError;
@@ -16,7 +17,7 @@ use crate::os::brk::Brk;
 use crate::os::modules::Modules;
 use crate::os::regions::ExecRegions;
 use crate::os::report::open_report_fd;
-use crate::os::{loader, process_end, signals, stack};
+use crate::os::{loader, process_end, signals, stack, symbols};
 use crate::tool::{Program, Tool};
 use crate::translate::{ExitKind, ExitRecord};
 use std::convert::Infallible;
@@ -80,9 +81,14 @@ pub fn run_tool(tool: Box<dyn Tool>, opts: Options) -> Result<Infallible, RunErr
     engine.modules = modules;
     let program = &loaded.program;
     engine.tool.on_program(&Program { path: &program.path, entry: program.entry, bias: program.bias });
-    if let Some(fork_server) = engine.opts.fork_server {
-        engine.fork_server = Some(fork_server);
+    if let Some(fork_server) = engine.opts.fork_server.clone() {
         engine.fork_server_at = start_address(&fork_server, program.entry, program.bias);
+        if let Some(p) = &fork_server.persistent {
+            let loop_ = persistent_loop(p, program)?;
+            engine.watched.extend(loop_.watched());
+            engine.persistent = Some(loop_);
+        }
+        engine.fork_server = Some(fork_server);
     }
     // SAFETY: gettid has no effects.
     block.ctx().tid = unsafe { libc::gettid() } as u64;
@@ -151,4 +157,20 @@ fn set_mm_strings(st: stack::InitialStack) {
         // SAFETY: only changes what /proc reports for this process.
         unsafe { libc::prctl(libc::PR_SET_MM, what, value, 0, 0) };
     }
+}
+
+/// The persistent loop `opts` asks for in `program`: its function must be one the program's
+/// symbols name (where it has any), in its code.
+fn persistent_loop(opts: &PersistentOptions, program: &loader::Image) -> Result<Persistent, RunError> {
+    let entry = run_time(opts.addr, program.bias);
+    let bad = |why: String| RunError::ToolSettings(format!("persistent address {:#x}: {why}", opts.addr));
+    if !program.code.iter().any(|r| r.contains(&entry)) {
+        return Err(bad(format!("not in the code of {}", program.path.display())));
+    }
+    if let Some(starts) = symbols::function_starts(&program.path) {
+        if !starts.contains(&(entry - program.bias)) {
+            return Err(bad(format!("not the start of a function of {}", program.path.display())));
+        }
+    }
+    Persistent::new(opts, entry, opts.ret.map(|r| run_time(r, program.bias))).map_err(RunError::ToolSettings)
 }

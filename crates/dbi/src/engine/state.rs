@@ -7,6 +7,7 @@ use crate::arch::context::{ThreadCtx, COUNTER_BYTES};
 use crate::arch::heap;
 use crate::cache::{CodeCache, FragId, FragmentKind, Fragments};
 use crate::engine::fork_server::options::ForkServerOptions;
+use crate::engine::fork_server::persistent::Persistent;
 use crate::engine::fork_server::report::BuiltBlocks;
 use crate::engine::options::EngineOptions;
 use crate::engine::stats::{start_timing, Stats};
@@ -78,6 +79,12 @@ pub struct Engine {
     pub fork_server_at: u64,
     /// In a fork server's child: where the blocks it builds are reported.
     pub built_blocks: Option<BuiltBlocks>,
+    /// Blocks whose every run enters the dispatcher first (never part of a trace).
+    pub watched: Vec<u64>,
+    /// The fork server's persistent loop, when asked for.
+    pub persistent: Option<Persistent>,
+    /// The counter a tool's edge coverage keeps its `prev` in, once a block has one.
+    pub edge_prev: Option<u32>,
     workspace: translate::Workspace,
     /// Decoded blocks, reused by every build (one per block of the largest trace so far).
     decoded: Vec<Decoded>,
@@ -121,6 +128,9 @@ impl Engine {
             fork_server: None,
             fork_server_at: 0,
             built_blocks: None,
+            watched: Vec::new(),
+            persistent: None,
+            edge_prev: None,
             workspace: translate::Workspace::default(),
             decoded: Vec::new(),
         }
@@ -193,6 +203,9 @@ impl Engine {
         let mut insertions: SmallVec<[Insertions; 1]> = SmallVec::with_capacity(tags.len());
         if kind == FragmentKind::Block {
             insertions.push(self.instrument(first));
+            if let Some(edge) = insertions[0].edge {
+                self.edge_prev = Some(edge.prev);
+            }
         } else {
             for d in decoded {
                 insertions.push(self.kept_insertions.get(&d.tag).cloned().unwrap_or_default());
@@ -203,6 +216,7 @@ impl Engine {
         let opts = BuildOptions {
             count_ibl: self.opts.stats,
             verify: kind == FragmentKind::Block && self.code_writes.must_verify(tag..tag + len),
+            watched: kind == FragmentKind::Block && self.watched.contains(&tag),
             trace_threshold: if traces { self.opts.traces.threshold } else { 0 },
             counters: (self.next_counter, COUNTER_BYTES as u32),
             record: kind == FragmentKind::Recording,

@@ -22,6 +22,7 @@ fn ends_before(eng: &mut Engine, rec: &Recording, exit: &ExitKind, next: u64) ->
         || rec.tags.len() >= eng.opts.traces.max_blocks as usize
         || rec.app_bytes >= MAX_TRACE_APP_BYTES
         || eng.code_writes.must_verify(next..next + 1)
+        || eng.watched.contains(&next)
         || eng.tool.end_trace_before(&TraceView { head: rec.tags[0], blocks: &rec.tags }, next)
 }
 
@@ -45,7 +46,8 @@ pub fn step(eng: &mut Engine, ctx: &ThreadCtx, exit: &ExitKind, next: u64, diver
     }
     if let ExitKind::TraceHead { target } = *exit {
         eng.trace_stats.hot_heads += 1;
-        if !diverted && !eng.frags.is_trace(target) && !eng.code_writes.must_verify(target..target + 1) {
+        let watched = eng.watched.contains(&target);
+        if !diverted && !watched && !eng.frags.is_trace(target) && !eng.code_writes.must_verify(target..target + 1) {
             return record(eng, me, Recording { tags: Vec::new(), app_bytes: 0 }, target);
         }
     }

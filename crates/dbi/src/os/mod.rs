@@ -17,3 +17,4 @@ pub mod report;
 pub mod sigmask;
 pub mod signals;
 pub mod stack;
+pub mod symbols;

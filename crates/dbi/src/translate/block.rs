@@ -108,6 +108,8 @@ pub struct BuildOptions {
     pub count_ibl: bool,
     /// Start with a verification exit (the block's page is written often).
     pub verify: bool,
+    /// Start with an exit that tells the dispatcher each time the block runs.
+    pub watched: bool,
     /// Executions after which a trace head's counter fires (0: no trace heads).
     pub trace_threshold: u32,
     /// Byte offset in the counter area of the first free counter, and the end of the area:
@@ -198,6 +200,10 @@ pub fn translate_parts(parts: &[Source<'_>], at: u64, opts: BuildOptions, ws: &m
     if opts.verify {
         b.mark(b.tag);
         b.resume_exit(ExitKind::Verify);
+    }
+    if opts.watched {
+        b.mark(b.tag);
+        b.resume_exit(ExitKind::Watched);
     }
     let mut next_label = None;
     let mut insns = 0;

@@ -47,6 +47,10 @@ pub enum ExitKind {
     /// Entry check of a block from a page written too often: the dispatcher compares the
     /// application's bytes with those the block was built from, and resumes at `stub`.
     Verify,
+    /// Entry of a block the engine watches (a fork server's persistent loop): every run of
+    /// it enters the dispatcher first, which then resumes at `stub` or sends the thread
+    /// elsewhere.
+    Watched,
     /// The thread was sent into the dispatcher from a signal handler; it continues at
     /// the application address in the context's `ibl_target`.
     Redirect,

@@ -21,9 +21,11 @@ pub const STATUS_FD: i32 = 199;
 
 const FS_OPT_ENABLED: u32 = 0x8000_0001;
 const FS_OPT_MAPSIZE: u32 = 0x4000_0000;
+const FS_OPT_SHDMEM_FUZZ: u32 = 0x0100_0000;
 const FS_OPT_MAX_MAPSIZE: u32 = (0x00ff_fffe >> 1) + 1;
 const VERSIONED_HELLO: u32 = 0x4146_4c00 + 1;
 const FS_NEW_OPT_MAPSIZE: u32 = 1;
+const FS_NEW_OPT_SHDMEM_FUZZ: u32 = 2;
 
 /// The form of the handshake.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,6 +44,8 @@ pub struct Started {
     /// A request the handshake already read (a classic fuzzer's first, when the form had
     /// to be found out by trying).
     pub first_request: Option<u32>,
+    /// The fuzzer sends test cases through shared memory.
+    pub shared_input: bool,
 }
 
 /// Reads one 4-byte word from `fd`; `None` at end of file.
@@ -78,9 +82,9 @@ pub fn write_word(fd: i32, v: u32) -> io::Result<()> {
 }
 
 /// The classic options word for a map of `map_size` bytes.
-fn classic_options(map_size: u32) -> u32 {
+fn classic_options(map_size: u32, shared_input: bool) -> u32 {
     let size = if map_size > 1 && map_size <= FS_OPT_MAX_MAPSIZE { (map_size - 1) << 1 } else { 0 };
-    FS_OPT_ENABLED | FS_OPT_MAPSIZE | size
+    FS_OPT_ENABLED | FS_OPT_MAPSIZE | size | if shared_input { FS_OPT_SHDMEM_FUZZ } else { 0 }
 }
 
 /// The AFL++ version the fuzzer binary `bytes` names (`++4.04c` → (4, 4)).
@@ -106,26 +110,31 @@ pub fn expected_protocol() -> Option<Protocol> {
     version_in(&bytes).map(|v| if v >= (4, 20) { Protocol::Versioned } else { Protocol::Classic })
 }
 
-/// Greets the fuzzer and tells it the map size. `Ok(None)`: nobody listens on the status
-/// descriptor (the program runs outside a fuzzer, once).
-pub fn start(map_size: u32, expected: Option<Protocol>) -> io::Result<Option<Started>> {
+/// Greets the fuzzer and tells it the map size, and that test cases should come through
+/// shared memory when `shared_input`. `Ok(None)`: nobody listens on the status descriptor
+/// (the program runs outside a fuzzer, once).
+pub fn start(map_size: u32, shared_input: bool, expected: Option<Protocol>) -> io::Result<Option<Started>> {
     if expected == Some(Protocol::Classic) {
-        if write_word(STATUS_FD, classic_options(map_size)).is_err() {
+        if write_word(STATUS_FD, classic_options(map_size, shared_input)).is_err() {
             return Ok(None);
         }
-        return Ok(Some(Started { protocol: Protocol::Classic, first_request: None }));
+        if shared_input {
+            // The fuzzer confirms with its own options word.
+            read_word(CONTROL_FD)?.ok_or_else(|| io::Error::from(io::ErrorKind::UnexpectedEof))?;
+        }
+        return Ok(Some(Started { protocol: Protocol::Classic, first_request: None, shared_input }));
     }
     if write_word(STATUS_FD, VERSIONED_HELLO).is_err() {
         return Ok(None);
     }
     let Some(reply) = read_word(CONTROL_FD)? else { return Err(io::Error::from(io::ErrorKind::UnexpectedEof)) };
     if reply != VERSIONED_HELLO ^ 0xffff_ffff {
-        return Ok(Some(Started { protocol: Protocol::Classic, first_request: Some(reply) }));
+        return Ok(Some(Started { protocol: Protocol::Classic, first_request: Some(reply), shared_input: false }));
     }
-    write_word(STATUS_FD, FS_NEW_OPT_MAPSIZE)?;
+    write_word(STATUS_FD, FS_NEW_OPT_MAPSIZE | if shared_input { FS_NEW_OPT_SHDMEM_FUZZ } else { 0 })?;
     write_word(STATUS_FD, map_size)?;
     write_word(STATUS_FD, VERSIONED_HELLO)?;
-    Ok(Some(Started { protocol: Protocol::Versioned, first_request: None }))
+    Ok(Some(Started { protocol: Protocol::Versioned, first_request: None, shared_input }))
 }
 
 #[cfg(test)]
@@ -141,9 +150,10 @@ mod tests {
 
     #[test]
     fn the_classic_options_carry_the_map_size() {
-        assert_eq!(classic_options(65536), 0x8000_0001 | 0x4000_0000 | (65535 << 1));
+        assert_eq!(classic_options(65536, false), 0x8000_0001 | 0x4000_0000 | (65535 << 1));
+        assert_eq!(classic_options(65536, true) & 0x0100_0000, 0x0100_0000);
         // AFL++'s FS_OPT_GET_MAPSIZE gives the size back.
-        let word = classic_options(1 << 20);
+        let word = classic_options(1 << 20, false);
         assert_eq!(((word & 0x00ff_fffe) >> 1) + 1, 1 << 20);
     }
 }

@@ -13,6 +13,7 @@
 
 pub mod handshake;
 pub mod options;
+pub mod persistent;
 pub mod report;
 
 use crate::arch::context::ThreadCtx;
@@ -28,46 +29,91 @@ use std::sync::MutexGuard;
 /// the server itself never returns. Returns at once, with nothing changed, when no fuzzer
 /// listens: the program then runs once.
 pub fn serve(ctx: &mut ThreadCtx, eng: &mut MutexGuard<'static, Engine>) {
-    let map_size = eng.fork_server.map_or(0, |f| f.map_size) as u32;
+    let map_size = eng.fork_server.as_ref().map_or(0, |f| f.map_size) as u32;
     eng.fork_server = None;
-    let started = match handshake::start(map_size, handshake::expected_protocol()) {
+    let shared_input = eng.persistent.as_ref().is_some_and(|p| p.wants_shared_input());
+    let started = match handshake::start(map_size, shared_input, handshake::expected_protocol()) {
         Ok(Some(s)) => s,
         Ok(None) => return,
         Err(e) => stop(&format!("afl: the fuzzer broke off the fork-server handshake: {e}")),
     };
+    if !started.shared_input {
+        if let Some(p) = eng.persistent.as_mut() {
+            p.no_shared_input();
+        }
+    }
     if eng.opts.verbose {
         crate::os::report::report(&format!("afl: fork server up ({:?} handshake)", started.protocol));
     }
     let Some(mut built) = BuiltBlocks::new() else { stop("afl: cannot map memory shared with the fork server's children") };
     let mut request = started.first_request;
+    // A child of the persistent loop that stopped after an iteration, waiting for the next.
+    let mut stopped: Option<i32> = None;
     loop {
-        let _was_killed = match request.take().map_or_else(|| read_word(CONTROL_FD), |r| Ok(Some(r))) {
+        let was_killed = match request.take().map_or_else(|| read_word(CONTROL_FD), |r| Ok(Some(r))) {
             Ok(Some(v)) => v,
-            // The fuzzer is gone: so is its fork server (as AFL++'s own).
-            _ => exit_server(),
+            // The fuzzer is gone: so is its fork server (as AFL++'s own), and a child
+            // stopped between iterations.
+            _ => {
+                if let Some(pid) = stopped {
+                    // SAFETY: ends our own stopped child.
+                    unsafe { libc::kill(pid, libc::SIGKILL) };
+                    wait(pid, 0);
+                }
+                exit_server()
+            }
         };
-        // SAFETY: a plain fork (SIGCHLD, no shared memory): the child is a copy of this
-        // single-threaded process, the engine lock held by this thread included.
-        let pid = unsafe { syscall6(libc::SYS_clone as u64, [libc::SIGCHLD as u64, 0, 0, 0, 0, 0]) } as i64;
-        if pid == 0 {
-            become_child(ctx, eng, built);
-            return;
+        if let Some(pid) = stopped.filter(|_| was_killed != 0) {
+            // The fuzzer killed the stopped child (a time-out): reap it, fork anew.
+            wait(pid, 0);
+            stopped = None;
         }
-        if pid < 0 || write_word(STATUS_FD, pid as u32).is_err() {
+        let pid = match stopped.take() {
+            Some(pid) => {
+                // SAFETY: wakes our own stopped child for its next iteration.
+                unsafe { libc::kill(pid, libc::SIGCONT) };
+                pid
+            }
+            None => {
+                // SAFETY: a plain fork (SIGCHLD, no shared memory): the child is a copy of
+                // this single-threaded process, the engine lock held by this thread included.
+                let pid = unsafe { syscall6(libc::SYS_clone as u64, [libc::SIGCHLD as u64, 0, 0, 0, 0, 0]) } as i64;
+                if pid == 0 {
+                    become_child(ctx, eng, built);
+                    return;
+                }
+                if pid < 0 {
+                    exit_server();
+                }
+                pid as i32
+            }
+        };
+        if write_word(STATUS_FD, pid as u32).is_err() {
             exit_server();
         }
-        let mut status = 0;
-        // SAFETY: waits for our own child.
-        while unsafe { libc::waitpid(pid as i32, &mut status, 0) } < 0 {
-            if std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted {
-                exit_server();
-            }
+        let status = wait(pid, libc::WUNTRACED);
+        if libc::WIFSTOPPED(status) {
+            stopped = Some(pid);
         }
         if write_word(STATUS_FD, status as u32).is_err() {
             exit_server();
         }
-        learn(ctx, eng, &mut built);
+        if stopped.is_none() {
+            learn(ctx, eng, &mut built);
+        }
     }
+}
+
+/// Waits for our child `pid` (`flags` as `waitpid` takes them); its status.
+fn wait(pid: i32, flags: i32) -> i32 {
+    let mut status = 0;
+    // SAFETY: waits for our own child.
+    while unsafe { libc::waitpid(pid, &mut status, flags) } < 0 {
+        if std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted {
+            exit_server();
+        }
+    }
+    status
 }
 
 /// The child's side of a fork: its own thread id, the server's cache units frozen, its new

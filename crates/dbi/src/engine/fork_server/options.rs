@@ -1,13 +1,17 @@
 //! Where the fork server starts and what it tells the fuzzer.
 
+use crate::engine::fork_server::persistent::PersistentOptions;
+
 /// Where the fork server starts and what it tells the fuzzer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ForkServerOptions {
     /// Bytes of the coverage map.
     pub map_size: usize,
     /// `AFL_ENTRYPOINT`: where to start instead of the program's entry point (an address
     /// of the running program, or for a position-independent one, its link-time address).
     pub entry: Option<u64>,
+    /// The persistent loop, when asked for.
+    pub persistent: Option<PersistentOptions>,
 }
 
 impl ForkServerOptions {
@@ -20,18 +24,23 @@ impl ForkServerOptions {
             ),
             Err(_) => None,
         };
-        Ok(ForkServerOptions { map_size, entry })
+        Ok(ForkServerOptions { map_size, entry, persistent: PersistentOptions::from_env()? })
     }
 }
 
-/// Where the fork server starts: `opts.entry` (a link-time address of a position-independent
-/// program is moved by its `bias`), else the program's `entry`.
-pub fn start_address(opts: &ForkServerOptions, entry: u64, bias: u64) -> u64 {
-    match opts.entry {
-        Some(a) if bias != 0 && a < bias => a + bias,
-        Some(a) => a,
-        None => entry,
+/// The run-time address of `addr`, an address the user gave for a program loaded with
+/// `bias`: a link-time address of a position-independent program is moved by the bias.
+pub fn run_time(addr: u64, bias: u64) -> u64 {
+    if bias != 0 && addr < bias {
+        addr + bias
+    } else {
+        addr
     }
+}
+
+/// Where the fork server starts: `opts.entry`, else the program's `entry`.
+pub fn start_address(opts: &ForkServerOptions, entry: u64, bias: u64) -> u64 {
+    opts.entry.map_or(entry, |a| run_time(a, bias))
 }
 
 #[cfg(test)]
@@ -40,7 +49,7 @@ mod tests {
 
     #[test]
     fn the_start_is_the_entry_point_unless_afl_entrypoint_says() {
-        let opts = |entry| ForkServerOptions { map_size: 65536, entry };
+        let opts = |entry| ForkServerOptions { map_size: 65536, entry, persistent: None };
         assert_eq!(start_address(&opts(None), 0x5555_0000_1040, 0x5555_0000_0000), 0x5555_0000_1040);
         assert_eq!(start_address(&opts(Some(0x1189)), 0x5555_0000_1040, 0x5555_0000_0000), 0x5555_0000_1189);
         assert_eq!(start_address(&opts(Some(0x401136)), 0x401040, 0), 0x401136);
