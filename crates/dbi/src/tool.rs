@@ -13,6 +13,7 @@ use crate::translate::{CounterAdd, EdgeHit};
 pub use crate::os::appmem::read_cstr as read_app_string;
 pub use crate::os::low_memory;
 pub use crate::os::modules::Segment;
+pub use crate::os::report::report as warn;
 use iced_x86::Instruction;
 use std::io::Write;
 use std::path::PathBuf;
@@ -283,6 +284,15 @@ pub(crate) fn raw_total(contexts: &[u64], exited: &[u64], offset: u32) -> u64 {
         .fold(exited, u64::wrapping_add)
 }
 
+/// Where a persistent loop is (see [`Tool::on_persistent_loop`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LoopEvent {
+    /// The first iteration starts.
+    Start,
+    /// The last iteration has returned; the program runs on to its end.
+    End,
+}
+
 /// A tool: every event has a default that does nothing. Tools are `Debug` so that the
 /// engine state can be printed.
 pub trait Tool: Send + std::fmt::Debug {
@@ -319,6 +329,10 @@ pub trait Tool: Send + std::fmt::Debug {
     fn on_thread_exit(&mut self, _tid: u32) {}
     /// In the child of a fork, before it runs on.
     fn on_fork_child(&mut self) {}
+    /// A persistent loop (`-t afl`'s persistent mode) starts its first iteration, or its
+    /// last iteration has returned: what runs before the first and after the last is not a
+    /// test case's.
+    fn on_persistent_loop(&mut self, _event: LoopEvent) {}
     /// The process ends (or execs another program): write results.
     fn on_exit(&mut self, _finish: &Finish<'_>) {}
 }

@@ -15,7 +15,7 @@ use crate::os::appmem;
 use crate::os::modules;
 use crate::os::process_end::stop;
 use crate::os::signals::{self, bad_jump};
-use crate::tool;
+use crate::tool::{self, LoopEvent};
 use crate::translate::{ExitKind, ExitRecord};
 
 /// The dispatcher, called by `rewire_fcache_return` and `rewire_start` on the runtime stack
@@ -72,7 +72,15 @@ fn dispatch(ctx: &mut ThreadCtx) {
         ExitKind::Watched => {
             let mut eng = engine();
             let (tag, edge_prev) = (eng.frags.get(rec.fragment).tag, eng.edge_prev);
+            let was_started = eng.persistent.as_ref().is_some_and(|p| p.started());
             let (next, watch) = eng.persistent.as_mut().map_or((Next::Resume, None), |p| p.at(ctx, tag, edge_prev));
+            if !was_started && eng.persistent.as_ref().is_some_and(|p| p.started()) {
+                eng.tool.on_persistent_loop(LoopEvent::Start);
+            }
+            if eng.persistent.as_ref().is_some_and(|p| p.finished()) {
+                eng.tool.on_persistent_loop(LoopEvent::End);
+                eng.persistent = None;
+            }
             if let Some(ret) = watch.filter(|r| !eng.watched.contains(r)) {
                 // Its block, if built already, is built again with the watch at its start.
                 eng.watched.push(ret);

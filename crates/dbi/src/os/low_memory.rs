@@ -97,3 +97,27 @@ pub fn private(len: usize) -> Result<LowMemory, LowMemoryError> {
     }
     Ok(LowMemory { addr: p as u64 as u32, len })
 }
+
+impl LowMemory {
+    /// Puts private zeroed memory where this mapping was: writes through its address no
+    /// longer reach whoever shares it (a segment stays the fuzzer's, unchanged from now on).
+    pub fn make_private(&self) -> Result<(), LowMemoryError> {
+        let len = self.len.next_multiple_of(4096);
+        // SAFETY: replaces only this mapping's own pages (MAP_FIXED over memory this type
+        // owns), with memory of the same size and protection.
+        let p = unsafe {
+            libc::mmap(
+                self.addr as usize as *mut _,
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED,
+                -1,
+                0,
+            )
+        };
+        if p == libc::MAP_FAILED {
+            return Err(LowMemoryError::Map { len, err: std::io::Error::last_os_error() });
+        }
+        Ok(())
+    }
+}

@@ -7,11 +7,13 @@
 //!
 //! Settings come from the environment, by the names AFL++'s QEMU and Frida modes use:
 //! `__AFL_SHM_ID` (the map; without it the program runs once on a private map),
-//! `AFL_MAP_SIZE`, `AFL_INST_LIBS=1` (libraries too; by default only the main program),
+//! `AFL_MAP_SIZE` (the largest map the fuzzer offers: `afl-fuzz` sets it to 8 MiB while it
+//! asks a target for its size, so it is a bound, not the size; the map is `REWIRE_AFL_MAP_SIZE`
+//! bytes, 64 KiB by default, capped at that bound), `AFL_INST_LIBS=1` (libraries too; by default only the main program),
 //! `AFL_QEMU_INST_RANGES` / `AFL_FRIDA_INST_RANGES` and `AFL_QEMU_EXCLUDE_RANGES` /
 //! `AFL_FRIDA_EXCLUDE_RANGES` (comma-separated `0xSTART-0xEND` ranges or module names).
 
-use crate::tool::{low_memory, BlockView, Counter, Instrument, Program, Segment, Tool};
+use crate::tool::{low_memory, BlockView, Counter, Instrument, LoopEvent, Program, Segment, Tool};
 use crate::RunError;
 use std::ops::Range;
 
@@ -19,7 +21,7 @@ use std::ops::Range;
 /// target whose file holds that string for an instrumented one, so rewire passes its check.
 const SHM_ID_VAR: &std::ffi::CStr = c"__AFL_SHM_ID";
 
-/// The map size when `AFL_MAP_SIZE` does not say (AFL++'s `MAP_SIZE`).
+/// The map size when `REWIRE_AFL_MAP_SIZE` does not say (AFL++'s `MAP_SIZE`).
 pub const DEFAULT_MAP_SIZE: usize = 1 << 16;
 
 /// A module or address range of an include or exclude list.
@@ -80,12 +82,17 @@ impl Afl {
     /// The tool, with its map attached (the fuzzer's, or a private one when the program
     /// runs outside a fuzzer) and its settings read from the environment.
     pub fn from_env() -> Result<Afl, RunError> {
-        let size = match std::env::var("AFL_MAP_SIZE") {
-            Ok(v) => v.trim().parse::<usize>().ok().filter(|&n| (64..=1 << 28).contains(&n)).ok_or_else(|| {
-                RunError::ToolSettings(format!("AFL_MAP_SIZE={v}: not a map size (a number of bytes from 64 to {})", 1 << 28))
-            })?,
-            Err(_) => DEFAULT_MAP_SIZE,
-        };
+        let size_in =
+            |var: &str| -> Result<Option<usize>, RunError> {
+                match std::env::var(var) {
+                    Ok(v) => v.trim().parse::<usize>().ok().filter(|&n| (64..=1 << 28).contains(&n)).map(Some).ok_or_else(|| {
+                        RunError::ToolSettings(format!("{var}={v}: not a map size (a number of bytes from 64 to {})", 1 << 28))
+                    }),
+                    Err(_) => Ok(None),
+                }
+            };
+        let wanted = size_in("REWIRE_AFL_MAP_SIZE")?.unwrap_or(DEFAULT_MAP_SIZE);
+        let size = size_in("AFL_MAP_SIZE")?.map_or(wanted, |bound| wanted.min(bound));
         let map = match std::env::var(SHM_ID_VAR.to_str().expect("ASCII")) {
             Ok(id) => {
                 let id =
@@ -93,7 +100,7 @@ impl Afl {
                 let seg = low_memory::segment_size(id).map_err(|e| RunError::ToolSettings(e.to_string()))?;
                 if size > seg {
                     return Err(RunError::ToolSettings(format!(
-                        "AFL_MAP_SIZE={size} does not fit the fuzzer's map of {seg} bytes (__AFL_SHM_ID={id})"
+                        "a map of {size} bytes does not fit the fuzzer's map of {seg} bytes (__AFL_SHM_ID={id})"
                     )));
                 }
                 low_memory::attach_segment(id).map_err(|e| RunError::ToolSettings(e.to_string()))?
@@ -145,6 +152,20 @@ impl Afl {
 impl Tool for Afl {
     fn wants_modules(&self) -> bool {
         true
+    }
+
+    fn on_persistent_loop(&mut self, event: LoopEvent) {
+        // The fuzzer compares iterations: the edges from the entry point to the loop, and
+        // from the last return to the exit, would be in the first and last only.
+        match event {
+            // SAFETY: the map is ours for `len` bytes (attached or private, never unmapped).
+            LoopEvent::Start => unsafe { std::ptr::write_bytes(self.map.addr as usize as *mut u8, 0, self.map.len) },
+            LoopEvent::End => {
+                if let Err(e) = self.map.make_private() {
+                    crate::tool::warn(&format!("the rest of the run may count in the fuzzer's map: {e}"));
+                }
+            }
+        }
     }
 
     fn on_program(&mut self, program: &Program<'_>) {

@@ -156,6 +156,16 @@ impl Persistent {
         std::iter::once(self.entry).chain(self.kept.as_ref().map(|k| k.ret).or(self.ret))
     }
 
+    /// True once the last iteration has returned.
+    pub fn finished(&self) -> bool {
+        self.done >= self.count
+    }
+
+    /// True once the first iteration has started.
+    pub fn started(&self) -> bool {
+        self.kept.is_some()
+    }
+
     /// At the watched block `tag` of the thread `ctx`. `edge_prev` is the edge coverage's
     /// `prev` counter, which every iteration starts from zero. Returns what the thread does
     /// next, and a return address to watch from now on.
