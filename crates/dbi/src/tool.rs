@@ -10,10 +10,12 @@ use crate::arch::context::{ThreadCtx, COUNTER_BYTES};
 use crate::os::report::report;
 use crate::translate::{CounterAdd, EdgeHit};
 
+pub use crate::os::appmem::read as read_app;
 pub use crate::os::appmem::read_cstr as read_app_string;
 pub use crate::os::low_memory;
 pub use crate::os::modules::Segment;
 pub use crate::os::report::report as warn;
+pub use crate::os::symbols::import_slots;
 use iced_x86::Instruction;
 use std::io::Write;
 use std::path::PathBuf;

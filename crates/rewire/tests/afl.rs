@@ -217,6 +217,45 @@ fn persistent_mode_runs_the_function_n_times_in_one_process_with_the_results_of_
     assert_ne!(runs[2].0, runs[1].0, "a new child after the crash");
 }
 
+/// `afl-fuzz` on `program` under rewire for at most `seconds`, stopping at the first crash,
+/// with `extra` options: the number of crashes it saved and its stats.
+fn fuzz_until_crash(program: &Path, name: &str, seed: &[u8], seconds: u32, extra: &[&str]) -> (usize, String) {
+    let seeds = dir().join(format!("{name}-seeds"));
+    std::fs::create_dir_all(&seeds).unwrap();
+    std::fs::write(seeds.join("seed"), seed).unwrap();
+    let out = dir().join(format!("{name}-findings"));
+    let run = Command::new("afl-fuzz")
+        .envs([("AFL_NO_UI", "1"), ("AFL_SKIP_CPUFREQ", "1"), ("AFL_NO_AFFINITY", "1"), ("AFL_BENCH_UNTIL_CRASH", "1")])
+        .env("AFL_I_DONT_CARE_ABOUT_MISSING_CRASHES", "1")
+        .args(extra)
+        .args(["-s", "5", "-V", &seconds.to_string(), "-i"])
+        .arg(&seeds)
+        .arg("-o")
+        .arg(&out)
+        .args(["--", rewire(), "run", "-t", "afl", "--"])
+        .arg(program)
+        .arg("@@")
+        .output()
+        .expect("afl-fuzz (Debian package afl++)");
+    assert!(run.status.success(), "afl-fuzz failed: {}", String::from_utf8_lossy(&run.stdout));
+    let crashes = std::fs::read_dir(out.join("default/crashes"))
+        .map(|d| d.filter_map(|e| e.ok()).filter(|e| e.file_name().to_string_lossy().starts_with("id:")).count())
+        .unwrap_or(0);
+    (crashes, std::fs::read_to_string(out.join("default/fuzzer_stats")).unwrap_or_default())
+}
+
+#[test]
+fn cmplog_gets_the_fuzzer_through_a_magic_number_strcmp_and_memcmp() {
+    let program = build("afl_cmplog");
+    let seed = [b'A'; 28];
+    // Without comparison logging, 32 bits of magic and 20 bytes of strings are out of reach.
+    let (without, _) = fuzz_until_crash(&program, "no-cmplog", &seed, 8, &[]);
+    assert_eq!(without, 0);
+    // With it (`-c 0`: the same command, run again with __AFL_CMPLOG_SHM_ID), in seconds.
+    let (with, stats) = fuzz_until_crash(&program, "cmplog", &seed, 90, &["-c", "0"]);
+    assert_eq!(with, 1, "{stats}");
+}
+
 #[test]
 fn afl_fuzz_in_persistent_mode_sees_every_iteration_alike() {
     let program = build("afl_persistent");

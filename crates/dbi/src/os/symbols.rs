@@ -17,3 +17,22 @@ pub fn function_starts(path: &std::path::Path) -> Option<Vec<u64>> {
     }
     (!starts.is_empty()).then_some(starts)
 }
+
+/// The imported functions of `path` by the link-time address of the slot (GOT entry) the
+/// dynamic loader fills with each: what `call foo@plt` and `call *foo@GOTPCREL(%rip)` jump
+/// through. Empty when the file cannot be read or imports nothing.
+pub fn import_slots(path: &std::path::Path) -> std::collections::HashMap<u64, String> {
+    use object::{ObjectSymbolTable, RelocationTarget};
+    let Ok(data) = std::fs::read(path) else { return Default::default() };
+    let Ok(file) = object::File::parse(&*data) else { return Default::default() };
+    let (Some(relocs), Some(dynsym)) = (file.dynamic_relocations(), file.dynamic_symbol_table()) else { return Default::default() };
+    relocs
+        .filter_map(|(slot, r)| match r.target() {
+            RelocationTarget::Symbol(i) => {
+                let name = dynsym.symbol_by_index(i).ok()?.name().ok()?;
+                Some((slot, name.split('@').next().unwrap_or(name).to_string()))
+            }
+            _ => None,
+        })
+        .collect()
+}

@@ -13,6 +13,7 @@
 //! `AFL_QEMU_INST_RANGES` / `AFL_FRIDA_INST_RANGES` and `AFL_QEMU_EXCLUDE_RANGES` /
 //! `AFL_FRIDA_EXCLUDE_RANGES` (comma-separated `0xSTART-0xEND` ranges or module names).
 
+use super::cmplog::CmpLog;
 use crate::tool::{low_memory, BlockView, Counter, Instrument, LoopEvent, Program, Segment, Tool};
 use crate::RunError;
 use std::ops::Range;
@@ -76,6 +77,8 @@ pub struct Afl {
     all_modules: bool,
     include: Vec<Place>,
     exclude: Vec<Place>,
+    /// Comparison logging, when the fuzzer runs this process for CmpLog (`afl-fuzz -c 0`).
+    cmplog: Option<CmpLog>,
 }
 
 impl Afl {
@@ -116,6 +119,7 @@ impl Afl {
             all_modules: std::env::var("AFL_INST_LIBS").is_ok_and(|v| v == "1"),
             include: places(&["AFL_QEMU_INST_RANGES", "AFL_FRIDA_INST_RANGES"])?,
             exclude: places(&["AFL_QEMU_EXCLUDE_RANGES", "AFL_FRIDA_EXCLUDE_RANGES"])?,
+            cmplog: CmpLog::from_env()?,
         })
     }
 
@@ -134,19 +138,24 @@ impl Afl {
         self.all_modules || self.main.as_deref().is_some_and(|m| m == segment.path)
     }
 
-    /// The id of the block at `tag`: a hash of its module's file name and its link-time
-    /// address there.
+    /// The id of the block at `tag`.
     fn id(&self, tag: u64, segment: &Segment) -> u32 {
-        let bias = segment.range.start - segment.preferred_base;
-        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-        for b in file_name(&segment.path).bytes() {
-            h = (h ^ b as u64).wrapping_mul(0x100_0000_01b3);
-        }
-        let mut x = h ^ (tag - bias);
-        x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        ((x ^ (x >> 31)) as u32) & self.id_mask
+        place_hash(tag, segment) as u32 & self.id_mask
     }
+}
+
+/// A hash of the module file name of `segment` and the link-time address of `addr` there:
+/// the same whatever the load address, in every run.
+fn place_hash(addr: u64, segment: &Segment) -> u64 {
+    let bias = segment.range.start - segment.preferred_base;
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in file_name(&segment.path).bytes() {
+        h = (h ^ b as u64).wrapping_mul(0x100_0000_01b3);
+    }
+    let mut x = h ^ (addr - bias);
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^ (x >> 31)
 }
 
 impl Tool for Afl {
@@ -180,6 +189,9 @@ impl Tool for Afl {
         }
         if let Some(prev) = self.prev {
             instrument.edge_hit(prev, self.id(block.tag, segment), self.map.addr);
+        }
+        if let Some(cmplog) = self.cmplog.as_mut() {
+            cmplog.on_block(block, segment, instrument, |addr| place_hash(addr, segment));
         }
     }
 }

@@ -1,6 +1,7 @@
 //! The built-in tools, selected with `rewire run -t NAME`.
 
 pub mod afl;
+mod cmplog;
 mod counts;
 mod cov;
 pub mod drcov;

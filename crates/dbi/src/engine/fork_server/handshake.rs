@@ -22,6 +22,8 @@ pub const STATUS_FD: i32 = 199;
 const FS_OPT_ENABLED: u32 = 0x8000_0001;
 const FS_OPT_MAPSIZE: u32 = 0x4000_0000;
 const FS_OPT_SHDMEM_FUZZ: u32 = 0x0100_0000;
+/// The target logs comparisons in AFL++ 4's CmpLog map layout.
+const FS_OPT_NEWCMPLOG: u32 = 0x0200_0000;
 const FS_OPT_MAX_MAPSIZE: u32 = (0x00ff_fffe >> 1) + 1;
 const VERSIONED_HELLO: u32 = 0x4146_4c00 + 1;
 const FS_NEW_OPT_MAPSIZE: u32 = 1;
@@ -81,10 +83,25 @@ pub fn write_word(fd: i32, v: u32) -> io::Result<()> {
     }
 }
 
-/// The classic options word for a map of `map_size` bytes.
-fn classic_options(map_size: u32, shared_input: bool) -> u32 {
-    let size = if map_size > 1 && map_size <= FS_OPT_MAX_MAPSIZE { (map_size - 1) << 1 } else { 0 };
-    FS_OPT_ENABLED | FS_OPT_MAPSIZE | size | if shared_input { FS_OPT_SHDMEM_FUZZ } else { 0 }
+/// What the fork server tells the fuzzer about itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Offer {
+    /// Bytes of the coverage map.
+    pub map_size: u32,
+    /// Test cases can come through shared memory.
+    pub shared_input: bool,
+    /// The process logs comparisons (a CmpLog run).
+    pub cmplog: bool,
+}
+
+/// The classic options word for `offer`.
+fn classic_options(offer: Offer) -> u32 {
+    let size = if offer.map_size > 1 && offer.map_size <= FS_OPT_MAX_MAPSIZE { (offer.map_size - 1) << 1 } else { 0 };
+    FS_OPT_ENABLED
+        | FS_OPT_MAPSIZE
+        | size
+        | if offer.shared_input { FS_OPT_SHDMEM_FUZZ } else { 0 }
+        | if offer.cmplog { FS_OPT_NEWCMPLOG } else { 0 }
 }
 
 /// The AFL++ version the fuzzer binary `bytes` names (`++4.04c` → (4, 4)).
@@ -113,9 +130,10 @@ pub fn expected_protocol() -> Option<Protocol> {
 /// Greets the fuzzer and tells it the map size, and that test cases should come through
 /// shared memory when `shared_input`. `Ok(None)`: nobody listens on the status descriptor
 /// (the program runs outside a fuzzer, once).
-pub fn start(map_size: u32, shared_input: bool, expected: Option<Protocol>) -> io::Result<Option<Started>> {
+pub fn start(offer: Offer, expected: Option<Protocol>) -> io::Result<Option<Started>> {
+    let Offer { map_size, shared_input, .. } = offer;
     if expected == Some(Protocol::Classic) {
-        if write_word(STATUS_FD, classic_options(map_size, shared_input)).is_err() {
+        if write_word(STATUS_FD, classic_options(offer)).is_err() {
             return Ok(None);
         }
         if shared_input {
@@ -150,10 +168,12 @@ mod tests {
 
     #[test]
     fn the_classic_options_carry_the_map_size() {
-        assert_eq!(classic_options(65536, false), 0x8000_0001 | 0x4000_0000 | (65535 << 1));
-        assert_eq!(classic_options(65536, true) & 0x0100_0000, 0x0100_0000);
+        let offer = |map_size, shared_input, cmplog| Offer { map_size, shared_input, cmplog };
+        assert_eq!(classic_options(offer(65536, false, false)), 0x8000_0001 | 0x4000_0000 | (65535 << 1));
+        assert_eq!(classic_options(offer(65536, true, false)) & 0x0100_0000, 0x0100_0000);
+        assert_eq!(classic_options(offer(65536, false, true)) & 0x0f00_0000, 0x0200_0000);
         // AFL++'s FS_OPT_GET_MAPSIZE gives the size back.
-        let word = classic_options(1 << 20, false);
+        let word = classic_options(offer(1 << 20, false, false));
         assert_eq!(((word & 0x00ff_fffe) >> 1) + 1, 1 << 20);
     }
 }

@@ -30,9 +30,11 @@ use std::sync::MutexGuard;
 /// listens: the program then runs once.
 pub fn serve(ctx: &mut ThreadCtx, eng: &mut MutexGuard<'static, Engine>) {
     let map_size = eng.fork_server.as_ref().map_or(0, |f| f.map_size) as u32;
+    let cmplog = eng.fork_server.as_ref().is_some_and(|f| f.cmplog);
     eng.fork_server = None;
     let shared_input = eng.persistent.as_ref().is_some_and(|p| p.wants_shared_input());
-    let started = match handshake::start(map_size, shared_input, handshake::expected_protocol()) {
+    let offer = handshake::Offer { map_size, shared_input, cmplog };
+    let started = match handshake::start(offer, handshake::expected_protocol()) {
         Ok(Some(s)) => s,
         Ok(None) => return,
         Err(e) => stop(&format!("afl: the fuzzer broke off the fork-server handshake: {e}")),

@@ -12,6 +12,8 @@ pub struct ForkServerOptions {
     pub entry: Option<u64>,
     /// The persistent loop, when asked for.
     pub persistent: Option<PersistentOptions>,
+    /// The process logs comparisons for the fuzzer (`__AFL_CMPLOG_SHM_ID` is set).
+    pub cmplog: bool,
 }
 
 impl ForkServerOptions {
@@ -24,7 +26,8 @@ impl ForkServerOptions {
             ),
             Err(_) => None,
         };
-        Ok(ForkServerOptions { map_size, entry, persistent: PersistentOptions::from_env()? })
+        let cmplog = std::env::var_os("__AFL_CMPLOG_SHM_ID").is_some();
+        Ok(ForkServerOptions { map_size, entry, persistent: PersistentOptions::from_env()?, cmplog })
     }
 }
 
@@ -49,7 +52,7 @@ mod tests {
 
     #[test]
     fn the_start_is_the_entry_point_unless_afl_entrypoint_says() {
-        let opts = |entry| ForkServerOptions { map_size: 65536, entry, persistent: None };
+        let opts = |entry| ForkServerOptions { map_size: 65536, entry, persistent: None, cmplog: false };
         assert_eq!(start_address(&opts(None), 0x5555_0000_1040, 0x5555_0000_0000), 0x5555_0000_1040);
         assert_eq!(start_address(&opts(Some(0x1189)), 0x5555_0000_1040, 0x5555_0000_0000), 0x5555_0000_1189);
         assert_eq!(start_address(&opts(Some(0x401136)), 0x401040, 0), 0x401136);
