@@ -99,6 +99,12 @@ pub fn private(len: usize) -> Result<LowMemory, LowMemoryError> {
 }
 
 impl LowMemory {
+    /// Maps all of it into this process's page tables now, for writing: a forked child does
+    /// not inherit the entries of shared memory and would take a fault on each page.
+    pub fn populate(&self) {
+        rewire_mem::populate_write(self.addr as u64, self.len);
+    }
+
     /// Puts private zeroed memory where this mapping was: writes through its address no
     /// longer reach whoever shares it (a segment stays the fuzzer's, unchanged from now on).
     pub fn make_private(&self) -> Result<(), LowMemoryError> {

@@ -163,6 +163,11 @@ impl Tool for Afl {
         true
     }
 
+    fn on_fork_child(&mut self) {
+        // Edge ids are spread over the whole map: a child would fault on nearly every page.
+        self.map.populate();
+    }
+
     fn on_persistent_loop(&mut self, event: LoopEvent) {
         // The fuzzer compares iterations: the edges from the entry point to the loop, and
         // from the last return to the exit, would be in the first and last only.
