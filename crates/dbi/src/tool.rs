@@ -255,8 +255,11 @@ impl Output {
 pub struct Finish<'a> {
     pub(crate) contexts: &'a [u64],
     pub(crate) exited: &'a [u64],
-    /// What counters gained through the merged counts of traces.
-    pub(crate) merged: rustc_hash::FxHashMap<u32, u64>,
+    pub(crate) frags: &'a crate::cache::fragments::Fragments,
+    /// What counters gained through the merged counts of traces, worked out at the first
+    /// [`Finish::total`] (a tool that reads no counter, like `afl` in each fork-server
+    /// child, does not pay for a walk over every fragment).
+    pub(crate) merged: std::cell::OnceCell<rustc_hash::FxHashMap<u32, u64>>,
     /// Every module segment seen.
     pub segments: &'a [Segment],
     /// Where to write.
@@ -268,7 +271,8 @@ pub struct Finish<'a> {
 impl Finish<'_> {
     /// The total of `counter` over all threads.
     pub fn total(&self, counter: Counter) -> u64 {
-        raw_total(self.contexts, self.exited, counter.0).wrapping_add(self.merged.get(&counter.0).copied().unwrap_or(0))
+        let merged = self.merged.get_or_init(|| self.frags.merged_totals(|offset| raw_total(self.contexts, self.exited, offset)));
+        raw_total(self.contexts, self.exited, counter.0).wrapping_add(merged.get(&counter.0).copied().unwrap_or(0))
     }
 }
 

@@ -10,11 +10,11 @@ use crate::tool;
 pub(crate) fn flush_tool_output() {
     let Some(mut eng) = try_engine() else { return };
     let Engine { tool, contexts, exited_counters, modules, opts, exe, frags, .. } = &mut *eng;
-    let merged = frags.merged_totals(|offset| tool::raw_total(contexts, exited_counters, offset));
     tool.on_exit(&tool::Finish {
         contexts,
         exited: exited_counters,
-        merged,
+        frags,
+        merged: std::cell::OnceCell::new(),
         segments: modules.segments(),
         output: &opts.output,
         program: &exe.to_string_lossy(),
