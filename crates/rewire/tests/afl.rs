@@ -257,6 +257,42 @@ fn cmplog_gets_the_fuzzer_through_a_magic_number_strcmp_and_memcmp() {
 }
 
 #[test]
+fn a_main_and_a_secondary_instance_each_run_their_own_fork_server_and_sync() {
+    let seeds = dir().join("parallel-seeds");
+    std::fs::create_dir_all(&seeds).unwrap();
+    std::fs::write(seeds.join("seed"), b"F-seed").unwrap();
+    let out = dir().join("parallel");
+    let start = |role: &str, name: &str, seconds: &str| {
+        Command::new("afl-fuzz")
+            .envs([("AFL_NO_UI", "1"), ("AFL_SKIP_CPUFREQ", "1"), ("AFL_NO_AFFINITY", "1"), ("AFL_I_DONT_CARE_ABOUT_MISSING_CRASHES", "1")])
+            // The secondary imports what the main instance found before its own first cycle.
+            .env("AFL_IMPORT_FIRST", "1")
+            .args([role, name, "-s", "9", "-V", seconds, "-i"])
+            .arg(&seeds)
+            .arg("-o")
+            .arg(&out)
+            .args(["--", rewire(), "run", "-t", "afl", "--"])
+            .arg(target())
+            .arg("@@")
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("afl-fuzz (Debian package afl++)")
+    };
+    let mut main = start("-M", "main", "8");
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    let mut secondary = start("-S", "second", "5");
+    assert!(main.wait().unwrap().success() && secondary.wait().unwrap().success());
+    for name in ["main", "second"] {
+        let stats = std::fs::read_to_string(out.join(name).join("fuzzer_stats")).unwrap_or_default();
+        let field = |k: &str| stats.lines().find(|l| l.starts_with(k)).and_then(|l| l.split(':').nth(1)).map(str::trim).unwrap_or("");
+        assert!(field("execs_done").parse::<u64>().unwrap_or(0) > 100, "{name}: {stats}");
+        assert_eq!(field("stability"), "100.00%", "{name}: {stats}");
+    }
+    // The secondary read the main instance's queue (AFL++ records what it synced).
+    assert!(out.join("second/.synced/main").exists(), "the secondary synced from the main instance");
+}
+
+#[test]
 fn afl_fuzz_in_persistent_mode_sees_every_iteration_alike() {
     let program = build("afl_persistent");
     let addr = symbol(&program, "fuzz_one");
