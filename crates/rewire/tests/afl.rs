@@ -70,33 +70,31 @@ fn afl_showmap_sees_edges_that_differ_by_path_and_repeat_exactly() {
     assert_eq!(showmap(&crash, "d").0, Some(2));
 }
 
-#[test]
-fn afl_fuzz_finds_the_planted_crash_and_it_reproduces_natively() {
-    let seeds = dir().join("seeds");
+/// An `afl-fuzz` command on `program` under `rewire run -t afl`, seeded with `seed`, its
+/// findings in a directory of `name`, for at most `seconds` (fixed random seed), with the
+/// fuzzer options `extra`.
+fn afl_fuzz(name: &str, program: &Path, seed: &[u8], seconds: u32, extra: &[&str]) -> (Command, PathBuf) {
+    let seeds = dir().join(format!("{name}-seeds"));
     std::fs::create_dir_all(&seeds).unwrap();
-    // One of the two comparisons is met by the seed; the fuzzer must find the other byte.
-    std::fs::write(seeds.join("seed"), b"F-seed").unwrap();
-    let out = dir().join("findings");
-    let run = Command::new("afl-fuzz")
-        .envs([
-            ("AFL_NO_UI", "1"),
-            ("AFL_SKIP_CPUFREQ", "1"),
-            ("AFL_BENCH_UNTIL_CRASH", "1"),
-            ("AFL_I_DONT_CARE_ABOUT_MISSING_CRASHES", "1"),
-        ])
-        .env("AFL_NO_AFFINITY", "1")
-        .args(["-s", "7", "-V", "90", "-i"])
+    std::fs::write(seeds.join("seed"), seed).unwrap();
+    let out = dir().join(format!("{name}-findings"));
+    let mut cmd = Command::new("afl-fuzz");
+    cmd.envs([("AFL_NO_UI", "1"), ("AFL_SKIP_CPUFREQ", "1"), ("AFL_NO_AFFINITY", "1"), ("AFL_I_DONT_CARE_ABOUT_MISSING_CRASHES", "1")])
+        .args(extra)
+        .args(["-s", "7", "-V", &seconds.to_string(), "-i"])
         .arg(&seeds)
         .arg("-o")
         .arg(&out)
         .args(["--", rewire(), "run", "-t", "afl", "--"])
-        .arg(target())
-        .arg("@@")
-        .output()
-        .expect("afl-fuzz (Debian package afl++)");
-    let log = String::from_utf8_lossy(&run.stdout);
-    assert!(run.status.success(), "afl-fuzz failed: {log}{}", String::from_utf8_lossy(&run.stderr));
-    let crashes: Vec<PathBuf> = std::fs::read_dir(out.join("default/crashes"))
+        .arg(program)
+        .arg("@@");
+    (cmd, out)
+}
+
+/// What one instance of a campaign left in `dir`: its crash files and the fields of its
+/// `fuzzer_stats`.
+fn findings(dir: &Path) -> (Vec<PathBuf>, String) {
+    let crashes = std::fs::read_dir(dir.join("crashes"))
         .map(|d| {
             d.filter_map(|e| e.ok())
                 .map(|e| e.path())
@@ -104,12 +102,33 @@ fn afl_fuzz_finds_the_planted_crash_and_it_reproduces_natively() {
                 .collect()
         })
         .unwrap_or_default();
-    let stats = std::fs::read_to_string(out.join("default/fuzzer_stats")).unwrap_or_default();
+    (crashes, std::fs::read_to_string(dir.join("fuzzer_stats")).unwrap_or_default())
+}
+
+/// A field of `fuzzer_stats`.
+fn stat<'a>(stats: &'a str, key: &str) -> &'a str {
+    stats.lines().find(|l| l.split(':').next().is_some_and(|k| k.trim() == key)).and_then(|l| l.split(':').nth(1)).map_or("", str::trim)
+}
+
+/// Runs `afl_fuzz` until the first crash (or `seconds`), with `extra` options first: the
+/// crash files, the stats and afl-fuzz's output.
+fn fuzz_until_crash(name: &str, program: &Path, seed: &[u8], seconds: u32, extra: &[&str]) -> (Vec<PathBuf>, String, String) {
+    let (mut cmd, out) = afl_fuzz(name, program, seed, seconds, extra);
+    let run = cmd.env("AFL_BENCH_UNTIL_CRASH", "1").output().expect("afl-fuzz (Debian package afl++)");
+    let log = String::from_utf8_lossy(&run.stdout).into_owned();
+    assert!(run.status.success(), "afl-fuzz failed: {log}{}", String::from_utf8_lossy(&run.stderr));
+    let (crashes, stats) = findings(&out.join("default"));
+    (crashes, stats, log)
+}
+
+#[test]
+fn afl_fuzz_finds_the_planted_crash_and_it_reproduces_natively() {
+    // One of the two comparisons is met by the seed; the fuzzer must find the other byte.
+    let (crashes, stats, log) = fuzz_until_crash("planted", target(), b"F-seed", 90, &[]);
     assert!(!crashes.is_empty(), "a crash found within 90 s: {stats}");
     let native = Command::new(target()).arg(&crashes[0]).output().unwrap();
     assert_eq!(native.status.signal(), Some(libc_sigsegv()), "the crash file crashes the program natively too");
-    let stability = stats.lines().find(|l| l.starts_with("stability")).unwrap_or_default();
-    assert!(stability.contains("100.00%"), "a deterministic target is stable: {stability}");
+    assert_eq!(stat(&stats, "stability"), "100.00%", "a deterministic target is stable");
     // afl-fuzz offers 8 MiB while it asks for the size; a target that took it all would
     // have the fuzzer clear and scan 8 MiB after every run.
     assert!(log.contains("Target map size: 65536"), "rewire answers its own map size: {log}");
@@ -217,76 +236,34 @@ fn persistent_mode_runs_the_function_n_times_in_one_process_with_the_results_of_
     assert_ne!(runs[2].0, runs[1].0, "a new child after the crash");
 }
 
-/// `afl-fuzz` on `program` under rewire for at most `seconds`, stopping at the first crash,
-/// with `extra` options: the number of crashes it saved and its stats.
-fn fuzz_until_crash(program: &Path, name: &str, seed: &[u8], seconds: u32, extra: &[&str]) -> (usize, String) {
-    let seeds = dir().join(format!("{name}-seeds"));
-    std::fs::create_dir_all(&seeds).unwrap();
-    std::fs::write(seeds.join("seed"), seed).unwrap();
-    let out = dir().join(format!("{name}-findings"));
-    let run = Command::new("afl-fuzz")
-        .envs([("AFL_NO_UI", "1"), ("AFL_SKIP_CPUFREQ", "1"), ("AFL_NO_AFFINITY", "1"), ("AFL_BENCH_UNTIL_CRASH", "1")])
-        .env("AFL_I_DONT_CARE_ABOUT_MISSING_CRASHES", "1")
-        .args(extra)
-        .args(["-s", "5", "-V", &seconds.to_string(), "-i"])
-        .arg(&seeds)
-        .arg("-o")
-        .arg(&out)
-        .args(["--", rewire(), "run", "-t", "afl", "--"])
-        .arg(program)
-        .arg("@@")
-        .output()
-        .expect("afl-fuzz (Debian package afl++)");
-    assert!(run.status.success(), "afl-fuzz failed: {}", String::from_utf8_lossy(&run.stdout));
-    let crashes = std::fs::read_dir(out.join("default/crashes"))
-        .map(|d| d.filter_map(|e| e.ok()).filter(|e| e.file_name().to_string_lossy().starts_with("id:")).count())
-        .unwrap_or(0);
-    (crashes, std::fs::read_to_string(out.join("default/fuzzer_stats")).unwrap_or_default())
-}
-
 #[test]
 fn cmplog_gets_the_fuzzer_through_a_magic_number_strcmp_and_memcmp() {
     let program = build("afl_cmplog");
     let seed = [b'A'; 28];
     // Without comparison logging, 32 bits of magic and 20 bytes of strings are out of reach.
-    let (without, _) = fuzz_until_crash(&program, "no-cmplog", &seed, 8, &[]);
-    assert_eq!(without, 0);
+    let (without, _, _) = fuzz_until_crash("no-cmplog", &program, &seed, 8, &[]);
+    assert!(without.is_empty());
     // With it (`-c 0`: the same command, run again with __AFL_CMPLOG_SHM_ID), in seconds.
-    let (with, stats) = fuzz_until_crash(&program, "cmplog", &seed, 90, &["-c", "0"]);
-    assert_eq!(with, 1, "{stats}");
+    let (with, stats, _) = fuzz_until_crash("cmplog", &program, &seed, 90, &["-c", "0"]);
+    assert_eq!(with.len(), 1, "{stats}");
 }
 
 #[test]
 fn a_main_and_a_secondary_instance_each_run_their_own_fork_server_and_sync() {
-    let seeds = dir().join("parallel-seeds");
-    std::fs::create_dir_all(&seeds).unwrap();
-    std::fs::write(seeds.join("seed"), b"F-seed").unwrap();
-    let out = dir().join("parallel");
-    let start = |role: &str, name: &str, seconds: &str| {
-        Command::new("afl-fuzz")
-            .envs([("AFL_NO_UI", "1"), ("AFL_SKIP_CPUFREQ", "1"), ("AFL_NO_AFFINITY", "1"), ("AFL_I_DONT_CARE_ABOUT_MISSING_CRASHES", "1")])
-            // The secondary imports what the main instance found before its own first cycle.
-            .env("AFL_IMPORT_FIRST", "1")
-            .args([role, name, "-s", "9", "-V", seconds, "-i"])
-            .arg(&seeds)
-            .arg("-o")
-            .arg(&out)
-            .args(["--", rewire(), "run", "-t", "afl", "--"])
-            .arg(target())
-            .arg("@@")
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .expect("afl-fuzz (Debian package afl++)")
+    let start = |role: &str, name: &str, seconds: u32| {
+        let (mut cmd, _) = afl_fuzz("parallel", target(), b"F-seed", seconds, &[role, name]);
+        // The secondary imports what the main instance found before its own first cycle.
+        cmd.env("AFL_IMPORT_FIRST", "1").stdout(std::process::Stdio::null()).spawn().expect("afl-fuzz (Debian package afl++)")
     };
-    let mut main = start("-M", "main", "8");
+    let mut main = start("-M", "main", 8);
     std::thread::sleep(std::time::Duration::from_secs(3));
-    let mut secondary = start("-S", "second", "5");
+    let mut secondary = start("-S", "second", 5);
     assert!(main.wait().unwrap().success() && secondary.wait().unwrap().success());
+    let out = dir().join("parallel-findings");
     for name in ["main", "second"] {
-        let stats = std::fs::read_to_string(out.join(name).join("fuzzer_stats")).unwrap_or_default();
-        let field = |k: &str| stats.lines().find(|l| l.starts_with(k)).and_then(|l| l.split(':').nth(1)).map(str::trim).unwrap_or("");
-        assert!(field("execs_done").parse::<u64>().unwrap_or(0) > 100, "{name}: {stats}");
-        assert_eq!(field("stability"), "100.00%", "{name}: {stats}");
+        let (_, stats) = findings(&out.join(name));
+        assert!(stat(&stats, "execs_done").parse::<u64>().unwrap_or(0) > 100, "{name}: {stats}");
+        assert_eq!(stat(&stats, "stability"), "100.00%", "{name}: {stats}");
     }
     // The secondary read the main instance's queue (AFL++ records what it synced).
     assert!(out.join("second/.synced/main").exists(), "the secondary synced from the main instance");
@@ -296,27 +273,12 @@ fn a_main_and_a_secondary_instance_each_run_their_own_fork_server_and_sync() {
 fn afl_fuzz_in_persistent_mode_sees_every_iteration_alike() {
     let program = build("afl_persistent");
     let addr = symbol(&program, "fuzz_one");
-    let seeds = dir().join("persistent-seeds");
-    std::fs::create_dir_all(&seeds).unwrap();
-    std::fs::write(seeds.join("seed"), b"hello").unwrap();
-    let out = dir().join("persistent-findings");
-    let run = Command::new("afl-fuzz")
-        .envs([("AFL_NO_UI", "1"), ("AFL_SKIP_CPUFREQ", "1"), ("AFL_NO_AFFINITY", "1"), ("AFL_I_DONT_CARE_ABOUT_MISSING_CRASHES", "1")])
-        .env("REWIRE_AFL_PERSISTENT_ADDR", &addr)
-        .args(["-s", "3", "-V", "5", "-i"])
-        .arg(&seeds)
-        .arg("-o")
-        .arg(&out)
-        .args(["--", rewire(), "run", "-t", "afl", "--"])
-        .arg(&program)
-        .arg("@@")
-        .output()
-        .expect("afl-fuzz (Debian package afl++)");
+    let (mut cmd, out) = afl_fuzz("persistent", &program, b"hello", 5, &[]);
+    let run = cmd.env("REWIRE_AFL_PERSISTENT_ADDR", &addr).output().expect("afl-fuzz (Debian package afl++)");
     assert!(run.status.success(), "afl-fuzz failed: {}", String::from_utf8_lossy(&run.stdout));
-    let stats = std::fs::read_to_string(out.join("default/fuzzer_stats")).unwrap_or_default();
+    let (_, stats) = findings(&out.join("default"));
     // The way from the entry point to the loop is not part of the first iteration's map.
-    let stability = stats.lines().find(|l| l.starts_with("stability")).unwrap_or_default();
-    assert!(stability.contains("100.00%"), "{stats}");
+    assert_eq!(stat(&stats, "stability"), "100.00%", "{stats}");
 }
 
 #[test]

@@ -77,25 +77,23 @@ pub fn attach_segment(id: i32) -> Result<LowMemory, LowMemoryError> {
     Ok(LowMemory { addr: p as u64 as u32, len })
 }
 
-/// Maps `len` bytes of private zeroed memory below 2 GiB.
-pub fn private(len: usize) -> Result<LowMemory, LowMemoryError> {
-    let at = room(len)?;
-    // SAFETY: a fresh anonymous mapping at a free address (FIXED_NOREPLACE fails rather
-    // than replace anything).
+/// Maps `len` bytes of private zeroed read+write memory at `at` (`fixed`: the mmap flag
+/// that places it there).
+fn map_zeroed(at: u64, len: usize, fixed: i32) -> Result<u32, LowMemoryError> {
+    // SAFETY: anonymous memory at `at`: callers pass a free address with
+    // MAP_FIXED_NOREPLACE (which fails rather than replace anything), or their own mapping.
     let p = unsafe {
-        libc::mmap(
-            at as *mut _,
-            len,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED_NOREPLACE,
-            -1,
-            0,
-        )
+        libc::mmap(at as *mut _, len, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | fixed, -1, 0)
     };
     if p == libc::MAP_FAILED {
         return Err(LowMemoryError::Map { len, err: std::io::Error::last_os_error() });
     }
-    Ok(LowMemory { addr: p as u64 as u32, len })
+    Ok(p as u64 as u32)
+}
+
+/// Maps `len` bytes of private zeroed memory below 2 GiB.
+pub fn private(len: usize) -> Result<LowMemory, LowMemoryError> {
+    Ok(LowMemory { addr: map_zeroed(room(len)?, len, libc::MAP_FIXED_NOREPLACE)?, len })
 }
 
 impl LowMemory {
@@ -108,22 +106,7 @@ impl LowMemory {
     /// Puts private zeroed memory where this mapping was: writes through its address no
     /// longer reach whoever shares it (a segment stays the fuzzer's, unchanged from now on).
     pub fn make_private(&self) -> Result<(), LowMemoryError> {
-        let len = self.len.next_multiple_of(4096);
-        // SAFETY: replaces only this mapping's own pages (MAP_FIXED over memory this type
-        // owns), with memory of the same size and protection.
-        let p = unsafe {
-            libc::mmap(
-                self.addr as usize as *mut _,
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED,
-                -1,
-                0,
-            )
-        };
-        if p == libc::MAP_FAILED {
-            return Err(LowMemoryError::Map { len, err: std::io::Error::last_os_error() });
-        }
-        Ok(())
+        // Over this mapping's own pages only, with memory of the same size and protection.
+        map_zeroed(self.addr as u64, self.len.next_multiple_of(4096), libc::MAP_FIXED).map(|_| ())
     }
 }
