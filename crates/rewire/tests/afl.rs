@@ -138,11 +138,17 @@ fn libc_sigsegv() -> i32 {
     libc::SIGSEGV
 }
 
+/// `tests/c/NAME.c` built with `gcc -O2`, once however many tests ask at the same time.
 fn build(name: &str) -> PathBuf {
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tests/c/{name}.c"));
+    static BUILT: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+    let mut built = BUILT.lock().unwrap();
     let out = dir().join(name);
-    let st = Command::new("gcc").args(["-O2", "-o"]).arg(&out).arg(&src).status().expect("gcc");
-    assert!(st.success(), "gcc failed");
+    if !built.iter().any(|b| b == name) {
+        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tests/c/{name}.c"));
+        let st = Command::new("gcc").args(["-O2", "-o"]).arg(&out).arg(&src).status().expect("gcc");
+        assert!(st.success(), "gcc failed");
+        built.push(name.to_string());
+    }
     out
 }
 
