@@ -45,6 +45,9 @@ pub enum RunError {
     /// A tool's settings (its options or environment variables) cannot be used.
     #[error("{0}")]
     ToolSettings(String),
+    /// The program would gain privileges at exec, which the engine cannot give it.
+    #[error("{}: the program is {} and rewire cannot give it those privileges (it would run as you); run it without rewire, or with --unprivileged to run it without them", .0.display(), .1)]
+    Privileged(PathBuf, String),
     /// Something this machine or program needs that the engine does not do.
     #[error("not supported: {0}")]
     Unsupported(String),

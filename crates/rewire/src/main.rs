@@ -121,6 +121,11 @@ struct RunArgs {
     /// the same tool and options).
     #[arg(long)]
     no_follow: bool,
+    /// Run a set-user-ID, set-group-ID or file-capability PROGRAM without the privileges it
+    /// would get natively (rewire cannot give them; by default it refuses to run it). Such
+    /// programs that PROGRAM execs run natively, with their privileges, unless this is given.
+    #[arg(long)]
+    unprivileged: bool,
     /// Testing aid: never link exits, so every exit goes through the dispatcher.
     #[arg(long, hide = true)]
     no_link: bool,
@@ -213,6 +218,7 @@ fn run(args: RunArgs) -> anyhow::Result<u8> {
             no_link: args.no_link,
             strip_exec: args.strip_exec,
             no_follow: args.no_follow,
+            unprivileged: args.unprivileged,
             traces: rewire_dbi::engine::TraceOptions {
                 enabled: !args.no_traces,
                 threshold: args.trace_threshold,
@@ -229,7 +235,7 @@ fn run(args: RunArgs) -> anyhow::Result<u8> {
             // 1 for settings rewire cannot use.
             Ok(match e {
                 rewire_dbi::RunError::NotFound(_) => 127,
-                rewire_dbi::RunError::ToolSettings(_) => 1,
+                rewire_dbi::RunError::ToolSettings(_) | rewire_dbi::RunError::Privileged(..) => 1,
                 _ => 126,
             })
         }

@@ -7,13 +7,16 @@
 use crate::arch::context::{reg, ThreadCtx};
 use crate::engine::fork_server;
 use crate::engine::fork_server::persistent::Next;
+use crate::engine::signal_handler;
 use crate::engine::state::{engine, Engine, NoFragment};
 use crate::engine::stats;
 use crate::engine::syscalls;
 use crate::engine::trace_builder;
 use crate::os::appmem;
+use crate::os::credentials;
 use crate::os::modules;
-use crate::os::process_end::stop;
+use crate::os::process_end::{flush, stop};
+use crate::os::sigmask::kernel_default;
 use crate::os::signals::{self, bad_jump};
 use crate::tool::{self, LoopEvent};
 use crate::translate::{ExitKind, ExitRecord};
@@ -134,6 +137,22 @@ fn dispatch(ctx: &mut ThreadCtx) {
     }
     let id = match eng.fragment_for(tag) {
         Ok(id) => id,
+        Err(NoFragment::NotExecutable) if credentials::traced() => {
+            // A tracer reads the registers of the fault (gdb's start-up probe jumps to a
+            // non-executable page on purpose): the jump is made for real, from the
+            // program's state. At the default action the kernel's SIGSEGV ends the process
+            // as natively; else the signal handler takes the fault as the program's.
+            drop(eng);
+            if signals::fault_ends_the_program() {
+                flush();
+                kernel_default(libc::SIGSEGV as usize);
+            } else {
+                signal_handler::expect_native_fault(tag);
+            }
+            ctx.next_pc = tag;
+            ctx.in_cache = 1;
+            return;
+        }
         Err(NoFragment::NotExecutable) => {
             drop(eng);
             bad_jump(tag, ctx.regs.gpr[reg::RSP])

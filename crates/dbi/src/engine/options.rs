@@ -23,6 +23,9 @@ pub struct EngineOptions {
     pub no_link: bool,
     /// Let programs the program execs run natively (not under the engine).
     pub no_follow: bool,
+    /// Run a set-user-ID, set-group-ID or file-capability program without the privileges
+    /// it would get natively, instead of refusing to.
+    pub unprivileged: bool,
     /// Take execute permission away from the application's own code, so that any
     /// instruction run outside the cache would fault: a testing aid.
     pub strip_exec: bool,
@@ -42,6 +45,7 @@ impl EngineOptions {
             (self.no_link, c"--no-link"),
             (self.strip_exec, c"--strip-exec"),
             (self.no_follow, c"--no-follow"),
+            (self.unprivileged, c"--unprivileged"),
             (t.hitcount, c"--hitcount"),
             (t.per_module, c"--per-module"),
             (!self.traces.enabled, c"--no-traces"),

@@ -12,6 +12,7 @@ use crate::os::modules;
 use crate::os::process_end::die;
 use crate::os::report::report;
 use crate::os::signals::{action, instruction_at, signal_name, SignalsOf, DEFAULT_IGNORED, FAULT_SIGNALS, SEGV_ACCERR, SIG_DFL, SIG_IGN};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// The current thread's context (GS base).
 fn current_ctx() -> &'static mut ThreadCtx {
@@ -84,6 +85,11 @@ pub(crate) extern "C" fn rewire_on_signal(sig: i32, info: *mut libc::siginfo_t, 
     match in_cache {
         // At an instruction boundary (or faulting there): the state is the program's.
         Some((app, clean)) if clean || kernel_fault => redirect(ctx, uc, app, eng.as_ref().and_then(|e| e.frags.correction_at(pc))),
+        // The dispatcher's real jump to a non-executable address: the registers are the
+        // program's, at the fault, as in the cache.
+        _ if kernel_fault && pc != 0 && NATIVE_FAULT_AT.compare_exchange(pc, 0, Ordering::SeqCst, Ordering::SeqCst).is_ok() => {
+            redirect(ctx, uc, pc, None)
+        }
         _ if kernel_fault => {
             report(&format!("internal error: {} at {pc:#x} ({}) outside program code", signal_name(sig), modules::describe(pc)));
             drop(eng);
@@ -99,6 +105,15 @@ pub(crate) extern "C" fn rewire_on_signal(sig: i32, info: *mut libc::siginfo_t, 
             }
         }
     }
+}
+
+/// The application address a traced thread jumps to for real to fault there (0: none):
+/// see `dispatch`. Its SIGSEGV is the program's own fault at that address.
+static NATIVE_FAULT_AT: AtomicU64 = AtomicU64::new(0);
+
+/// The next SIGSEGV at `app` comes from a jump the dispatcher makes for real there.
+pub(crate) fn expect_native_fault(app: u64) {
+    NATIVE_FAULT_AT.store(app, Ordering::SeqCst);
 }
 
 /// Makes the interrupted thread, stopped at the start of the translation of application

@@ -17,7 +17,7 @@ use crate::os::brk::Brk;
 use crate::os::modules::Modules;
 use crate::os::regions::ExecRegions;
 use crate::os::report::open_report_fd;
-use crate::os::{loader, process_end, signals, stack, symbols};
+use crate::os::{credentials, loader, process_end, signals, stack, symbols};
 use crate::tool::{Program, Tool};
 use crate::translate::{ExitKind, ExitRecord};
 use std::convert::Infallible;
@@ -40,9 +40,16 @@ pub fn run_tool(tool: Box<dyn Tool>, opts: Options) -> Result<Infallible, RunErr
         }
     }
     let loaded = loader::load(&opts.command, opts.argv0.as_deref())?;
+    if let Some(gain) = credentials::gained_at_exec(&loaded.program.path).filter(|_| !opts.engine.unprivileged) {
+        return Err(RunError::Privileged(loaded.program.path.clone(), gain.to_string()));
+    }
     open_report_fd();
+    // A shell sets `_` to the command it ran: rewire, where natively it is the program.
+    let rewire_path = std::env::current_exe().ok();
     let envp: Vec<CString> = std::env::vars_os()
         .map(|(k, v)| {
+            let names_rewire = k == "_" && std::fs::canonicalize(&v).ok() == rewire_path;
+            let v = if names_rewire { loaded.program.path.clone().into_os_string() } else { v };
             let mut b = k.into_vec();
             b.push(b'=');
             b.extend(v.into_vec());

@@ -8,6 +8,7 @@
 pub mod appmem;
 pub mod brk;
 pub mod code_writes;
+pub mod credentials;
 pub mod loader;
 pub mod low_memory;
 pub mod modules;

@@ -211,6 +211,13 @@ pub(crate) fn instruction_at(pc: u64) -> String {
     rewire_x86::decode::format_instruction(&d.decode())
 }
 
+/// True when the program's SIGSEGV is at its default action, its tracer (if any) the only
+/// one to see the fault: a jump to memory that is not executable can then be made for real,
+/// from the program's own registers (see `engine::dispatch`).
+pub fn fault_ends_the_program() -> bool {
+    action(libc::SIGSEGV as usize)[0] == SIG_DFL
+}
+
 /// The program jumped to `target`, which is not executable: natively a SIGSEGV there.
 pub fn bad_jump(target: u64, sp: u64) -> ! {
     report(&format!(

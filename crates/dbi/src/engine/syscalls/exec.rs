@@ -1,4 +1,8 @@
-//! Following `execve`: the new program runs under rewire too, with the same options. The
+//! Following `execve`: the new program runs under rewire too, with the same options, unless
+//! it would gain privileges at exec (set-ID or file capabilities: the kernel grants them
+//! only to a program it execs itself; `--unprivileged` runs it under rewire without them)
+//! or a tracer is attached (it must see the program itself): those run natively, as with
+//! `--no-follow`. The
 //! call becomes an `execve` of rewire itself (`rewire run OPTIONS --argv0=ARGV0 -- PATH
 //! ARGS...`) with the program's environment passed unchanged. Errors the kernel would give
 //! for the program itself (missing, not executable, not a format it runs) are checked first
@@ -8,6 +12,7 @@ use super::exe_path::names_exe;
 use super::{err, raw, Call, Outcome};
 use crate::engine::state::engine;
 use crate::os::appmem;
+use crate::os::credentials;
 use crate::os::loader;
 use crate::os::process_end::{flush, rearm, stop};
 use std::ffi::CString;
@@ -53,7 +58,12 @@ fn execve(a: [u64; 6]) -> u64 {
     let Some(path) = appmem::read_cstr(a[0], 4096).and_then(|p| CString::new(p).ok()) else { return err(libc::EFAULT) };
     let Some(argv) = read_strings(a[1]) else { return err(libc::EFAULT) };
     let path = if names_exe(a[0]) { engine().exe.clone() } else { path };
-    let follow = !engine().opts.no_follow;
+    let (no_follow, unprivileged) = {
+        let eng = engine();
+        (eng.opts.no_follow, eng.opts.unprivileged)
+    };
+    let gains = || credentials::gained_at_exec(std::path::Path::new(std::ffi::OsStr::from_bytes(path.as_bytes()))).is_some();
+    let follow = !no_follow && !credentials::traced() && (unprivileged || !gains());
     match loader::exec_check(std::path::Path::new(std::ffi::OsStr::from_bytes(path.as_bytes()))) {
         Err(e) => return err(e),
         Ok(runs_under_engine) if !runs_under_engine || !follow => {
