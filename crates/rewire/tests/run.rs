@@ -424,3 +424,17 @@ fn code_rewritten_often_falls_back_to_self_verifying_blocks() {
     let stale: u64 = line.split(", ").nth(1).and_then(|s| s.split(' ').next()).unwrap().parse().unwrap();
     assert!(stale > 100, "{line}");
 }
+
+#[test]
+fn a_system_call_that_writes_code_the_program_ran_succeeds_as_natively() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/c/read_into_code.c");
+    let out = build_dir().join("read_into_code");
+    assert!(Command::new("gcc").args(["-O2", "-o"]).arg(&out).arg(&src).status().expect("gcc").success());
+    let program = out.to_str().unwrap();
+    // The page rewire write-protected after running its code: read() into it must not fail
+    // with EFAULT, and the new code must run.
+    for options in [&[][..], &["--trace-threshold", "1"], &["-t", "inscount"]] {
+        let outcome = same(options, &[program], b"");
+        assert_eq!(outcome.stdout, b"first 7, read 6, second 9\n");
+    }
+}

@@ -81,6 +81,13 @@ impl CodeWrites {
         }
     }
 
+    /// The pages the engine protected in `range`: a system call that writes there would get
+    /// EFAULT from the kernel instead of a fault the engine sees, so the caller lifts them
+    /// first (with [`CodeWrites::write_fault`]).
+    pub fn protected_in(&self, range: Range<u64>) -> Vec<u64> {
+        self.protected.range(range.start & !(PAGE - 1)..range.end).copied().collect()
+    }
+
     /// A write fault at `addr`: if it hit a page the engine protected, gives write
     /// permission back and returns the page (whose fragments must go).
     pub fn write_fault(&mut self, addr: u64) -> Option<Range<u64>> {

@@ -93,6 +93,7 @@ pub fn handle(ctx: &mut ThreadCtx, next: u64) -> u64 {
         eng.tool.on_syscall(&mut syscall)
     };
     let (nr, a) = (syscall.nr, syscall.args);
+    lift_code_pages(a);
     let outcome = match skipped {
         Some(result) => Outcome::Returns(result),
         None => match HANDLERS.get(nr as usize).copied().flatten() {
@@ -114,6 +115,23 @@ pub fn handle(ctx: &mut ThreadCtx, next: u64) -> u64 {
     r.gpr[reg::RCX] = next;
     r.gpr[reg::R11] = r.rflags;
     next
+}
+
+/// Gives write permission back to the code pages the engine protected that a call's
+/// pointer arguments reach (`read()` into a JIT's page): the kernel would fail the call with
+/// EFAULT where the program natively succeeds. A pointer reaches as far as the largest
+/// other argument below 1 GiB (a buffer's length, in practice); the page's fragments go, as
+/// for a write fault.
+fn lift_code_pages(a: [u64; 6]) {
+    let mut eng = engine();
+    let len = a.iter().copied().filter(|&v| v < 1 << 30).max().unwrap_or(0).max(1);
+    for &v in &a {
+        for page in eng.code_writes.protected_in(v..v.saturating_add(len)) {
+            if let Some(range) = eng.code_writes.write_fault(page) {
+                eng.invalidate(range);
+            }
+        }
+    }
 }
 
 /// The signal mask a call installs while it waits, if it takes one.
