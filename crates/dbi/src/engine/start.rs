@@ -7,7 +7,7 @@ use crate::arch::context::reg;
 use crate::arch::context_block::ContextBlock;
 use crate::arch::{self, heap};
 use crate::cache::CodeCache;
-use crate::engine::finish::flush_tool_output;
+use crate::engine::finish::{flush_tool_output, start_flushing};
 use crate::engine::fork_server::options::{run_time, start_address};
 use crate::engine::fork_server::persistent::{Persistent, PersistentOptions};
 use crate::engine::options::Options;
@@ -16,7 +16,7 @@ use crate::error::RunError;
 use crate::os::brk::Brk;
 use crate::os::modules::Modules;
 use crate::os::regions::ExecRegions;
-use crate::os::report::open_report_fd;
+use crate::os::report::{open_report_fd, route_death_reports};
 use crate::os::{loader, process_end, signals, stack, symbols};
 use crate::tool::{Program, Tool};
 use crate::translate::{ExitKind, ExitRecord};
@@ -34,13 +34,10 @@ pub fn run_tool(tool: Box<dyn Tool>, opts: Options) -> Result<Infallible, RunErr
     heap::prepare();
     process_end::on_end(flush_tool_output);
     let modules = Modules::excluding_current();
-    if let Some(dir) = &opts.engine.output.dir {
-        if !dir.is_dir() {
-            return Err(RunError::Io(dir.clone(), std::io::Error::from(std::io::ErrorKind::NotFound)));
-        }
-    }
+    opts.engine.output.prepare()?;
     let loaded = loader::load(&opts.command, opts.argv0.as_deref())?;
     open_report_fd();
+    route_death_reports(opts.engine.verbose, opts.engine.output.log.as_deref());
     let envp: Vec<CString> = std::env::vars_os()
         .map(|(k, v)| {
             let mut b = k.into_vec();
@@ -93,9 +90,13 @@ pub fn run_tool(tool: Box<dyn Tool>, opts: Options) -> Result<Infallible, RunErr
     // SAFETY: gettid has no effects.
     block.ctx().tid = unsafe { libc::gettid() } as u64;
     engine.tool.on_thread_start(block.ctx().tid as u32);
+    let flush_interval = engine.opts.flush_interval;
     engine.install();
+    if let Some(every) = flush_interval {
+        start_flushing(every);
+    }
     unregister_rseq();
-    signals::install_fault_handlers();
+    signals::install_handlers();
     set_process_name(&loaded.execfn);
 
     let top = (arch::stack_pointer() - STACK_GAP) & !0xfff;
