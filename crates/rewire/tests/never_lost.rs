@@ -139,15 +139,11 @@ fn read_drcov(path: &Path) -> Drcov {
     let n: usize = std::str::from_utf8(&rest[10..newline]).unwrap().strip_suffix(" bbs").unwrap().parse().unwrap();
     let records = &rest[newline + 1..];
     assert_eq!(records.len(), n * 8, "{}: {n} records announced", path.display());
+    // {u32 start, u16 size, u16 module id}, little-endian: one u64 each.
     let blocks: Vec<(u32, u16, u16)> = records
         .chunks_exact(8)
-        .map(|r| {
-            (
-                u32::from_le_bytes(r[..4].try_into().unwrap()),
-                u16::from_le_bytes(r[4..6].try_into().unwrap()),
-                u16::from_le_bytes(r[6..].try_into().unwrap()),
-            )
-        })
+        .map(|r| u64::from_le_bytes(r.try_into().unwrap()))
+        .map(|r| (r as u32, (r >> 32) as u16, (r >> 48) as u16))
         .collect();
     for &(start, size, id) in &blocks {
         let m = modules.get(id as usize).expect("a block's module is in the table");

@@ -14,7 +14,7 @@ use crate::engine::trace_builder;
 use crate::os::appmem;
 use crate::os::modules;
 use crate::os::process_end::stop;
-use crate::os::signals::{self, bad_jump};
+use crate::os::signals::{self, bad_jump, SignalsOf};
 use crate::tool;
 use crate::translate::{ExitKind, ExitRecord};
 
@@ -151,6 +151,12 @@ fn dispatch(ctx: &mut ThreadCtx) {
         _ => {}
     }
     ctx.next_pc = entry;
+    if ctx.signals().any_pending() {
+        // A signal came while this thread held the lock, so its handler could unlink nothing:
+        // the fragment it enters now exits to the dispatcher, which delivers it.
+        let Engine { frags, cache, .. } = &mut *eng;
+        frags.unlink_fragment_at(cache, entry);
+    }
     // Still under the lock: an invalidation after this point sees the thread in the cache.
     ctx.in_cache = 1;
 }
