@@ -261,6 +261,22 @@ fn exits_from_any_thread_and_exec() {
 }
 
 #[test]
+fn the_program_sees_its_own_dispositions() {
+    let argv = [dies(), "dispositions"];
+    let stdout = |mut cmd: Command| {
+        let out = cmd.output().unwrap();
+        (out.status.into_raw(), String::from_utf8(out.stdout).unwrap())
+    };
+    let native = stdout(command(None, &argv));
+    let dir = scratch("dispositions");
+    let under = stdout(command(Some(&["-t", "cov", "-o", dir.to_str().unwrap()]), &argv));
+    assert_eq!(under, native);
+    assert_eq!(native.0, libc::SIGUSR1);
+    assert!(native.1.starts_with("15:default 2:default 1:default 10:default 11:default"), "{}", native.1);
+    assert!(only_drcov(&dir).covers(function_address("marker")));
+}
+
+#[test]
 fn core_dumping_signals_dump_core_as_natively() {
     let dir = scratch("core");
     let with_core = |options: Option<&[&str]>, argv: &[&str]| {

@@ -15,6 +15,8 @@
  *                         that thread runs `after_thread` and exits the process with 4
  *   dies exec             execv("/bin/true")
  *   dies exit N           return N
+ *   dies dispositions     print what sigaction says of a few signals, ignore SIGHUP and
+ *                         raise it, handle SIGUSR1 once, set it back to SIG_DFL, raise it
  */
 #define _GNU_SOURCE
 #include <pthread.h>
@@ -48,6 +50,21 @@ static void spin(void) {
 }
 
 static volatile int thread_done;
+
+static void on_usr1(int sig) {
+    (void)sig;
+    fputs("handled\n", stdout);
+}
+
+static void print_dispositions(void) {
+    int sigs[] = {SIGTERM, SIGINT, SIGHUP, SIGUSR1, SIGSEGV, SIGRTMIN, SIGRTMAX};
+    for (unsigned i = 0; i < sizeof sigs / sizeof sigs[0]; i++) {
+        struct sigaction old;
+        sigaction(sigs[i], NULL, &old);
+        printf("%d:%s ", sigs[i], old.sa_handler == SIG_DFL ? "default" : old.sa_handler == SIG_IGN ? "ignored" : "handler");
+    }
+    putchar('\n');
+}
 
 static void *exit_group_thread(void *arg) {
     (void)arg;
@@ -151,6 +168,20 @@ int main(int argc, char **argv) {
     if (!strcmp(mode, "exit")) {
         marker();
         return atoi(arg);
+    }
+    if (!strcmp(mode, "dispositions")) {
+        print_dispositions();
+        signal(SIGHUP, SIG_IGN);
+        raise(SIGHUP);
+        signal(SIGUSR1, on_usr1);
+        print_dispositions();
+        raise(SIGUSR1);
+        signal(SIGUSR1, SIG_DFL);
+        print_dispositions();
+        fflush(stdout);
+        marker();
+        raise(SIGUSR1);
+        return 1;
     }
     fprintf(stderr, "dies: unknown mode %s\n", mode);
     return 2;
