@@ -223,6 +223,10 @@ fn every_terminating_signal_sent_from_outside() {
     for sig in [libc::SIGTERM, libc::SIGINT, libc::SIGUSR1, libc::SIGRTMIN()] {
         check_end(&[dies(), "spin"], &|cmd| run_killed(cmd, sig), &format!("kill {sig} while looping"));
     }
+    // ... while another thread keeps taking the engine's lock.
+    for sig in [libc::SIGTERM, libc::SIGINT] {
+        check_end(&[dies(), "spin-busy"], &|cmd| run_killed(cmd, sig), &format!("kill {sig} while looping beside a busy thread"));
+    }
 }
 
 #[test]

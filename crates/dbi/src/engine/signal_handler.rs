@@ -10,7 +10,7 @@
 //! point where the thread holds no lock of the runtime's).
 
 use crate::arch::{self, context::ThreadCtx};
-use crate::engine::state::{redirect_record, try_engine, Engine};
+use crate::engine::state::{held_here, installed_engine, redirect_record, try_engine, Engine};
 use crate::os::modules;
 use crate::os::process_end::die;
 use crate::os::report::{report, report_death};
@@ -60,6 +60,12 @@ pub(crate) extern "C" fn rewire_on_signal(sig: i32, info: *mut libc::siginfo_t, 
                 return;
             }
         }
+    }
+    if eng.is_none() && !held_here() {
+        // Another thread holds the lock (briefly: never while it runs program code). Without
+        // it this thread could not be sent to the dispatcher, and could run on in linked code
+        // without ever taking its signal.
+        eng = installed_engine();
     }
     let in_cache = eng.as_ref().and_then(|e| e.frags.translate_point(pc));
     if (handler == SIG_DFL || handler == SIG_IGN) && kernel_fault {

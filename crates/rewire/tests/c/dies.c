@@ -4,6 +4,8 @@
  *   dies raise SIG        kill(getpid(), SIG)
  *   dies wait             print "ready", then wait in pause() to be killed from outside
  *   dies spin             print "ready", then loop without system calls until killed
+ *   dies spin-busy        the same, while a second thread makes system calls without end
+ *                         (the engine's lock is often taken when the signal comes)
  *   dies fault KIND       segv | bus | fpe | ill: the fault itself
  *   dies pipe             write to a pipe nobody reads (SIGPIPE)
  *   dies timer KIND       real | virtual | prof: an interval timer's signal while looping
@@ -66,6 +68,12 @@ static void print_dispositions(void) {
     putchar('\n');
 }
 
+static void *syscall_thread(void *arg) {
+    (void)arg;
+    for (;;) getppid();
+    return NULL;
+}
+
 static void *exit_group_thread(void *arg) {
     (void)arg;
     marker();
@@ -102,6 +110,12 @@ int main(int argc, char **argv) {
         for (;;) pause();
     }
     if (!strcmp(mode, "spin")) {
+        ready();
+        spin();
+    }
+    if (!strcmp(mode, "spin-busy")) {
+        pthread_t t;
+        pthread_create(&t, NULL, syscall_thread, NULL);
         ready();
         spin();
     }
