@@ -251,9 +251,13 @@ impl Output {
 
     /// Makes sure the output can be written before the program starts: creates the `-o`
     /// directory (and its parents) if missing, and checks that a file can be created in it
-    /// and that the `--log` file can be appended to.
-    pub fn prepare(&self) -> Result<(), RunError> {
+    /// and that the `--log` file can be appended to. Both paths become absolute, so that a
+    /// program that changes directory still writes where the user asked.
+    pub fn prepare(&mut self) -> Result<(), RunError> {
         let unusable = |path: &Path, e: std::io::Error| RunError::Output(path.to_path_buf(), e);
+        for path in [&mut self.dir, &mut self.log].into_iter().flatten() {
+            *path = std::path::absolute(&*path).map_err(|e| unusable(path, e))?;
+        }
         if let Some(dir) = &self.dir {
             if dir.exists() && !dir.is_dir() {
                 return Err(unusable(dir, std::io::Error::from_raw_os_error(libc::ENOTDIR)));

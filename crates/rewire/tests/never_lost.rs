@@ -365,6 +365,12 @@ fn output_directories_are_made_or_refused_before_the_program_runs() {
     assert_eq!(out.status, 0, "{}", out.stderr);
     assert_eq!(std::fs::read_dir(&nested).unwrap().count(), 1);
     std::fs::remove_file(&ran).unwrap();
+    // Relative: to where rewire started, even when the program changes directory.
+    let mut cmd = command(Some(&["-t", "cov", "-o", "rel/out"]), &["sh", "-c", "cd / && echo"]);
+    cmd.current_dir(&base);
+    let out = run(cmd);
+    assert_eq!(out.status, 0, "{}", out.stderr);
+    assert!(std::fs::read_dir(base.join("rel/out")).unwrap().any(|e| e.unwrap().file_name().to_string_lossy().starts_with("drcov.")));
     // A regular file, and a path under one: refused, exit 1, the program not run.
     let file = base.join("file");
     std::fs::write(&file, "").unwrap();

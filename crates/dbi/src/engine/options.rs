@@ -65,13 +65,13 @@ impl EngineOptions {
         if let Some(every) = self.flush_interval {
             valued("--flush-interval", every.as_secs_f64().to_string().as_bytes());
         }
-        // Absolute, so that a program that changed directory still writes where the user asked.
-        let absolute = |p: &std::path::Path| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
+        // Absolute since `Output::prepare`, so that a program that changed directory still
+        // writes where the user asked.
         if let Some(dir) = &self.output.dir {
-            valued("--output-dir", absolute(dir).as_os_str().as_encoded_bytes());
+            valued("--output-dir", dir.as_os_str().as_encoded_bytes());
         }
         if let Some(log) = &self.output.log {
-            valued("--log", absolute(log).as_os_str().as_encoded_bytes());
+            valued("--log", log.as_os_str().as_encoded_bytes());
         }
         out
     }

@@ -30,7 +30,7 @@ const STACK_GAP: u64 = 256 << 10;
 /// Runs the program under the engine with your own `tool` (see `examples/call_edges.rs`).
 /// Programs it `execve`s run natively unless `opts.engine.tool` names a built-in tool to
 /// follow them with.
-pub fn run_tool(tool: Box<dyn Tool>, opts: Options) -> Result<Infallible, RunError> {
+pub fn run_tool(tool: Box<dyn Tool>, mut opts: Options) -> Result<Infallible, RunError> {
     heap::prepare();
     process_end::on_end(flush_tool_output);
     let modules = Modules::excluding_current();
