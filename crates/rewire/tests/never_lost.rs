@@ -212,6 +212,11 @@ fn every_terminating_signal_sent_by_the_program_itself() {
         let s = sig.to_string();
         check_end(&[dies(), "raise", &s], &run, &format!("raise {sig}"));
     }
+    // Blocked when sent: it comes when the program unblocks it.
+    for sig in [libc::SIGTERM, libc::SIGQUIT, libc::SIGRTMAX()] {
+        let s = sig.to_string();
+        check_end(&[dies(), "blocked", &s], &run, &format!("blocked {sig}"));
+    }
 }
 
 #[test]

@@ -2,6 +2,7 @@
  * every mode: a drcov file written at the end must hold its block.
  *
  *   dies raise SIG        kill(getpid(), SIG)
+ *   dies blocked SIG      the same with SIG blocked, then unblock it
  *   dies wait             print "ready", then wait in pause() to be killed from outside
  *   dies spin             print "ready", then loop without system calls until killed
  *   dies spin-busy        the same, while a second thread makes system calls without end
@@ -103,6 +104,16 @@ int main(int argc, char **argv) {
     if (!strcmp(mode, "raise")) {
         marker();
         kill(getpid(), atoi(arg));
+        return 0;
+    }
+    if (!strcmp(mode, "blocked")) {
+        sigset_t set;
+        sigemptyset(&set);
+        sigaddset(&set, atoi(arg));
+        sigprocmask(SIG_BLOCK, &set, NULL);
+        kill(getpid(), atoi(arg));
+        marker();
+        sigprocmask(SIG_UNBLOCK, &set, NULL);
         return 0;
     }
     if (!strcmp(mode, "wait")) {
