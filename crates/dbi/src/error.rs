@@ -6,7 +6,7 @@ impl RunError {
     /// The errno behind a failed system call, if that is what happened.
     pub fn errno(&self) -> Option<i32> {
         match self {
-            RunError::Sys(_, e) | RunError::Io(_, e) => e.raw_os_error(),
+            RunError::Sys(_, e) | RunError::Io(_, e) | RunError::Output(_, e) => e.raw_os_error(),
             _ => None,
         }
     }
@@ -27,6 +27,12 @@ pub enum RunError {
     /// A 32-bit ELF file.
     #[error("{}: 32-bit programs are not supported (x86-64 only)", .0.display())]
     Elf32(PathBuf),
+    /// An ELF file whose headers or segments end past the end of the file.
+    #[error("{}: truncated ELF file", .0.display())]
+    Truncated(PathBuf),
+    /// An ELF file whose headers make no sense (a segment the kernel would refuse to map).
+    #[error("{}: invalid ELF file: {}", .0.display(), .1)]
+    InvalidElf(PathBuf, String),
     /// An ELF file for another machine or of another type.
     #[error("{}: {}", .0.display(), .1)]
     WrongKind(PathBuf, String),
@@ -36,6 +42,9 @@ pub enum RunError {
     /// Reading or mapping a file failed.
     #[error("{}: {}", .0.display(), .1)]
     Io(PathBuf, std::io::Error),
+    /// The output directory (`-o`) or log file (`--log`) cannot be written.
+    #[error("{}: cannot write output there: {}", .0.display(), .1)]
+    Output(PathBuf, std::io::Error),
     /// A system call of the engine failed.
     #[error("{0} failed: {1}")]
     Sys(&'static str, std::io::Error),

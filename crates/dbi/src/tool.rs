@@ -7,6 +7,8 @@
 //! call happens under the engine's lock, one at a time.
 
 use crate::arch::context::{ThreadCtx, COUNTER_BYTES};
+use crate::error::RunError;
+use crate::os::process_end::output_lost;
 use crate::os::report::report;
 use crate::translate::{CounterAdd, EdgeHit};
 
@@ -18,7 +20,7 @@ pub use crate::os::report::report as warn;
 pub use crate::os::symbols::import_slots;
 use iced_x86::Instruction;
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// Options of the built-in tools.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -238,6 +240,7 @@ impl Output {
                     std::fs::OpenOptions::new().create(true).append(true).open(path).and_then(|mut f| f.write_all(text.as_bytes()));
                 if let Err(e) = written {
                     report(&format!("cannot write {}: {e}", path.display()));
+                    output_lost();
                 }
             }
             None => lines.iter().for_each(|l| report(l)),
@@ -248,6 +251,49 @@ impl Output {
     pub fn file(&self, name: &str) -> PathBuf {
         self.dir.clone().unwrap_or_else(|| PathBuf::from(".")).join(name)
     }
+
+    /// Makes sure the output can be written before the program starts: creates the `-o`
+    /// directory (and its parents) if missing, and checks that a file can be created in it
+    /// and that the `--log` file can be appended to. Both paths become absolute, so that a
+    /// program that changes directory still writes where the user asked.
+    pub fn prepare(&mut self) -> Result<(), RunError> {
+        let unusable = |path: &Path, e: std::io::Error| RunError::Output(path.to_path_buf(), e);
+        for path in [&mut self.dir, &mut self.log].into_iter().flatten() {
+            *path = std::path::absolute(&*path).map_err(|e| unusable(path, e))?;
+        }
+        if let Some(dir) = &self.dir {
+            if dir.exists() && !dir.is_dir() {
+                return Err(unusable(dir, std::io::Error::from_raw_os_error(libc::ENOTDIR)));
+            }
+            std::fs::create_dir_all(dir).map_err(|e| unusable(dir, e))?;
+            let probe = dir.join(format!(".rewire-probe.{}", std::process::id()));
+            std::fs::File::create(&probe).map_err(|e| unusable(dir, e))?;
+            let _ = std::fs::remove_file(&probe);
+        }
+        if let Some(log) = &self.log {
+            std::fs::OpenOptions::new().create(true).append(true).open(log).map_err(|e| unusable(log, e))?;
+        }
+        Ok(())
+    }
+
+    /// Reports that output was lost (`line` says what and where); the process then exits
+    /// with a failure status where the program's own would be success.
+    pub fn lost(&self, line: String) {
+        report(&line);
+        output_lost();
+    }
+}
+
+/// Writes `data` to `path` atomically: into a hidden file beside it, renamed over it once
+/// complete, so that no reader (and no process killed in the middle) sees a partial file.
+pub fn write_atomically(path: &Path, data: &[u8]) -> std::io::Result<()> {
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let temp = path.with_file_name(format!(".{name}.{}.tmp", std::process::id()));
+    let written = std::fs::write(&temp, data).and_then(|()| std::fs::rename(&temp, path));
+    if written.is_err() {
+        let _ = std::fs::remove_file(&temp);
+    }
+    written
 }
 
 /// What a tool sees at the end of the process.
@@ -341,6 +387,9 @@ pub trait Tool: Send + std::fmt::Debug {
     fn on_persistent_loop(&mut self, _event: LoopEvent) {}
     /// The process ends (or execs another program): write results.
     fn on_exit(&mut self, _finish: &Finish<'_>) {}
+    /// The program runs on, and `--flush-interval` asks for the output so far: rewrite the
+    /// tool's files (atomically, see [`write_atomically`]), report nothing.
+    fn on_checkpoint(&mut self, _finish: &Finish<'_>) {}
 }
 
 /// The tool that does nothing (what `rewire run` uses without `-t`).

@@ -76,11 +76,11 @@ struct RunArgs {
     /// the default).
     #[arg(short = 't', long = "tool", value_name = "TOOL")]
     tool: Option<String>,
-    /// Directory for the files tools write (cov: drcov.PROGRAM.PID.SEQ.proc.log). Default: the
-    /// current directory.
+    /// Directory for the files tools write (cov: drcov.PROGRAM.PID.SEQ.proc.log), created if
+    /// missing. Default: the current directory.
     #[arg(short = 'o', long = "output-dir", value_name = "DIR")]
     output_dir: Option<PathBuf>,
-    /// Append tool reports (and --stats) to FILE instead of stderr.
+    /// Append tool reports (and --stats, and how the program died) to FILE instead of stderr.
     #[arg(long, value_name = "FILE")]
     log: Option<PathBuf>,
     /// cov: drcov format version, 3 (module table version 5, per-segment offsets) or 2 (the
@@ -101,9 +101,14 @@ struct RunArgs {
     /// dispatcher by kind, links, indirect-branch lookup hits and misses, build rate.
     #[arg(long)]
     stats: bool,
-    /// Log every block as it is built (address, module+offset, sizes).
+    /// Log every block as it is built (address, module+offset, sizes), and say on stderr how
+    /// the program died (a fault, a signal).
     #[arg(long)]
     verbose: bool,
+    /// Rewrite the tool's output files (atomically) every SECS seconds while the program runs,
+    /// so that a SIGKILL (which rewire cannot catch) loses at most that much.
+    #[arg(long, value_name = "SECS", value_parser = parse_interval)]
+    flush_interval: Option<std::time::Duration>,
     /// Executions of a trace head (a backward branch's target, or an exit of a trace)
     /// before the blocks that follow it are stitched into a trace.
     #[arg(long, default_value_t = rewire_dbi::engine::DEFAULT_THRESHOLD, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
@@ -215,6 +220,7 @@ fn run(args: RunArgs) -> anyhow::Result<u8> {
             output: rewire_dbi::tool::Output { dir: args.output_dir, log: args.log },
             stats: args.stats,
             verbose: args.verbose,
+            flush_interval: args.flush_interval,
             no_link: args.no_link,
             strip_exec: args.strip_exec,
             no_follow: args.no_follow,
@@ -235,10 +241,18 @@ fn run(args: RunArgs) -> anyhow::Result<u8> {
             // 1 for settings rewire cannot use.
             Ok(match e {
                 rewire_dbi::RunError::NotFound(_) => 127,
-                rewire_dbi::RunError::ToolSettings(_) | rewire_dbi::RunError::Privileged(..) => 1,
+                rewire_dbi::RunError::ToolSettings(_) | rewire_dbi::RunError::Output(..) | rewire_dbi::RunError::Privileged(..) => 1,
                 _ => 126,
             })
         }
+    }
+}
+
+/// `--flush-interval`: a positive number of seconds.
+fn parse_interval(s: &str) -> Result<std::time::Duration, String> {
+    match s.parse::<f64>() {
+        Ok(secs) if secs > 0.0 && secs.is_finite() => Ok(std::time::Duration::from_secs_f64(secs)),
+        _ => Err(format!("{s:?} is not a positive number of seconds")),
     }
 }
 

@@ -148,8 +148,13 @@ fn a_crash_is_reported_at_the_application_address_and_ends_with_sigsegv() {
     for exe in cases() {
         let exe = exe.to_str().unwrap();
         let n = native(&[exe, "crash"], b"");
-        let (u, err) = under(&[], &[exe, "crash"], b"");
-        assert_eq!(n, u, "{err}");
+        // The report goes to the --log file (or stderr under --verbose), not the program's stderr.
+        let log = build_dir().join(format!("crash-{}.log", Path::new(exe).file_name().unwrap().to_str().unwrap()));
+        let _ = std::fs::remove_file(&log);
+        let (u, stderr) = under(&["--log", log.to_str().unwrap()], &[exe, "crash"], b"");
+        assert_eq!(n, u, "{stderr}");
+        assert_eq!(stderr, "");
+        let err = std::fs::read_to_string(&log).unwrap();
         assert_eq!(u.signal, Some(libc::SIGSEGV));
         let name = Path::new(exe).file_name().unwrap().to_str().unwrap();
         assert!(err.contains("killed by SIGSEGV"), "{err}");

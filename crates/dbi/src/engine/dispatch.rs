@@ -17,7 +17,7 @@ use crate::os::credentials;
 use crate::os::modules;
 use crate::os::process_end::{flush, stop};
 use crate::os::sigmask::kernel_default;
-use crate::os::signals::{self, bad_jump};
+use crate::os::signals::{self, bad_jump, SignalsOf};
 use crate::tool::{self, LoopEvent};
 use crate::translate::{ExitKind, ExitRecord};
 
@@ -178,6 +178,12 @@ fn dispatch(ctx: &mut ThreadCtx) {
         _ => {}
     }
     ctx.next_pc = entry;
+    if ctx.signals().any_pending() {
+        // A signal came while this thread held the lock, so its handler could unlink nothing:
+        // the fragment it enters now exits to the dispatcher, which delivers it.
+        let Engine { frags, cache, .. } = &mut *eng;
+        frags.unlink_fragment_at(cache, entry);
+    }
     // Still under the lock: an invalidation after this point sees the thread in the cache.
     ctx.in_cache = 1;
 }

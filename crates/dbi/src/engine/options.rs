@@ -17,8 +17,10 @@ pub struct EngineOptions {
     pub output: Output,
     /// Print statistics at exit.
     pub stats: bool,
-    /// Log every block built.
+    /// Log every block built, and report how the program died on stderr.
     pub verbose: bool,
+    /// Rewrite the tool's files this often while the program runs (`--flush-interval`).
+    pub flush_interval: Option<std::time::Duration>,
     /// Never link exits (every exit goes through the dispatcher): a testing aid.
     pub no_link: bool,
     /// Let programs the program execs run natively (not under the engine).
@@ -64,13 +66,16 @@ impl EngineOptions {
         valued("--top", t.top.to_string().as_bytes());
         valued("--trace-threshold", self.traces.threshold.to_string().as_bytes());
         valued("--trace-max-blocks", self.traces.max_blocks.to_string().as_bytes());
-        // Absolute, so that a program that changed directory still writes where the user asked.
-        let absolute = |p: &std::path::Path| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
+        if let Some(every) = self.flush_interval {
+            valued("--flush-interval", every.as_secs_f64().to_string().as_bytes());
+        }
+        // Absolute since `Output::prepare`, so that a program that changed directory still
+        // writes where the user asked.
         if let Some(dir) = &self.output.dir {
-            valued("--output-dir", absolute(dir).as_os_str().as_encoded_bytes());
+            valued("--output-dir", dir.as_os_str().as_encoded_bytes());
         }
         if let Some(log) = &self.output.log {
-            valued("--log", absolute(log).as_os_str().as_encoded_bytes());
+            valued("--log", log.as_os_str().as_encoded_bytes());
         }
         out
     }

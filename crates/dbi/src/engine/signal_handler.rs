@@ -4,13 +4,16 @@
 //! signal is recorded for its thread ([`crate::os::signals`] delivers it) and the thread is
 //! sent into the dispatcher: at once when it stopped at an instruction boundary in the cache
 //! or faulted there, else at its next exit (its fragment unlinked and its lookup table
-//! emptied). Faults with no program handler are reported and end the process as natively.
+//! emptied). Faults with no program handler are reported and end the process as natively;
+//! other signals left at a default action that ends the process are recorded the same way,
+//! and the dispatcher ends the process with them after the tool's output is written (at a
+//! point where the thread holds no lock of the runtime's).
 
 use crate::arch::{self, context::ThreadCtx};
-use crate::engine::state::{redirect_record, try_engine, Engine};
+use crate::engine::state::{held_here, installed_engine, redirect_record, try_engine, Engine};
 use crate::os::modules;
 use crate::os::process_end::die;
-use crate::os::report::report;
+use crate::os::report::{report, report_death};
 use crate::os::signals::{action, instruction_at, signal_name, SignalsOf, DEFAULT_IGNORED, FAULT_SIGNALS, SEGV_ACCERR, SIG_DFL, SIG_IGN};
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -59,25 +62,27 @@ pub(crate) extern "C" fn rewire_on_signal(sig: i32, info: *mut libc::siginfo_t, 
             }
         }
     }
+    if eng.is_none() && !held_here() {
+        // Another thread holds the lock (briefly: never while it runs program code). Without
+        // it this thread could not be sent to the dispatcher, and could run on in linked code
+        // without ever taking its signal.
+        eng = installed_engine();
+    }
     let in_cache = eng.as_ref().and_then(|e| e.frags.translate_point(pc));
-    if handler == SIG_DFL || handler == SIG_IGN {
-        if kernel_fault {
-            let name = signal_name(sig);
-            match in_cache {
-                Some((app, _)) => report(&format!(
-                    "the program was killed by {name} at {app:#x} ({}): {} (fault address {fault_addr:#x})",
-                    modules::describe(app),
-                    instruction_at(app)
-                )),
-                None => report(&format!("internal error: {name} at {pc:#x} ({}), fault address {fault_addr:#x}", modules::describe(pc))),
-            }
-            drop(eng);
-            die(sig);
+    if (handler == SIG_DFL || handler == SIG_IGN) && kernel_fault {
+        let name = signal_name(sig);
+        match in_cache {
+            Some((app, _)) => report_death(&format!(
+                "the program was killed by {name} at {app:#x} ({}): {} (fault address {fault_addr:#x})",
+                modules::describe(app),
+                instruction_at(app)
+            )),
+            None => report(&format!("internal error: {name} at {pc:#x} ({}), fault address {fault_addr:#x}", modules::describe(pc))),
         }
         drop(eng);
-        if handler == SIG_DFL && !DEFAULT_IGNORED.contains(&sig) {
-            die(sig);
-        }
+        die(sig);
+    }
+    if handler == SIG_IGN || (handler == SIG_DFL && DEFAULT_IGNORED.contains(&sig)) {
         return;
     }
     let ctx = current_ctx();

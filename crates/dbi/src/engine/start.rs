@@ -7,7 +7,7 @@ use crate::arch::context::reg;
 use crate::arch::context_block::ContextBlock;
 use crate::arch::{self, heap};
 use crate::cache::CodeCache;
-use crate::engine::finish::flush_tool_output;
+use crate::engine::finish::{flush_tool_output, start_flushing};
 use crate::engine::fork_server::options::{run_time, start_address};
 use crate::engine::fork_server::persistent::{Persistent, PersistentOptions};
 use crate::engine::options::Options;
@@ -16,7 +16,7 @@ use crate::error::RunError;
 use crate::os::brk::Brk;
 use crate::os::modules::Modules;
 use crate::os::regions::ExecRegions;
-use crate::os::report::open_report_fd;
+use crate::os::report::{open_report_fd, route_death_reports};
 use crate::os::{credentials, loader, process_end, signals, stack, symbols};
 use crate::tool::{Program, Tool};
 use crate::translate::{ExitKind, ExitRecord};
@@ -30,20 +30,17 @@ const STACK_GAP: u64 = 256 << 10;
 /// Runs the program under the engine with your own `tool` (see `examples/call_edges.rs`).
 /// Programs it `execve`s run natively unless `opts.engine.tool` names a built-in tool to
 /// follow them with.
-pub fn run_tool(tool: Box<dyn Tool>, opts: Options) -> Result<Infallible, RunError> {
+pub fn run_tool(tool: Box<dyn Tool>, mut opts: Options) -> Result<Infallible, RunError> {
     heap::prepare();
     process_end::on_end(flush_tool_output);
     let modules = Modules::excluding_current();
-    if let Some(dir) = &opts.engine.output.dir {
-        if !dir.is_dir() {
-            return Err(RunError::Io(dir.clone(), std::io::Error::from(std::io::ErrorKind::NotFound)));
-        }
-    }
+    opts.engine.output.prepare()?;
     let loaded = loader::load(&opts.command, opts.argv0.as_deref())?;
     if let Some(gain) = credentials::gained_at_exec(&loaded.program.path).filter(|_| !opts.engine.unprivileged) {
         return Err(RunError::Privileged(loaded.program.path.clone(), gain.to_string()));
     }
     open_report_fd();
+    route_death_reports(opts.engine.verbose, opts.engine.output.log.as_deref());
     // A shell sets `_` to the command it ran: rewire, where natively it is the program.
     let rewire_path = std::env::current_exe().ok();
     let envp: Vec<CString> = std::env::vars_os()
@@ -100,9 +97,13 @@ pub fn run_tool(tool: Box<dyn Tool>, opts: Options) -> Result<Infallible, RunErr
     // SAFETY: gettid has no effects.
     block.ctx().tid = unsafe { libc::gettid() } as u64;
     engine.tool.on_thread_start(block.ctx().tid as u32);
+    let flush_interval = engine.opts.flush_interval;
     engine.install();
+    if let Some(every) = flush_interval {
+        start_flushing(every);
+    }
     unregister_rseq();
-    signals::install_fault_handlers();
+    signals::install_handlers();
     set_process_name(&loaded.execfn);
 
     let top = (arch::stack_pointer() - STACK_GAP) & !0xfff;

@@ -22,6 +22,7 @@ use crate::translate::{self, BuildOptions, Decoded, ExitKind, ExitRecord, Insert
 use rustc_hash::FxHashMap;
 use smallvec::SmallVec;
 use std::ffi::CString;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Instant;
 
@@ -358,12 +359,62 @@ pub fn redirect_record() -> u64 {
     REDIRECT.address()
 }
 
+/// The engine under its lock: the guard also records which thread holds it, so that the
+/// end of the process can tell whether waiting for the lock would wait for itself.
+#[derive(Debug)]
+pub struct EngineGuard(MutexGuard<'static, Engine>);
+
+impl std::ops::Deref for EngineGuard {
+    type Target = Engine;
+    fn deref(&self) -> &Engine {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for EngineGuard {
+    fn deref_mut(&mut self) -> &mut Engine {
+        &mut self.0
+    }
+}
+
+impl Drop for EngineGuard {
+    fn drop(&mut self) {
+        LOCK_OWNER.store(0, Ordering::Release);
+    }
+}
+
+/// The thread holding the engine's lock (see [`this_thread`]), 0 when none.
+static LOCK_OWNER: AtomicUsize = AtomicUsize::new(0);
+
+/// A number that identifies the calling runtime thread (the address of a thread-local; a
+/// forked child's thread keeps its parent thread's, as it continues that thread).
+fn this_thread() -> usize {
+    thread_local! { static TOKEN: u8 = const { 0 } }
+    TOKEN.with(|t| t as *const u8 as usize)
+}
+
+fn held(guard: MutexGuard<'static, Engine>) -> EngineGuard {
+    LOCK_OWNER.store(this_thread(), Ordering::Release);
+    EngineGuard(guard)
+}
+
 /// The engine, locked.
-pub fn engine() -> MutexGuard<'static, Engine> {
-    ENGINE.get().expect("engine installed before the first dispatch").lock().unwrap_or_else(|p| p.into_inner())
+pub fn engine() -> EngineGuard {
+    held(ENGINE.get().expect("engine installed before the first dispatch").lock().unwrap_or_else(|p| p.into_inner()))
 }
 
 /// The engine, if it is installed and not locked (for signal handlers).
-pub fn try_engine() -> Option<MutexGuard<'static, Engine>> {
-    ENGINE.get()?.try_lock().ok()
+pub fn try_engine() -> Option<EngineGuard> {
+    ENGINE.get()?.try_lock().ok().map(held)
+}
+
+/// The engine, locked, if it is installed.
+pub fn installed_engine() -> Option<EngineGuard> {
+    Some(held(ENGINE.get()?.lock().unwrap_or_else(|p| p.into_inner())))
+}
+
+/// Whether the calling thread holds the engine's lock (it stopped in the middle of a change,
+/// and waiting for the lock would wait for itself).
+pub fn held_here() -> bool {
+    LOCK_OWNER.load(Ordering::Acquire) == this_thread()
 }

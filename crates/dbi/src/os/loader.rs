@@ -24,6 +24,13 @@ const ET_DYN_RANDOM_PAGES: u64 = 1 << 28;
 const BRK_RANDOM_BYTES: u64 = 32 << 20;
 /// Nested `#!` interpreters the kernel follows.
 const MAX_SCRIPT_DEPTH: usize = 4;
+/// Bytes read from the start of a file for its ELF and program headers or `#!` line; a
+/// shorter head is the whole file.
+const HEAD_BYTES: usize = 8192;
+/// The end of the user address space on x86-64 (4-level paging).
+const USER_END: u64 = 1 << 47;
+/// Longest PT_INTERP path (the kernel's PATH_MAX).
+const MAX_INTERP: u64 = 4096;
 
 /// An ELF file mapped into memory.
 #[derive(Debug, Clone)]
@@ -172,8 +179,8 @@ fn read_head(p: &Path) -> Result<Vec<u8>, RunError> {
         std::io::ErrorKind::NotFound => RunError::NotFound(p.display().to_string()),
         _ => RunError::Io(p.to_path_buf(), e),
     })?;
-    let mut head = Vec::with_capacity(8192);
-    f.by_ref().take(8192).read_to_end(&mut head).map_err(|e| RunError::Io(p.to_path_buf(), e))?;
+    let mut head = Vec::with_capacity(HEAD_BYTES);
+    f.by_ref().take(HEAD_BYTES as u64).read_to_end(&mut head).map_err(|e| RunError::Io(p.to_path_buf(), e))?;
     Ok(head)
 }
 
@@ -201,6 +208,10 @@ fn headers<'a>(path: &Path, head: &'a [u8]) -> Result<Headers<'a>, RunError> {
         return Err(RunError::Elf32(path.to_path_buf()));
     }
     let bad = |what: &str| RunError::WrongKind(path.to_path_buf(), what.to_string());
+    let whole_file = head.len() < HEAD_BYTES;
+    if whole_file && head.len() < std::mem::size_of::<elf::FileHeader64<Endianness>>() {
+        return Err(RunError::Truncated(path.to_path_buf()));
+    }
     let header = elf::FileHeader64::<Endianness>::parse(head).map_err(|_| bad("malformed ELF header"))?;
     let endian = header.endian().map_err(|_| bad("malformed ELF header"))?;
     let machine = header.e_machine(endian);
@@ -211,12 +222,61 @@ fn headers<'a>(path: &Path, head: &'a [u8]) -> Result<Headers<'a>, RunError> {
     if kind != elf::ET_EXEC && kind != elf::ET_DYN {
         return Err(RunError::WrongKind(path.to_path_buf(), format!("not an executable (ELF type {kind})")));
     }
-    let phdrs = header.program_headers(endian, head).map_err(|_| bad("program headers beyond the first 8 KiB"))?;
+    let phentsize = header.e_phentsize(endian) as usize;
+    if header.e_phnum(endian) > 0 && phentsize != std::mem::size_of::<elf::ProgramHeader64<Endianness>>() {
+        return Err(RunError::InvalidElf(path.to_path_buf(), format!("program header entries of {phentsize} bytes")));
+    }
+    let phdrs = header.program_headers(endian, head).map_err(|_| {
+        let phoff = header.e_phoff(endian);
+        let table_end = phoff.checked_add(header.e_phnum(endian) as u64 * phentsize as u64);
+        match table_end {
+            Some(end) if whole_file && end > head.len() as u64 => RunError::Truncated(path.to_path_buf()),
+            None => RunError::InvalidElf(path.to_path_buf(), format!("program header offset {phoff:#x}")),
+            Some(_) => bad("program headers beyond the first 8 KiB"),
+        }
+    })?;
     Ok(Headers { header, endian, phdrs })
 }
 
-fn read_interp(path: &Path, head: &[u8]) -> Result<Option<PathBuf>, RunError> {
+/// Checks what the kernel would map for `ph` (program header `index`) against the file's
+/// `len`: a segment whose bytes end past the end of the file would be mapped past it, and a
+/// touch of those pages is a SIGBUS.
+fn check_segment(path: &Path, e: Endianness, index: usize, ph: &elf::ProgramHeader64<Endianness>, len: u64) -> Result<(), RunError> {
+    let invalid = |what: String| Err(RunError::InvalidElf(path.to_path_buf(), format!("program header {index}: {what}")));
+    let (offset, filesz, vaddr, memsz) = (ph.p_offset(e), ph.p_filesz(e), ph.p_vaddr(e), ph.p_memsz(e));
+    let Some(file_end) = offset.checked_add(filesz) else { return invalid(format!("file range {offset:#x}+{filesz:#x} overflows")) };
+    if ph.p_type(e) == elf::PT_LOAD {
+        if filesz > memsz {
+            return invalid(format!("file size {filesz:#x} larger than memory size {memsz:#x}"));
+        }
+        if offset % PAGE != vaddr % PAGE {
+            return invalid(format!("offset {offset:#x} and address {vaddr:#x} differ within a page"));
+        }
+        if vaddr.checked_add(memsz).is_none_or(|end| end > USER_END) {
+            return invalid(format!("segment {vaddr:#x}+{memsz:#x} beyond the user address space"));
+        }
+    }
+    if ph.p_type(e) == elf::PT_INTERP && !(2..=MAX_INTERP).contains(&filesz) {
+        return invalid(format!("interpreter path of {filesz} bytes"));
+    }
+    if file_end > len {
+        return Err(RunError::Truncated(path.to_path_buf()));
+    }
+    Ok(())
+}
+
+/// The headers of the ELF file at `path`, with every segment checked against the file's size.
+fn checked_headers<'a>(path: &Path, head: &'a [u8]) -> Result<Headers<'a>, RunError> {
     let h = headers(path, head)?;
+    let len = std::fs::metadata(path).map_err(|e| RunError::Io(path.to_path_buf(), e))?.len();
+    for (i, ph) in h.phdrs.iter().enumerate() {
+        check_segment(path, h.endian, i, ph, len)?;
+    }
+    Ok(h)
+}
+
+fn read_interp(path: &Path, head: &[u8]) -> Result<Option<PathBuf>, RunError> {
+    let h = checked_headers(path, head)?;
     let Some(ph) = h.phdrs.iter().find(|p| p.p_type(h.endian) == elf::PT_INTERP) else { return Ok(None) };
     let f = File::open(path).map_err(|e| RunError::Io(path.to_path_buf(), e))?;
     let mut buf = vec![0u8; ph.p_filesz(h.endian) as usize];
@@ -241,7 +301,7 @@ fn prot_of(flags: u32) -> i32 {
 
 /// Maps every PT_LOAD segment of the ELF file at `path` like the kernel does.
 fn map_elf(path: &Path, head: &[u8], is_program: bool) -> Result<Image, RunError> {
-    let h = headers(path, head)?;
+    let h = checked_headers(path, head)?;
     let e = h.endian;
     let loads: Vec<_> = h.phdrs.iter().filter(|p| p.p_type(e) == elf::PT_LOAD).collect();
     if loads.is_empty() {

@@ -93,7 +93,12 @@ impl Modules {
             }
             let same_module = module_first.as_ref().is_some_and(|(p, ..)| *p == m.path) && m.offset != 0;
             if !same_module {
-                let (bias, entry) = elf_bias_and_entry(m.range.start, m.offset);
+                // A module starts with its ELF header: other files the program (or its
+                // loader) maps, such as /etc/ld.so.cache, are data.
+                let Some((bias, entry)) = elf_bias_and_entry(m.range.start, m.offset) else {
+                    module_first = None;
+                    continue;
+                };
                 module_first = Some((m.path.clone(), self.segments.len() as u32, bias, entry));
             }
             if self
@@ -126,20 +131,17 @@ impl Modules {
 }
 
 /// The load bias and entry point of the ELF image whose header is mapped at `start` (file
-/// offset 0); (0, 0) when it is not one.
-fn elf_bias_and_entry(start: u64, offset: u64) -> (u64, u64) {
-    if offset != 0 {
-        return (0, 0);
-    }
+/// offset 0); `None` when no ELF header is mapped there.
+fn elf_bias_and_entry(start: u64, offset: u64) -> Option<(u64, u64)> {
     let mut hdr = [0u8; 64];
-    if !crate::os::appmem::read(start, &mut hdr) || !hdr.starts_with(b"\x7fELF") {
-        return (0, 0);
+    if offset != 0 || !crate::os::appmem::read(start, &mut hdr) || !hdr.starts_with(b"\x7fELF") {
+        return None;
     }
     let e_type = u16::from_le_bytes([hdr[16], hdr[17]]);
     let e_entry = u64::from_le_bytes(hdr[24..32].try_into().expect("8 bytes"));
     // ET_DYN images are linked at 0 (as all of this machine's are); ET_EXEC at their address.
     let bias = if e_type == 3 { start } else { 0 };
-    (bias, if e_entry == 0 { 0 } else { e_entry + bias })
+    Some((bias, if e_entry == 0 { 0 } else { e_entry + bias }))
 }
 
 /// `libc.so.6+0x2a1c0` for an address inside a file mapping, the mapping's label for

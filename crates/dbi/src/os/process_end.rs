@@ -1,37 +1,75 @@
 //! How the process ends. Whatever ends it (the program's `exit_group`, a fatal signal, an
 //! `execve`, the engine stopping) first runs the flush the layer above registered at start-up
-//! (the tool's output), once; a failed `execve` re-arms it, since the program goes on.
+//! (the tool's output), once: a thread that ends the process while another one flushes waits
+//! for that flush to finish. A failed `execve` re-arms it, since the program goes on. When the
+//! flush could not write everything, an exit status of 0 becomes [`LOST_STATUS`].
 
 use crate::arch::syscall6;
 use crate::os::report::report;
 use crate::os::sigmask::{kernel_default, mask_of, sigprocmask};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU8, Ordering};
 use std::sync::OnceLock;
 
 /// Exit status of rewire itself when it must stop the program (as `env` and `timeout` use).
 pub const STOP_STATUS: i32 = 125;
+/// Exit status of a program that exited with 0 when its tool output could not be written.
+pub const LOST_STATUS: i32 = STOP_STATUS;
 
 static FLUSH: OnceLock<fn()> = OnceLock::new();
-static FLUSHED: AtomicBool = AtomicBool::new(false);
+/// Where the flush is: [`IDLE`], [`RUNNING`] (on thread [`FLUSHER`]) or [`DONE`].
+static STATE: AtomicU8 = AtomicU8::new(IDLE);
+static FLUSHER: AtomicI32 = AtomicI32::new(0);
+static LOST: AtomicBool = AtomicBool::new(false);
+const IDLE: u8 = 0;
+const RUNNING: u8 = 1;
+const DONE: u8 = 2;
 
 /// Registers what runs before the process ends (once per process).
 pub fn on_end(flush: fn()) {
     let _ = FLUSH.set(flush);
 }
 
-/// Runs the registered flush, unless it ran already.
+/// Runs the registered flush, unless it ran already; if another thread is running it, waits
+/// until it is done (the process must not end in the middle of writing a file).
 pub fn flush() {
-    if FLUSHED.swap(true, Ordering::SeqCst) {
-        return;
-    }
-    if let Some(f) = FLUSH.get() {
-        f();
+    // SAFETY: gettid has no effects.
+    let me = unsafe { libc::gettid() };
+    match STATE.compare_exchange(IDLE, RUNNING, Ordering::SeqCst, Ordering::SeqCst) {
+        Ok(_) => {
+            FLUSHER.store(me, Ordering::SeqCst);
+            if let Some(f) = FLUSH.get() {
+                f();
+            }
+            STATE.store(DONE, Ordering::SeqCst);
+        }
+        // The flush itself faulted, on this thread: end without it.
+        Err(RUNNING) if FLUSHER.load(Ordering::SeqCst) == me => {}
+        Err(_) => {
+            while STATE.load(Ordering::SeqCst) == RUNNING {
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+        }
     }
 }
 
 /// Lets the flush run again: the `execve` it ran for failed, and the program goes on.
 pub fn rearm() {
-    FLUSHED.store(false, Ordering::SeqCst);
+    STATE.store(IDLE, Ordering::SeqCst);
+}
+
+/// Records that the flush could not write all of the tool's output (it said what and where).
+pub fn output_lost() {
+    LOST.store(true, Ordering::SeqCst);
+}
+
+/// The status the process exits with when the program asks for `status`: [`LOST_STATUS`]
+/// instead of success when output was lost, the program's own otherwise.
+pub fn exit_status(status: u64) -> u64 {
+    if status as u8 == 0 && LOST.load(Ordering::SeqCst) {
+        LOST_STATUS as u64
+    } else {
+        status
+    }
 }
 
 /// Ends the process by `sig`, as the program would have ended, after the flush.

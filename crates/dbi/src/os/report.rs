@@ -1,7 +1,11 @@
 //! The runtime's own report channel: a private duplicate of stderr, kept out of the way of
-//! the program's descriptors, for `rewire: ...` lines.
+//! the program's descriptors, for `rewire: ...` lines. How the program died (a fault, a
+//! signal it did not handle) is reported only under `--verbose` or into the `--log` file, so
+//! that the program's stderr is what it is natively.
 
+use std::ffi::CString;
 use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::OnceLock;
 
 /// The runtime's own copy of stderr, kept open whatever the program does with its fds.
 static REPORT_FD: AtomicI32 = AtomicI32::new(2);
@@ -43,4 +47,44 @@ pub fn report(msg: &str) {
     let line = format!("rewire: {msg}\n");
     // SAFETY: write(2) of a live buffer; a plain system call, safe in signal handlers.
     unsafe { libc::write(report_fd(), line.as_ptr().cast(), line.len()) };
+}
+
+/// Where reports of the program's death go.
+#[derive(Debug)]
+enum DeathReports {
+    Stderr,
+    Log(CString),
+}
+
+static DEATH_REPORTS: OnceLock<DeathReports> = OnceLock::new();
+
+/// Sends reports of the program's death to stderr (`verbose`) or appends them to `log`
+/// (which wins); without either they are not written.
+pub fn route_death_reports(verbose: bool, log: Option<&std::path::Path>) {
+    let route = match log {
+        Some(path) => DeathReports::Log(CString::new(path.as_os_str().as_encoded_bytes()).expect("path without NUL bytes")),
+        None if verbose => DeathReports::Stderr,
+        None => return,
+    };
+    let _ = DEATH_REPORTS.set(route);
+}
+
+/// Reports how the program died (`rewire: MSG`), where [`route_death_reports`] said.
+pub fn report_death(msg: &str) {
+    match DEATH_REPORTS.get() {
+        Some(DeathReports::Stderr) => report(msg),
+        Some(DeathReports::Log(path)) => {
+            let line = format!("rewire: {msg}\n");
+            // SAFETY: open, write and close of a live path and buffer: plain system calls, safe
+            // in signal handlers.
+            unsafe {
+                let fd = libc::open(path.as_ptr(), libc::O_WRONLY | libc::O_APPEND | libc::O_CREAT | libc::O_CLOEXEC, 0o644);
+                if fd >= 0 {
+                    libc::write(fd, line.as_ptr().cast(), line.len());
+                    libc::close(fd);
+                }
+            }
+        }
+        None => {}
+    }
 }

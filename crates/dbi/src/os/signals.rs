@@ -8,11 +8,16 @@
 //! alternate stack) and runs the program's handler from the cache; `rt_sigreturn` restores
 //! the state the frame holds. Faults with no program handler are reported at the
 //! application address and end the process with the program's status.
+//!
+//! Every signal whose default action ends the process gets the master handler too while the
+//! program leaves it at its default, so that the tool's output is written before the process
+//! dies of it (the dispatcher then ends the process with the same signal); the program still
+//! sees `SIG_DFL` as its disposition.
 
 use crate::arch::context::{reg, ThreadCtx, XSAVE_MAX};
 use crate::arch::{self, syscall6};
 use crate::os::process_end::die;
-use crate::os::report::report;
+use crate::os::report::report_death;
 use crate::os::sigmask::{kernel_default, mask_of, sigprocmask};
 use crate::os::{appmem, modules};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -23,6 +28,14 @@ const NSIG: usize = 65;
 pub(crate) const FAULT_SIGNALS: [i32; 5] = [libc::SIGSEGV, libc::SIGBUS, libc::SIGILL, libc::SIGFPE, libc::SIGTRAP];
 /// Signals whose default action is to do nothing.
 pub(crate) const DEFAULT_IGNORED: [i32; 4] = [libc::SIGCHLD, libc::SIGURG, libc::SIGWINCH, libc::SIGCONT];
+/// Signals whose default action stops the process.
+const DEFAULT_STOPS: [i32; 4] = [libc::SIGSTOP, libc::SIGTSTP, libc::SIGTTIN, libc::SIGTTOU];
+
+/// Whether the default action of `sig` ends the process (with or without a core dump), and
+/// the runtime can catch it first.
+fn default_ends_process(sig: i32) -> bool {
+    sig != libc::SIGKILL && !DEFAULT_IGNORED.contains(&sig) && !DEFAULT_STOPS.contains(&sig)
+}
 /// si_code of a SIGSEGV for an access the page protection forbids.
 pub(crate) const SEGV_ACCERR: i32 = 2;
 /// RFLAGS bits a signal return may change (CF PF AF ZF SF TF DF OF AC… as the kernel's FIX_EFLAGS).
@@ -126,10 +139,13 @@ pub unsafe fn release(ctx: &mut ThreadCtx) {
     ctx.signal_state = 0;
 }
 
-/// Installs the runtime's handler for the fault signals.
-pub fn install_fault_handlers() {
-    for sig in FAULT_SIGNALS {
-        install_master(sig as usize);
+/// Installs the runtime's handler for the fault signals and for every signal the program
+/// inherited at its default action where that ends the process.
+pub fn install_handlers() {
+    for sig in 1..NSIG as i32 {
+        if FAULT_SIGNALS.contains(&sig) || (default_ends_process(sig) && action(sig as usize)[0] == SIG_DFL) {
+            install_master(sig as usize);
+        }
     }
 }
 
@@ -138,11 +154,21 @@ pub fn install_fault_handlers() {
 fn install_master(sig: usize) {
     // SAFETY: a zeroed sigaction is valid; the handler is our assembly entry, which follows
     // the SA_SIGINFO calling convention; libc supplies the restorer.
-    unsafe {
+    let refused = unsafe {
         let mut sa: libc::sigaction = std::mem::zeroed();
         sa.sa_sigaction = arch::signal_entry_address();
         sa.sa_flags = libc::SA_SIGINFO;
-        libc::sigaction(sig as i32, &sa, std::ptr::null_mut());
+        libc::sigaction(sig as i32, &sa, std::ptr::null_mut()) != 0
+    };
+    if refused && sig != libc::SIGSEGV as usize {
+        // glibc keeps signals 32 and 33 for itself: give the kernel the same action as it
+        // holds for SIGSEGV (always the master handler, restorer included).
+        let mut kernel_action = [0u64; 4];
+        // SAFETY: reads SIGSEGV's action into 32 bytes, then sets the same for `sig`.
+        unsafe {
+            syscall6(libc::SYS_rt_sigaction as u64, [libc::SIGSEGV as u64, 0, kernel_action.as_mut_ptr() as u64, 8, 0, 0]);
+            syscall6(libc::SYS_rt_sigaction as u64, [sig as u64, kernel_action.as_ptr() as u64, 0, 8, 0, 0]);
+        }
     }
 }
 
@@ -164,12 +190,13 @@ pub fn app_sigaction(a: [u64; 6]) -> u64 {
     if act != 0 {
         set_action(sig, new);
         let fault_signal = FAULT_SIGNALS.contains(&(sig as i32));
-        if new[0] == SIG_DFL || new[0] == SIG_IGN {
-            if !fault_signal {
-                // SAFETY: default or ignore, exactly as the program asked.
-                unsafe { syscall6(libc::SYS_rt_sigaction as u64, [sig as u64, act, 0, 8, 0, 0]) };
-            }
-        } else {
+        let caught_at_default = new[0] == SIG_DFL && default_ends_process(sig as i32);
+        let plain = new[0] == SIG_DFL || new[0] == SIG_IGN;
+        if plain && !fault_signal && !caught_at_default {
+            // SAFETY: default or ignore, exactly as the program asked.
+            unsafe { syscall6(libc::SYS_rt_sigaction as u64, [sig as u64, act, 0, 8, 0, 0]) };
+        }
+        if !plain || caught_at_default {
             install_master(sig);
         }
     }
@@ -220,7 +247,7 @@ pub fn fault_ends_the_program() -> bool {
 
 /// The program jumped to `target`, which is not executable: natively a SIGSEGV there.
 pub fn bad_jump(target: u64, sp: u64) -> ! {
-    report(&format!(
+    report_death(&format!(
         "the program was killed by SIGSEGV: it jumped to {target:#x} ({}), which is not executable memory (stack pointer {sp:#x})",
         modules::describe(target)
     ));
@@ -297,7 +324,7 @@ pub fn deliver_pending(ctx: &mut ThreadCtx, tag: u64) -> u64 {
     let frame = match build_frame(ctx, sig, &info, &act, pc, blocked) {
         Some(f) => f,
         None => {
-            report(&format!("the program was killed by SIGSEGV: no room on its stack for the frame of {}", signal_name(sig)));
+            report_death(&format!("the program was killed by SIGSEGV: no room on its stack for the frame of {}", signal_name(sig)));
             die(libc::SIGSEGV)
         }
     };
@@ -308,7 +335,7 @@ pub fn deliver_pending(ctx: &mut ThreadCtx, tag: u64) -> u64 {
     sigprocmask(libc::SIG_SETMASK, Some(mask));
     if has_flag(act[1], libc::SA_RESETHAND) {
         set_action(sig as usize, [SIG_DFL, 0, 0, 0]);
-        if !FAULT_SIGNALS.contains(&sig) {
+        if !FAULT_SIGNALS.contains(&sig) && !default_ends_process(sig) {
             kernel_default(sig as usize);
         }
     }

@@ -20,15 +20,14 @@ use crate::arch::context::ThreadCtx;
 use crate::arch::syscall6;
 use crate::engine::fork_server::handshake::{read_word, write_word, CONTROL_FD, STATUS_FD};
 use crate::engine::fork_server::report::BuiltBlocks;
-use crate::engine::state::Engine;
+use crate::engine::state::{Engine, EngineGuard};
 use crate::os::process_end::stop;
-use std::sync::MutexGuard;
 
 /// Becomes the fork server, on the dispatcher of the only thread, as the program is about
 /// to run its code at the start address. Returns in each child (which runs the program on);
 /// the server itself never returns. Returns at once, with nothing changed, when no fuzzer
 /// listens: the program then runs once.
-pub fn serve(ctx: &mut ThreadCtx, eng: &mut MutexGuard<'static, Engine>) {
+pub fn serve(ctx: &mut ThreadCtx, eng: &mut EngineGuard) {
     let map_size = eng.fork_server.as_ref().map_or(0, |f| f.map_size) as u32;
     let cmplog = eng.fork_server.as_ref().is_some_and(|f| f.cmplog);
     eng.fork_server = None;

@@ -2,14 +2,16 @@
 //! [`crate::engine::threads`]), of a process (`fork`, `vfork` and `clone` without
 //! CLONE_THREAD: the child continues in a copy of the runtime with its own copy of the code
 //! cache), and the end of a thread (`exit`) or of the process (`exit_group`, the last
-//! thread's `exit`), which first flushes the tool's output.
+//! thread's `exit`), which first flushes the tool's output (and exits with a failure status
+//! instead of success when that output could not be written).
 
 use super::{raw, Call, Outcome};
 use crate::arch::context::{reg, ThreadCtx};
 use crate::arch::syscall6;
+use crate::engine::finish::start_flushing;
 use crate::engine::state::engine;
 use crate::engine::threads;
-use crate::os::process_end::{flush, stop};
+use crate::os::process_end::{exit_status, flush, stop};
 
 /// Calls that make processes and threads.
 pub(super) const CALLS: &[i64] = &[libc::SYS_clone, libc::SYS_clone3, libc::SYS_fork, libc::SYS_vfork];
@@ -36,8 +38,10 @@ pub(super) fn exit(call: &mut Call<'_>) -> Outcome {
         threads::exit_thread(call.ctx, call.args[0])
     }
     flush();
+    let mut args = call.args;
+    args[0] = exit_status(args[0]);
     // SAFETY: the program ends itself; nothing of ours needs to outlive it.
-    Outcome::Returns(unsafe { syscall6(call.nr, call.args) })
+    Outcome::Returns(unsafe { syscall6(call.nr, args) })
 }
 
 /// `clone` of a process (fork and its variants): the child continues in a copy of the
@@ -50,7 +54,10 @@ fn fork(ctx: &mut ThreadCtx, a: [u64; 6]) -> u64 {
     let mut eng = engine();
     let snap = match eng.cache.snapshot() {
         Ok(s) => s,
-        Err(e) => stop(&format!("cannot copy the code cache for a new process: {e}")),
+        Err(e) => {
+            drop(eng);
+            stop(&format!("cannot copy the code cache for a new process: {e}"))
+        }
     };
     // The child's runtime keeps the runtime's thread pointer; the program's goes to the context.
     let settls = flags & libc::CLONE_SETTLS as u64 != 0;
@@ -66,7 +73,11 @@ fn fork(ctx: &mut ThreadCtx, a: [u64; 6]) -> u64 {
             ctx.app_fs = a[4];
         }
         if let Err(e) = eng.cache.adopt(snap) {
+            drop(eng);
             stop(&format!("cannot give the new process its own code cache: {e}"));
+        }
+        if let Some(every) = eng.opts.flush_interval {
+            start_flushing(every);
         }
     }
     ret

@@ -3,7 +3,7 @@
 
 use super::{Call, Outcome};
 use crate::os::process_end::die;
-use crate::os::report::report;
+use crate::os::report::report_death;
 use crate::os::signals::{app_sigaction, sigreturn};
 
 /// The calls.
@@ -16,7 +16,7 @@ pub(super) fn handle(call: &mut Call<'_>) -> Outcome {
     match sigreturn(call.ctx) {
         Some(pc) => Outcome::ContinuesAt(pc),
         None => {
-            report("the program was killed by SIGSEGV: rt_sigreturn with no signal frame on its stack");
+            report_death("the program was killed by SIGSEGV: rt_sigreturn with no signal frame on its stack");
             die(libc::SIGSEGV)
         }
     }
