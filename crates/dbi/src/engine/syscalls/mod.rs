@@ -15,7 +15,7 @@ mod thread_state;
 
 use crate::arch::context::{reg, ThreadCtx};
 use crate::arch::syscall6;
-use crate::engine::state::engine;
+use crate::engine::state::{engine, Engine};
 use crate::os::appmem;
 use crate::os::signals::SignalsOf;
 use crate::tool::Syscall;
@@ -90,10 +90,11 @@ pub fn handle(ctx: &mut ThreadCtx, next: u64) -> u64 {
     let skipped = {
         let mut eng = engine();
         eng.stats.syscalls += 1;
-        eng.tool.on_syscall(&mut syscall)
+        let skipped = eng.tool.on_syscall(&mut syscall);
+        lift_code_pages(&mut eng, syscall.args);
+        skipped
     };
     let (nr, a) = (syscall.nr, syscall.args);
-    lift_code_pages(a);
     let outcome = match skipped {
         Some(result) => Outcome::Returns(result),
         None => match HANDLERS.get(nr as usize).copied().flatten() {
@@ -122,8 +123,7 @@ pub fn handle(ctx: &mut ThreadCtx, next: u64) -> u64 {
 /// EFAULT where the program natively succeeds. A pointer reaches as far as the largest
 /// other argument below 1 GiB (a buffer's length, in practice); the page's fragments go, as
 /// for a write fault.
-fn lift_code_pages(a: [u64; 6]) {
-    let mut eng = engine();
+fn lift_code_pages(eng: &mut Engine, a: [u64; 6]) {
     let len = a.iter().copied().filter(|&v| v < 1 << 30).max().unwrap_or(0).max(1);
     for &v in &a {
         for page in eng.code_writes.protected_in(v..v.saturating_add(len)) {
