@@ -1,11 +1,16 @@
-//! Coverage reports from drcov files (rewire's or DynamoRIO's): read and merge them
-//! ([`drcov`]), attribute covered blocks to functions from the ELF symbol tables
-//! ([`report`]), and map them to source lines through DWARF for lcov tracefiles and HTML
-//! pages ([`lines`]).
+//! Coverage reports from drcov files (rewire's or DynamoRIO's): read, merge and write them
+//! ([`drcov`]), combine runs as sets ([`algebra`]), attribute covered bytes, instructions and
+//! branches to functions ([`report`], on [`intervals`], [`code`] and [`debuginfo`]), map
+//! them to source lines through DWARF ([`lines`]), and write lcov ([`lcov`]), HTML
+//! ([`html`]), Cobertura XML ([`cobertura`]) and JSON ([`json`]).
 
 #![warn(missing_docs)]
 
+pub mod code;
+pub mod debuginfo;
 pub mod drcov;
+pub mod intervals;
+pub mod lcov;
 pub mod lines;
 pub mod report;
 

@@ -5,6 +5,7 @@
 //! the ones rewire was started with.
 #![no_main]
 
+mod cov_cmds;
 mod hook_check;
 mod remote_cmds;
 
@@ -152,6 +153,13 @@ enum CovCommand {
         /// Write an HTML report (index.html and a page per source file) into DIR.
         #[arg(long, value_name = "DIR")]
         html: Option<PathBuf>,
+        /// A directory of separate debug files (build-id and debuglink layout, as
+        /// /usr/lib/debug, the default); may be given more than once.
+        #[arg(long = "debug-dir", value_name = "DIR")]
+        debug_dirs: Vec<PathBuf>,
+        /// Only modules whose path contains this (may be given more than once; default: all).
+        #[arg(long, value_name = "SUBSTRING")]
+        include: Vec<String>,
     },
 }
 
@@ -180,7 +188,9 @@ fn rewire_main() -> u8 {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Run(args) => run(args),
-        Command::Cov(CovCommand::Report { files, module, lcov, html }) => cov_report(&files, module, lcov, html),
+        Command::Cov(CovCommand::Report { files, module, lcov, html, debug_dirs, include }) => {
+            cov_cmds::report(cov_cmds::ReportArgs { files, module, debug_dirs, include, lcov, html })
+        }
         Command::Hook(HookCommand::Check { lib, symbols, refused_only }) => hook_check::run(&lib, &symbols, refused_only),
         Command::Inject { pid, lib, hooks } => remote_cmds::inject(pid, &lib, &hooks),
         Command::Launch { lib, hooks, command } => remote_cmds::launch(&lib, &hooks, &command),
@@ -234,28 +244,4 @@ fn run(args: RunArgs) -> anyhow::Result<u8> {
             })
         }
     }
-}
-
-fn cov_report(files: &[String], module: Option<String>, lcov: Option<PathBuf>, html: Option<PathBuf>) -> anyhow::Result<u8> {
-    let cov = rewire_cov::drcov::read_files(files)?;
-    let modules = rewire_cov::report::modules(&cov);
-    let detail = module.or_else(|| modules.first().map(|m| m.path.clone())).unwrap_or_default();
-    // The first module of a drcov file is the program; keep the files' order for that.
-    let first = cov.keys().next().cloned().unwrap_or_default();
-    let detail = if detail.is_empty() { first } else { detail };
-    for line in rewire_cov::report::text(&modules, &detail) {
-        println!("{line}");
-    }
-    if lcov.is_some() || html.is_some() {
-        let lines = rewire_cov::lines::source_lines(&cov, "");
-        if let Some(out) = lcov {
-            std::fs::write(&out, rewire_cov::lines::lcov(&lines)).map_err(|e| anyhow::anyhow!("{}: {e}", out.display()))?;
-            println!("lcov: {} source files in {}", lines.len(), out.display());
-        }
-        if let Some(dir) = html {
-            rewire_cov::lines::html(&lines, &dir)?;
-            println!("html: {}", dir.join("index.html").display());
-        }
-    }
-    Ok(0)
 }

@@ -1,0 +1,200 @@
+//! `rewire cov`: reports from real runs of small C programs under `rewire run -t cov`,
+//! checked against what the programs are known to do, and read by the tools users read them
+//! with (genhtml, Chromium, xmllint with the Cobertura DTD).
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn rewire(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_rewire")).args(args).current_dir("/tmp").output().expect("run rewire")
+}
+
+fn text(out: &Output) -> (String, String) {
+    (String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("rewire-cov-tests-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// `squares` runs its loop body n times (line 6); `classify` takes its `if` (line 10) one way
+/// for n > 10 and the other way otherwise; `never_called` never runs.
+const PROGRAM: &str = r#"#include <stdio.h>
+#include <stdlib.h>
+__attribute__((noinline)) long squares(long n) {
+    long s = 0;
+    for (long i = 0; i < n; i++)
+        s += i * i;
+    return s;
+}
+__attribute__((noinline)) int classify(int x) {
+    if (x > 10)
+        return 2;
+    return 1;
+}
+int never_called(int y) { return y * 7; }
+int main(int argc, char **argv) {
+    long n = atol(argv[1]);
+    printf("%ld %d\n", squares(n), classify((int)n));
+    return 0;
+}
+"#;
+
+/// The test program, built once per test in `dir` (its source beside it), `-O0 -g`.
+fn program(dir: &Path) -> (PathBuf, PathBuf) {
+    let src = dir.join("prog.c");
+    std::fs::write(&src, PROGRAM).unwrap();
+    let exe = dir.join("prog");
+    assert!(Command::new("gcc").args(["-O0", "-g", "-o"]).arg(&exe).arg(&src).status().unwrap().success());
+    (exe, src)
+}
+
+/// Runs `exe arg` under `-t cov` (with `--hitcount` if asked) into a new directory `dir/out`
+/// and returns the drcov file.
+fn record(exe: &Path, arg: &str, dir: &Path, out: &str, hitcount: bool) -> String {
+    let o = dir.join(out);
+    std::fs::create_dir_all(&o).unwrap();
+    let mut args = vec!["run", "-t", "cov", "-o", o.to_str().unwrap()];
+    if hitcount {
+        args.push("--hitcount");
+    }
+    args.extend(["--", exe.to_str().unwrap(), arg]);
+    let r = rewire(&args);
+    assert!(r.status.success(), "{:?}", text(&r));
+    let log = std::fs::read_dir(&o).unwrap().map(|e| e.unwrap().path()).find(|p| p.extension().is_some_and(|e| e == "log"));
+    log.expect("drcov file").to_str().unwrap().to_string()
+}
+
+/// Every file in `dir`, as a shell's `dir/*` gives them.
+fn glob(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().path().to_str().unwrap().to_string()).collect();
+    v.sort();
+    v
+}
+
+/// The report's line for function `name`: (percent, covered bytes, size).
+fn function_line(report: &str, name: &str) -> (f64, u64, u64) {
+    let l = report.lines().find(|l| l.ends_with(&format!("  {name}"))).unwrap_or_else(|| panic!("{name} in {report}"));
+    let f: Vec<&str> = l.split_whitespace().collect();
+    (f[0].trim_end_matches('%').parse().unwrap(), f[1].parse().unwrap(), f[3].parse().unwrap())
+}
+
+/// The lcov record of `source` in tracefile `text`.
+fn lcov_record<'a>(text: &'a str, source: &Path) -> &'a str {
+    text.split("end_of_record").find(|r| r.contains(&format!("SF:{}\n", source.display()))).expect(text)
+}
+
+fn lcov_values<'a>(record: &'a str, tag: &str) -> Vec<Vec<&'a str>> {
+    record.lines().filter_map(|l| l.strip_prefix(tag)).map(|v| v.split(',').collect()).collect()
+}
+
+fn da(record: &str, line: u32) -> Option<u64> {
+    lcov_values(record, "DA:").iter().find(|v| v[0] == line.to_string()).map(|v| v[1].parse().unwrap())
+}
+
+#[test]
+fn covered_bytes_are_counted_once_and_a_fully_run_function_is_100_percent() {
+    let dir = scratch("exact");
+    let (exe, _) = program(&dir);
+    // Two runs of the same path into one directory, with their .hits.txt files beside them:
+    // `dir/*` also matches those, which are skipped with a warning.
+    record(&exe, "37", &dir, "cov", true);
+    record(&exe, "37", &dir, "cov", true);
+    let mut files = glob(&dir.join("cov"));
+    let notes = dir.join("notes.txt");
+    std::fs::write(&notes, "not coverage\n").unwrap();
+    files.push(notes.to_str().unwrap().to_string());
+    let mut args = vec!["cov", "report"];
+    args.extend(files.iter().map(String::as_str));
+    let out = rewire(&args);
+    let (report, err) = text(&out);
+    assert!(out.status.success(), "{err}");
+    assert_eq!(err.matches("rewire: warning: ").count(), 3, "{err}");
+    assert!(err.contains("notes.txt: skipped: not a drcov file"), "{err}");
+    for name in ["squares", "main"] {
+        let (pct, covered, size) = function_line(&report, name);
+        assert_eq!((pct, covered), (100.0, size), "{name}: {report}");
+    }
+    assert_eq!(function_line(&report, "never_called").1, 0);
+    let (pct, covered, size) = function_line(&report, "classify");
+    assert!(pct < 100.0 && covered < size && covered > 0, "{report}");
+    for l in report.lines().filter(|l| l.contains('%')) {
+        let pct: f64 = l.split_whitespace().find(|w| w.contains('%')).unwrap().trim_matches(|c| "(%)".contains(c)).parse().unwrap();
+        assert!(pct <= 100.0, "{l}");
+    }
+}
+
+#[test]
+fn data_mappings_are_not_listed_as_modules() {
+    // A drcov file that names /etc/ld.so.cache in its module table (as a loader's mapping).
+    let dir = scratch("data-mapping");
+    let (exe, _) = program(&dir);
+    let mut data = format!(
+        "DRCOV VERSION: 2\nDRCOV FLAVOR: drcov-64\nModule Table: version 2, count 2\nColumns: id, base, end, entry, path\n\
+         0, 0x555555554000, 0x555555558000, 0x0, {}\n1, 0x7ffff7fc0000, 0x7ffff7fc9000, 0x0, /etc/ld.so.cache\nBB Table: 2 bbs\n",
+        exe.display()
+    )
+    .into_bytes();
+    for (start, id) in [(0x1139u32, 0u16), (0x10, 1)] {
+        data.extend(start.to_le_bytes());
+        data.extend(4u16.to_le_bytes());
+        data.extend(id.to_le_bytes());
+    }
+    let file = dir.join("mapped.log");
+    std::fs::write(&file, data).unwrap();
+    let out = rewire(&["cov", "report", file.to_str().unwrap()]);
+    let (report, err) = text(&out);
+    assert!(out.status.success(), "{err}");
+    assert!(report.contains(&format!("{}: 1 blocks, 4 bytes", exe.display())), "{report}");
+    assert!(!report.contains("ld.so.cache"), "{report}");
+}
+
+#[test]
+fn lcov_has_hit_counts_functions_and_branches_and_genhtml_renders_it_without_warnings() {
+    let dir = scratch("lcov");
+    let (exe, src) = program(&dir);
+    let run = record(&exe, "37", &dir, "big", true);
+    let info = dir.join("big.info");
+    // Only the program: the libraries' sources are not on this machine (genhtml needs them).
+    let out = rewire(&["cov", "report", &run, "--include", exe.to_str().unwrap(), "--lcov", info.to_str().unwrap()]);
+    assert!(out.status.success(), "{:?}", text(&out));
+    let tracefile = std::fs::read_to_string(&info).unwrap();
+    let r = lcov_record(&tracefile, &src);
+    // The loop body ran 37 times, its `for` line 38 times (the last test fails), the rest once.
+    assert_eq!(da(r, 6), Some(37), "{r}");
+    assert_eq!(da(r, 5), Some(38), "{r}");
+    assert_eq!(da(r, 4), Some(1), "{r}");
+    assert_eq!((da(r, 11), da(r, 12), da(r, 14)), (Some(1), Some(0), Some(0)), "{r}");
+    let fnda = lcov_values(r, "FNDA:");
+    for (name, calls) in [("squares", "1"), ("classify", "1"), ("main", "1"), ("never_called", "0")] {
+        assert!(fnda.iter().any(|v| v == &[calls, name]), "{name}: {r}");
+    }
+    assert!(lcov_values(r, "FN:").iter().any(|v| v == &["3", "squares"]), "{r}");
+    assert!(r.contains("FNF:4\nFNH:3\n"), "{r}");
+    // `if (x > 10)` with 37: one outcome ran once, the other never: half covered.
+    let mut line10: Vec<&str> = lcov_values(r, "BRDA:").into_iter().filter(|v| v[0] == "10").map(|v| v[3]).collect();
+    line10.sort();
+    assert_eq!(line10, ["0", "1"], "{r}");
+    let (lf, lh) = (lcov_values(r, "LF:")[0][0], lcov_values(r, "LH:")[0][0]);
+    assert_eq!(lf.parse::<usize>().unwrap(), lcov_values(r, "DA:").len());
+    assert_eq!(lh.parse::<usize>().unwrap(), lcov_values(r, "DA:").iter().filter(|v| v[1] != "0").count());
+
+    // genhtml reads it with function and branch data and nothing to warn about.
+    let html = dir.join("genhtml");
+    let g = Command::new("genhtml")
+        .args(["--branch-coverage", "--function-coverage", "-o"])
+        .arg(&html)
+        .arg(&info)
+        .output()
+        .expect("genhtml (CI installs lcov)");
+    let (gout, gerr) = text(&g);
+    assert!(g.status.success(), "{gout}{gerr}");
+    assert!(!gerr.to_lowercase().contains("warning") && !gout.to_lowercase().contains("warning"), "{gout}{gerr}");
+    let summary =
+        |what: &str| gout.lines().find(|l| l.trim_start().starts_with(what)).unwrap_or_else(|| panic!("{what}: {gout}")).to_string();
+    assert!(!summary("functions").contains("no data"), "{gout}");
+    assert!(!summary("branches").contains("no data"), "{gout}");
+}
