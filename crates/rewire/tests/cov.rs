@@ -198,3 +198,49 @@ fn lcov_has_hit_counts_functions_and_branches_and_genhtml_renders_it_without_war
     assert!(!summary("functions").contains("no data"), "{gout}");
     assert!(!summary("branches").contains("no data"), "{gout}");
 }
+
+#[test]
+fn dwarf_and_symbols_come_from_separate_debug_files() {
+    let dir = scratch("debug-files");
+    let (exe, src) = program(&dir);
+    // As distributions ship it: a stripped program, its DWARF and symbols in a .debug file.
+    let sh = |cmd: &str| assert!(Command::new("sh").args(["-ec", cmd]).current_dir(&dir).status().unwrap().success(), "{cmd}");
+    sh("objcopy --only-keep-debug prog prog.debug && strip --strip-all prog && objcopy --add-gnu-debuglink=prog.debug prog");
+    let id = String::from_utf8(
+        Command::new("sh").args(["-c", "readelf -n prog | sed -n 's/.*Build ID: //p'"]).current_dir(&dir).output().unwrap().stdout,
+    )
+    .unwrap()
+    .trim()
+    .to_string();
+    assert!(id.len() > 2, "build id of {}", exe.display());
+    let run = record(&exe, "37", &dir, "cov", false);
+    let debug = dir.join("prog.debug");
+    let root = dir.join("debug-root");
+    let cache = dir.join("debuginfod");
+    let report = |place: &Path, env_cache: &Path| {
+        std::fs::create_dir_all(place.parent().unwrap()).unwrap();
+        std::fs::rename(&debug, place).unwrap();
+        let info = dir.join("out.info");
+        let out = Command::new(env!("CARGO_BIN_EXE_rewire"))
+            .args(["cov", "report", &run, "--include", exe.to_str().unwrap(), "--debug-dir", root.to_str().unwrap()])
+            .arg("--lcov")
+            .arg(&info)
+            .env("DEBUGINFOD_CACHE_PATH", env_cache)
+            .output()
+            .unwrap();
+        std::fs::rename(place, &debug).unwrap();
+        let (report, err) = text(&out);
+        assert!(out.status.success(), "{err}");
+        let tracefile = std::fs::read_to_string(&info).unwrap();
+        assert_eq!(da(lcov_record(&tracefile, &src), 11), Some(1), "{}: {tracefile}", place.display());
+        assert_eq!(function_line(&report, "squares").0, 100.0, "{}: {report}", place.display());
+    };
+    let nowhere = dir.join("no-cache");
+    // By build id under a debug directory, by debuglink next to the program, in its .debug/,
+    // under a debug directory by the program's own directory, and in debuginfod's cache.
+    report(&root.join(".build-id").join(&id[..2]).join(format!("{}.debug", &id[2..])), &nowhere);
+    report(&dir.join("prog.debug"), &nowhere);
+    report(&dir.join(".debug/prog.debug"), &nowhere);
+    report(&root.join(dir.strip_prefix("/").unwrap()).join("prog.debug"), &nowhere);
+    report(&cache.join(&id).join("debuginfo"), &cache);
+}
