@@ -9,6 +9,7 @@
 pub mod code;
 pub mod debuginfo;
 pub mod drcov;
+pub mod html;
 pub mod intervals;
 pub mod lcov;
 pub mod lines;

@@ -7,7 +7,7 @@ use crate::code::{self, Insn};
 use crate::debuginfo::DebugSearch;
 use crate::drcov::{BlockKey, Coverage};
 use crate::intervals::Intervals;
-use crate::lines::{self, Sources};
+use crate::lines::{self, Sources, Totals};
 use object::{Object, ObjectSegment, ObjectSymbol, SymbolKind};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -68,6 +68,33 @@ pub struct ModuleCoverage {
     pub sources: Sources,
     /// The separate debug file read, if any.
     pub debug_file: Option<PathBuf>,
+}
+
+impl ModuleCoverage {
+    /// Lines from DWARF; functions and branches from the symbols and the decoded code (so a
+    /// module without DWARF has them too).
+    pub fn totals(&self) -> Totals {
+        let lines = lines::totals(self.sources.values());
+        let mut t = Totals { lines: lines.lines, lines_hit: lines.lines_hit, ..Totals::default() };
+        for f in &self.functions {
+            t.functions += 1;
+            t.functions_hit += (f.covered > 0) as u64;
+            t.branches += f.branches.0;
+            t.branches_hit += f.branches.1;
+        }
+        t
+    }
+}
+
+/// The source files of all `modules`, their counts added where several modules share one.
+pub fn sources(modules: &[ModuleCoverage]) -> Sources {
+    let mut out = Sources::new();
+    for m in modules {
+        for (path, file) in &m.sources {
+            out.entry(path.clone()).or_default().merge(file);
+        }
+    }
+    out
 }
 
 /// The link-time address of module offset 0 (the lowest PT_LOAD, page-aligned).

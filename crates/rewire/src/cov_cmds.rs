@@ -40,18 +40,14 @@ pub fn report(args: ReportArgs) -> anyhow::Result<u8> {
     for line in rewire_cov::report::text(&modules, &detail) {
         println!("{line}");
     }
-    let mut sources = rewire_cov::lines::Sources::new();
-    for m in &modules {
-        for (path, file) in &m.sources {
-            sources.entry(path.clone()).or_default().merge(file);
-        }
-    }
+    let sources = rewire_cov::report::sources(&modules);
     if let Some(out) = &args.lcov {
         write(out, rewire_cov::lcov::tracefile(&sources))?;
         println!("lcov: {} source files in {}", sources.len(), out.display());
     }
     if let Some(dir) = &args.html {
-        let _ = dir;
+        rewire_cov::html::write(&modules, &sources, dir)?;
+        println!("html: {}", dir.join("index.html").display());
     }
     eprintln!("rewire: {} input files, {} modules in {:.2} s", args.files.len(), modules.len(), start.elapsed().as_secs_f64());
     Ok(0)

@@ -244,3 +244,50 @@ fn dwarf_and_symbols_come_from_separate_debug_files() {
     report(&root.join(dir.strip_prefix("/").unwrap()).join("prog.debug"), &nowhere);
     report(&cache.join(&id).join("debuginfo"), &cache);
 }
+
+/// The DOM of `page` after its scripts ran, as headless Chromium gives it.
+fn chromium_dom(page: &Path) -> String {
+    let out = Command::new("chromium")
+        .args(["--headless", "--no-sandbox", "--disable-gpu", "--dump-dom"])
+        .arg(format!("file://{}", page.display()))
+        .output()
+        .expect("chromium (CI installs it)");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[test]
+fn html_index_opens_in_chromium_lists_modules_and_functions_and_sorts() {
+    let dir = scratch("html");
+    let (exe, src) = program(&dir);
+    let run = record(&exe, "37", &dir, "cov", true);
+    let html = dir.join("html");
+    let out = rewire(&["cov", "report", &run, "--include", exe.to_str().unwrap(), "--html", html.to_str().unwrap()]);
+    assert!(out.status.success(), "{:?}", text(&out));
+    let dom = chromium_dom(&html.join("index.html"));
+    // The script ran (it marks sortable headings), the module and its functions are listed,
+    // each function linked to its line on the source page.
+    assert!(dom.contains("<th class=\"sortable\">function</th>"), "{dom}");
+    assert!(dom.contains(&format!("<td>{}</td>", exe.display())), "{dom}");
+    for name in ["squares", "classify", "never_called", "main"] {
+        assert!(dom.contains(&format!("<tr><td>{name}</td>")), "{name}: {dom}");
+    }
+    assert!(dom.contains(&format!("<a href=\"files/0.html#L3\">{}:3</a>", src.display())), "{dom}");
+    assert!(!dom.contains("http:") && !dom.contains("https:"), "nothing from the network: {dom}");
+
+    // A click on "entered" sorts the functions by it: never_called (0 times) comes first.
+    let index = std::fs::read_to_string(html.join("index.html")).unwrap();
+    let clicked = index.replace("</body>", "<script>document.querySelectorAll('#functions th')[6].click()</script></body>");
+    std::fs::write(html.join("clicked.html"), clicked).unwrap();
+    let dom = chromium_dom(&html.join("clicked.html"));
+    let functions = &dom[dom.find("id=\"functions\"").unwrap()..];
+    let first = functions.split("<tr><td>").nth(1).unwrap();
+    assert!(first.starts_with("never_called<"), "{functions}");
+
+    // The source page: counts per line, branches per line, a link back.
+    let page = std::fs::read_to_string(html.join("files/0.html")).unwrap();
+    assert!(page.contains("<a href=\"../index.html\">"), "{page}");
+    assert!(page.contains("<tr id=L6 class=\"hit\"><td class=c>6<td class=c>37<td class=c><td class=src>"), "{page}");
+    assert!(page.contains("<tr id=L10 class=\"part\"><td class=c>10<td class=c>1<td class=c>1/2<td class=src>"), "{page}");
+    assert!(page.contains("<tr id=L12 class=\"miss\"><td class=c>12<td class=c>0<td class=c><td class=src>"), "{page}");
+}
