@@ -6,11 +6,13 @@
 
 #![warn(missing_docs)]
 
+pub mod cobertura;
 pub mod code;
 pub mod debuginfo;
 pub mod drcov;
 pub mod html;
 pub mod intervals;
+pub mod json;
 pub mod lcov;
 pub mod lines;
 pub mod report;

@@ -13,6 +13,8 @@ pub struct ReportArgs {
     pub include: Vec<String>,
     pub lcov: Option<PathBuf>,
     pub html: Option<PathBuf>,
+    pub cobertura: Option<PathBuf>,
+    pub json: Option<PathBuf>,
 }
 
 /// Reads and merges drcov files, warning about (and skipping) inputs that are not drcov files.
@@ -48,6 +50,15 @@ pub fn report(args: ReportArgs) -> anyhow::Result<u8> {
     if let Some(dir) = &args.html {
         rewire_cov::html::write(&modules, &sources, dir)?;
         println!("html: {}", dir.join("index.html").display());
+    }
+    if let Some(out) = &args.cobertura {
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        write(out, rewire_cov::cobertura::document(&modules, now))?;
+        println!("cobertura: {}", out.display());
+    }
+    if let Some(out) = &args.json {
+        write(out, rewire_cov::json::summary(&modules, &sources))?;
+        println!("json: {}", out.display());
     }
     eprintln!("rewire: {} input files, {} modules in {:.2} s", args.files.len(), modules.len(), start.elapsed().as_secs_f64());
     Ok(0)

@@ -157,6 +157,12 @@ enum CovCommand {
         /// /usr/lib/debug, the default); may be given more than once.
         #[arg(long = "debug-dir", value_name = "DIR")]
         debug_dirs: Vec<PathBuf>,
+        /// Write Cobertura XML (for GitLab, Jenkins, Azure DevOps) to OUT.
+        #[arg(long, value_name = "OUT")]
+        cobertura: Option<PathBuf>,
+        /// Write a JSON summary (totals, per module, function and source file) to OUT.
+        #[arg(long, value_name = "OUT")]
+        json: Option<PathBuf>,
         /// Only modules whose path contains this (may be given more than once; default: all).
         #[arg(long, value_name = "SUBSTRING")]
         include: Vec<String>,
@@ -188,8 +194,8 @@ fn rewire_main() -> u8 {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Run(args) => run(args),
-        Command::Cov(CovCommand::Report { files, module, lcov, html, debug_dirs, include }) => {
-            cov_cmds::report(cov_cmds::ReportArgs { files, module, debug_dirs, include, lcov, html })
+        Command::Cov(CovCommand::Report { files, module, lcov, html, cobertura, json, debug_dirs, include }) => {
+            cov_cmds::report(cov_cmds::ReportArgs { files, module, debug_dirs, include, lcov, html, cobertura, json })
         }
         Command::Hook(HookCommand::Check { lib, symbols, refused_only }) => hook_check::run(&lib, &symbols, refused_only),
         Command::Inject { pid, lib, hooks } => remote_cmds::inject(pid, &lib, &hooks),

@@ -291,3 +291,41 @@ fn html_index_opens_in_chromium_lists_modules_and_functions_and_sorts() {
     assert!(page.contains("<tr id=L10 class=\"part\"><td class=c>10<td class=c>1<td class=c>1/2<td class=src>"), "{page}");
     assert!(page.contains("<tr id=L12 class=\"miss\"><td class=c>12<td class=c>0<td class=c><td class=src>"), "{page}");
 }
+
+#[test]
+fn cobertura_validates_against_its_dtd_and_json_summarises() {
+    let dir = scratch("cobertura");
+    let (exe, src) = program(&dir);
+    let run = record(&exe, "37", &dir, "cov", true);
+    let (xml, json) = (dir.join("cov.xml"), dir.join("cov.json"));
+    let out = rewire(&["cov", "report", &run, "--cobertura", xml.to_str().unwrap(), "--json", json.to_str().unwrap()]);
+    assert!(out.status.success(), "{:?}", text(&out));
+    let dtd = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/coverage-04.dtd");
+    let v = Command::new("xmllint")
+        .args(["--noout", "--nonet", "--dtdvalid"])
+        .arg(&dtd)
+        .arg(&xml)
+        .output()
+        .expect("xmllint (CI installs libxml2-utils)");
+    assert!(v.status.success() && v.stderr.is_empty(), "{}", String::from_utf8_lossy(&v.stderr));
+    let doc = std::fs::read_to_string(&xml).unwrap();
+    let class = &doc[doc.find(&format!("filename=\"{}\"", src.to_str().unwrap().trim_start_matches('/'))).expect(&doc)..];
+    assert!(class.contains("<line number=\"6\" hits=\"37\" branch=\"false\"/>"), "{class}");
+    assert!(class.contains("<line number=\"10\" hits=\"1\" branch=\"true\" condition-coverage=\"50% (1/2)\">"), "{class}");
+    assert!(class.contains("<method name=\"never_called\" signature=\"\" line-rate=\"0.0000\""), "{class}");
+
+    // The JSON summary parses, and says of the program what the text report says.
+    let check = format!(
+        "import json,sys; d=json.load(open('{}')); m=[m for m in d['modules'] if m['path']=='{}'][0]; \
+         f={{f['name']:f for f in m['function_list']}}; \
+         assert f['squares']['bytes_covered']==f['squares']['size'], f['squares']; \
+         assert f['never_called']['entered']==0 and f['squares']['entered']==1; \
+         s=[s for s in d['files'] if s['path']=='{}'][0]; assert s['functions']==4 and s['functions_hit']==3, s; \
+         assert d['totals']['lines_hit']<=d['totals']['lines']",
+        json.display(),
+        exe.display(),
+        src.display()
+    );
+    let p = Command::new("python3").args(["-c", &check]).output().unwrap();
+    assert!(p.status.success(), "{}", String::from_utf8_lossy(&p.stderr));
+}
