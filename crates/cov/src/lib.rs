@@ -6,6 +6,7 @@
 
 #![warn(missing_docs)]
 
+pub mod algebra;
 pub mod cobertura;
 pub mod code;
 pub mod debuginfo;
@@ -26,4 +27,7 @@ pub enum CovError {
     /// A drcov file is malformed.
     #[error("{0}: not a drcov file: {1}")]
     Format(String, String),
+    /// A set expression over runs does not parse.
+    #[error("bad coverage expression: {0}")]
+    Expression(String),
 }

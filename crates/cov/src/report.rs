@@ -229,3 +229,35 @@ pub fn text(modules: &[ModuleCoverage], detail: &str) -> Vec<String> {
     }
     out
 }
+
+/// What `new` covers that `base` does not, per function: `new` is the coverage of the bytes
+/// the second run ran and the first did not (`B - A`), `base` the first run's.
+pub fn diff_text(base: &[ModuleCoverage], new: &[ModuleCoverage]) -> Vec<String> {
+    let mut out = Vec::new();
+    let (mut bytes, mut functions, mut entered) = (0, 0, 0);
+    for m in new {
+        let before: BTreeMap<u64, &FunctionCoverage> =
+            base.iter().filter(|b| b.path == m.path).flat_map(|b| &b.functions).map(|f| (f.address, f)).collect();
+        let gained: Vec<&FunctionCoverage> = m.functions.iter().filter(|f| f.covered > 0).collect();
+        if gained.is_empty() {
+            continue;
+        }
+        out.push(format!("{}:", m.path));
+        for f in gained {
+            let first = before.get(&f.address).is_none_or(|b| b.covered == 0);
+            out.push(format!(
+                "  +{:>6} bytes  +{:>5} instructions  {:#x}  {}{}",
+                f.covered,
+                f.covered_instructions,
+                f.address,
+                f.name,
+                if first { "  (newly entered)" } else { "" }
+            ));
+            bytes += f.covered;
+            functions += 1;
+            entered += first as u64;
+        }
+    }
+    out.push(format!("B covers {bytes} bytes in {functions} functions that A does not ({entered} functions A never entered)"));
+    out
+}

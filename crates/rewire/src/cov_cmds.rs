@@ -1,6 +1,7 @@
 //! `rewire cov`: reports from drcov files.
 
 use anyhow::Context as _;
+use rewire_cov::algebra::Expr;
 use rewire_cov::debuginfo::DebugSearch;
 use rewire_cov::drcov::{self, Coverage};
 use std::path::PathBuf;
@@ -17,9 +18,38 @@ pub struct ReportArgs {
     pub json: Option<PathBuf>,
 }
 
-/// Reads and merges drcov files, warning about (and skipping) inputs that are not drcov files.
-fn read(files: &[String]) -> anyhow::Result<Coverage> {
-    Ok(drcov::read_files(files, &mut |path, why| eprintln!("rewire: warning: {path}: skipped: {why}"))?)
+/// Reads and merges drcov files and the files in directories named, warning about (and
+/// skipping) inputs that are not drcov files.
+fn read(files: &[String]) -> Result<Coverage, rewire_cov::CovError> {
+    let mut paths = Vec::new();
+    for f in files {
+        match std::fs::read_dir(f) {
+            Ok(dir) => {
+                // A directory's .hits.txt files are read with their drcov files.
+                let mut inside: Vec<String> =
+                    dir.filter_map(|e| Some(e.ok()?.path().to_str()?.to_string())).filter(|p| !p.ends_with(".hits.txt")).collect();
+                inside.sort();
+                paths.extend(inside);
+            }
+            Err(_) => paths.push(f.clone()),
+        }
+    }
+    drcov::read_files(&paths, &mut |path, why| eprintln!("rewire: warning: {path}: skipped: {why}"))
+}
+
+fn debug_search(dirs: Vec<PathBuf>) -> DebugSearch {
+    let mut debug = DebugSearch::default();
+    if !dirs.is_empty() {
+        debug.dirs = dirs;
+    }
+    debug
+}
+
+/// Keeps the modules whose path contains one of `include` (all when it is empty).
+fn filter(cov: &mut Coverage, include: &[String]) {
+    if !include.is_empty() {
+        cov.retain(|path, _| include.iter().any(|i| path.contains(i.as_str())));
+    }
 }
 
 fn write(path: &std::path::Path, data: impl AsRef<[u8]>) -> anyhow::Result<()> {
@@ -29,14 +59,8 @@ fn write(path: &std::path::Path, data: impl AsRef<[u8]>) -> anyhow::Result<()> {
 pub fn report(args: ReportArgs) -> anyhow::Result<u8> {
     let start = std::time::Instant::now();
     let mut cov = read(&args.files)?;
-    if !args.include.is_empty() {
-        cov.retain(|path, _| args.include.iter().any(|i| path.contains(i.as_str())));
-    }
-    let mut debug = DebugSearch::default();
-    if !args.debug_dirs.is_empty() {
-        debug.dirs = args.debug_dirs;
-    }
-    let modules = rewire_cov::report::modules(&cov, &debug);
+    filter(&mut cov, &args.include);
+    let modules = rewire_cov::report::modules(&cov, &debug_search(args.debug_dirs));
     // The first module of a drcov file is the program.
     let detail = args.module.or_else(|| modules.first().map(|m| m.path.clone())).unwrap_or_default();
     for line in rewire_cov::report::text(&modules, &detail) {
@@ -61,5 +85,32 @@ pub fn report(args: ReportArgs) -> anyhow::Result<u8> {
         println!("json: {}", out.display());
     }
     eprintln!("rewire: {} input files, {} modules in {:.2} s", args.files.len(), modules.len(), start.elapsed().as_secs_f64());
+    Ok(0)
+}
+
+/// `rewire cov diff A B`: what run B covers that run A does not, per function.
+pub fn diff(a: &str, b: &str, include: &[String], debug_dirs: Vec<PathBuf>) -> anyhow::Result<u8> {
+    let (mut base, mut second) = (read(&[a.to_string()])?, read(&[b.to_string()])?);
+    filter(&mut base, include);
+    filter(&mut second, include);
+    let gained = Expr::Difference(Box::new(Expr::Run("B".into())), Box::new(Expr::Run("A".into())))
+        .eval(&mut |run| Ok(if run == "B" { second.clone() } else { base.clone() }))?;
+    let debug = debug_search(debug_dirs);
+    let lines = rewire_cov::report::diff_text(&rewire_cov::report::modules(&base, &debug), &rewire_cov::report::modules(&gained, &debug));
+    for line in lines {
+        println!("{line}");
+    }
+    Ok(0)
+}
+
+/// `rewire cov combine EXPR -o OUT`: a set expression over runs, written as a drcov file (and
+/// its counts as a .hits.txt beside it).
+pub fn combine(expr: &[String], out: &std::path::Path) -> anyhow::Result<u8> {
+    let cov = Expr::parse(expr)?.eval(&mut |run| read(&[run.to_string()]))?;
+    let (data, hits) = drcov::write(&cov);
+    write(out, data)?;
+    write(&drcov::hits_path(out), hits)?;
+    let blocks: usize = cov.values().map(|b| b.len()).sum();
+    println!("combine: {blocks} blocks of {} modules in {}", cov.len(), out.display());
     Ok(0)
 }

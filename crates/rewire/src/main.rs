@@ -167,6 +167,31 @@ enum CovCommand {
         #[arg(long, value_name = "SUBSTRING")]
         include: Vec<String>,
     },
+    /// What run B covers that run A does not, per function (each run a drcov file or a
+    /// directory of them).
+    Diff {
+        /// The first run.
+        a: String,
+        /// The second run.
+        b: String,
+        /// Only modules whose path contains this (may be given more than once).
+        #[arg(long, value_name = "SUBSTRING")]
+        include: Vec<String>,
+        /// As for `report`.
+        #[arg(long = "debug-dir", value_name = "DIR")]
+        debug_dirs: Vec<PathBuf>,
+    },
+    /// Combine runs as sets and write the result as a drcov file (with a .hits.txt of its
+    /// counts beside it): `A | B` (either ran; counts added), `A & B` (both ran), `A - B` (A
+    /// ran, B did not), parentheses; `&` binds tighter. Runs are drcov files or directories.
+    Combine {
+        /// The expression, as one argument or several (`a.log '|' b.log`).
+        #[arg(required = true, value_name = "EXPR")]
+        expr: Vec<String>,
+        /// The drcov file to write.
+        #[arg(short = 'o', long, value_name = "OUT")]
+        output: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -197,6 +222,8 @@ fn rewire_main() -> u8 {
         Command::Cov(CovCommand::Report { files, module, lcov, html, cobertura, json, debug_dirs, include }) => {
             cov_cmds::report(cov_cmds::ReportArgs { files, module, debug_dirs, include, lcov, html, cobertura, json })
         }
+        Command::Cov(CovCommand::Diff { a, b, include, debug_dirs }) => cov_cmds::diff(&a, &b, &include, debug_dirs),
+        Command::Cov(CovCommand::Combine { expr, output }) => cov_cmds::combine(&expr, &output),
         Command::Hook(HookCommand::Check { lib, symbols, refused_only }) => hook_check::run(&lib, &symbols, refused_only),
         Command::Inject { pid, lib, hooks } => remote_cmds::inject(pid, &lib, &hooks),
         Command::Launch { lib, hooks, command } => remote_cmds::launch(&lib, &hooks, &command),

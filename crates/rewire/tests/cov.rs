@@ -329,3 +329,71 @@ fn cobertura_validates_against_its_dtd_and_json_summarises() {
     let p = Command::new("python3").args(["-c", &check]).output().unwrap();
     assert!(p.status.success(), "{}", String::from_utf8_lossy(&p.stderr));
 }
+
+/// The lcov DA counts of the program's source lines for a run or combination.
+fn line_counts(dir: &Path, exe: &Path, src: &Path, inputs: &[&str]) -> Vec<(u32, u64)> {
+    let info = dir.join("lines.info");
+    let mut args = vec!["cov", "report", "--include", exe.to_str().unwrap(), "--lcov", info.to_str().unwrap()];
+    args.extend(inputs);
+    let out = rewire(&args);
+    assert!(out.status.success(), "{:?}", text(&out));
+    let tracefile = std::fs::read_to_string(&info).unwrap();
+    lcov_values(lcov_record(&tracefile, src), "DA:").iter().map(|v| (v[0].parse().unwrap(), v[1].parse().unwrap())).collect()
+}
+
+#[test]
+fn diff_and_set_expressions_over_two_runs_with_different_paths() {
+    let dir = scratch("algebra");
+    let (exe, src) = program(&dir);
+    // 37 returns 2 from classify (line 11), 5 returns 1 (line 12); both run the rest.
+    let big = record(&exe, "37", &dir, "big", true);
+    let small = record(&exe, "5", &dir, "small", true);
+    let include = exe.to_str().unwrap();
+
+    let out = rewire(&["cov", "diff", &big, dir.join("small").to_str().unwrap(), "--include", include]);
+    let (report, err) = text(&out);
+    assert!(out.status.success(), "{err}");
+    let gained: Vec<&str> = report.lines().filter(|l| l.starts_with("  +")).collect();
+    assert_eq!(gained.len(), 1, "{report}");
+    assert!(gained[0].ends_with("  classify") && !gained[0].contains("newly entered"), "{report}");
+    assert!(report.lines().last().unwrap().contains("in 1 functions that A does not (0 functions A never entered)"), "{report}");
+
+    let combine = |expr: &str, name: &str| {
+        let out_file = dir.join(name);
+        let out = rewire(&["cov", "combine", expr, "-o", out_file.to_str().unwrap()]);
+        assert!(out.status.success(), "{expr}: {:?}", text(&out));
+        out_file.to_str().unwrap().to_string()
+    };
+    let either = combine(&format!("{big} | {small}"), "either.log");
+    let both = combine(&format!("{big} & {small}"), "both.log");
+    let only_big = combine(&format!("{big} - {small}"), "only-big.log");
+    let only_small = combine(&format!("{small} - ( {big} )"), "only-small.log");
+    let count = |lines: &[(u32, u64)], n: u32| lines.iter().find(|l| l.0 == n).map(|l| l.1);
+    // Union: both returns ran, and the counts add up (37 + 5 loop rounds).
+    let l = line_counts(&dir, &exe, &src, &[&either]);
+    assert_eq!((count(&l, 11), count(&l, 12), count(&l, 6)), (Some(1), Some(1), Some(42)), "{l:?}");
+    // Intersection: the common part ran, neither return.
+    let l = line_counts(&dir, &exe, &src, &[&both]);
+    assert_eq!((count(&l, 11), count(&l, 12), count(&l, 6)), (Some(0), Some(0), Some(1)), "{l:?}");
+    // Differences: only the other return.
+    let l = line_counts(&dir, &exe, &src, &[&only_big]);
+    assert_eq!((count(&l, 11), count(&l, 12), count(&l, 6)), (Some(1), Some(0), Some(0)), "{l:?}");
+    let l = line_counts(&dir, &exe, &src, &[&only_small]);
+    assert_eq!((count(&l, 11), count(&l, 12), count(&l, 4)), (Some(0), Some(1), Some(0)), "{l:?}");
+
+    // The files are drcov version 2 with the module table readers expect.
+    let data = std::fs::read(&either).unwrap();
+    let header = String::from_utf8_lossy(&data[..200]);
+    assert!(header.starts_with("DRCOV VERSION: 2\nDRCOV FLAVOR: drcov-64\nModule Table: version 2, count "), "{header}");
+    assert!(header.contains("\nColumns: id, base, end, entry, path\n"), "{header}");
+
+    // Merging is associative: partial merges combine into the same file.
+    let third = record(&exe, "12", &dir, "third", true);
+    let left = combine(&format!("( {big} | {small} ) | {third}"), "left.log");
+    let right = combine(&format!("{big} | ( {small} | {third} )"), "right.log");
+    let partial = combine(&format!("{small} | {third}"), "partial.log");
+    let from_partial = combine(&format!("{big} | {partial}"), "from-partial.log");
+    let read = |p: &str| (std::fs::read(p).unwrap(), std::fs::read(p.replace(".log", ".hits.txt")).unwrap());
+    assert_eq!(read(&left), read(&right));
+    assert_eq!(read(&left), read(&from_partial));
+}
