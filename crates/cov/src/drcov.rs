@@ -4,7 +4,8 @@
 //! module's base, size) with an execution count, which merge across files and runs.
 
 use crate::CovError;
-use std::collections::BTreeMap;
+use rustc_hash::FxHashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
 use std::path::Path;
 
@@ -110,47 +111,84 @@ impl Header {
     }
 }
 
-/// Reads one drcov file (and its execution counts, `hits`: the text of its `.hits.txt`) into
-/// `into`, adding counts to those already there.
-pub fn read_into(name: &str, data: &[u8], hits: Option<&str>, into: &mut Coverage) -> Result<(), CovError> {
-    let bad = |why: &str| CovError::Format(name.to_string(), why.to_string());
-    let h = header(name, data)?;
-    // Per module table entry: its blocks with their counts, gathered before the one lookup of
-    // the module's path in `into`.
-    let mut per_entry: Vec<BTreeMap<BlockKey, u64>> = (0..h.entries.len()).map(|_| BTreeMap::new()).collect();
-    for r in data[h.records..h.records + h.blocks * 8].chunks_exact(8) {
-        let start = u32::from_le_bytes(r[..4].try_into().expect("4 bytes")) as u64;
-        let size = u16::from_le_bytes(r[4..6].try_into().expect("2 bytes"));
-        let id = u16::from_le_bytes(r[6..].try_into().expect("2 bytes")) as usize;
-        let (e, offset) = h.place(id, start).ok_or_else(|| bad("block of an unknown module"))?;
-        per_entry[e].insert((offset, size), 1);
-    }
-    if let Some(text) = hits {
-        for l in text.lines().filter(|l| !l.starts_with('#') && !l.trim().is_empty()) {
-            let f: Vec<&str> = l.split_whitespace().collect();
-            let parsed = (|| {
-                let id = f.first()?.parse::<usize>().ok()?;
-                let start = u64::from_str_radix(f.get(1)?.trim_start_matches("0x"), 16).ok()?;
-                let size = f.get(2)?.parse::<u16>().ok()?;
-                let count = f.get(3)?.parse::<u64>().ok()?;
-                let (e, offset) = h.place(id, start)?;
-                Some((e, offset, size, count))
-            })();
-            let (e, offset, size, count) = parsed.ok_or_else(|| bad(&format!("execution counts: bad line {l:?}")))?;
-            if count == 0 {
-                per_entry[e].remove(&(offset, size));
-            } else {
-                per_entry[e].insert((offset, size), count);
+/// A module's blocks while merging: block → (count, number of the last file that listed it).
+type Counts = FxHashMap<BlockKey, (u64, usize)>;
+
+/// Merges drcov files one at a time: memory grows with the distinct blocks seen, not with
+/// the number of files.
+#[derive(Debug, Default)]
+pub struct Merger {
+    index: HashMap<String, usize>,
+    modules: Vec<(String, Counts)>,
+    files: usize,
+}
+
+impl Merger {
+    /// Adds one drcov file (and its execution counts, `hits`: the text of its `.hits.txt`);
+    /// without counts, each block it holds counts once.
+    pub fn add(&mut self, name: &str, data: &[u8], hits: Option<&str>) -> Result<(), CovError> {
+        let bad = |why: &str| CovError::Format(name.to_string(), why.to_string());
+        let h = header(name, data)?;
+        self.files += 1;
+        let file = self.files;
+        let slots: Vec<usize> = h
+            .entries
+            .iter()
+            .map(|e| {
+                *self.index.entry(e.path.clone()).or_insert_with(|| {
+                    self.modules.push((e.path.clone(), FxHashMap::default()));
+                    self.modules.len() - 1
+                })
+            })
+            .collect();
+        // A block listed twice in one file counts once.
+        let modules = &mut self.modules;
+        let mut add = |slot: usize, key: BlockKey, count: u64| {
+            let (total, last) = modules[slot].1.entry(key).or_insert((0, 0));
+            if *last != file {
+                *total += count;
+                *last = file;
+            }
+        };
+        match hits {
+            None => {
+                for r in data[h.records..h.records + h.blocks * 8].chunks_exact(8) {
+                    let start = u32::from_le_bytes(r[..4].try_into().expect("4 bytes")) as u64;
+                    let size = u16::from_le_bytes(r[4..6].try_into().expect("2 bytes"));
+                    let id = u16::from_le_bytes(r[6..].try_into().expect("2 bytes")) as usize;
+                    let (e, offset) = h.place(id, start).ok_or_else(|| bad("block of an unknown module"))?;
+                    add(slots[e], (offset, size), 1);
+                }
+            }
+            // The counts file lists every block of the drcov file with its count.
+            Some(text) => {
+                for l in text.lines().filter(|l| !l.starts_with('#') && !l.trim().is_empty()) {
+                    let f: Vec<&str> = l.split_whitespace().collect();
+                    let parsed = (|| {
+                        let id = f.first()?.parse::<usize>().ok()?;
+                        let start = u64::from_str_radix(f.get(1)?.trim_start_matches("0x"), 16).ok()?;
+                        let size = f.get(2)?.parse::<u16>().ok()?;
+                        let count = f.get(3)?.parse::<u64>().ok()?;
+                        let (e, offset) = h.place(id, start)?;
+                        Some((slots[e], offset, size, count))
+                    })();
+                    let (slot, offset, size, count) = parsed.ok_or_else(|| bad(&format!("execution counts: bad line {l:?}")))?;
+                    add(slot, (offset, size), count);
+                }
             }
         }
+        Ok(())
     }
-    for (e, blocks) in per_entry.into_iter().enumerate().filter(|(_, b)| !b.is_empty()) {
-        let module = into.entry(h.entries[e].path.clone()).or_default();
-        for (key, count) in blocks {
-            *module.entry(key).or_insert(0) += count;
-        }
+
+    /// The merged coverage.
+    pub fn finish(self) -> Coverage {
+        let ran = |blocks: Counts| blocks.into_iter().filter(|b| b.1 .0 > 0).map(|(k, (c, _))| (k, c)).collect();
+        self.modules
+            .into_iter()
+            .map(|(path, blocks)| (path, ran(blocks)))
+            .filter(|m: &(String, BTreeMap<BlockKey, u64>)| !m.1.is_empty())
+            .collect()
     }
-    Ok(())
 }
 
 /// The execution counts file `rewire run -t cov --hitcount` writes beside a drcov file.
@@ -162,7 +200,7 @@ pub fn hits_path(drcov: &Path) -> std::path::PathBuf {
 /// with the number of files), with the counts of a `.hits.txt` beside each. An input that is
 /// not a drcov file is passed to `skipped` with the reason and left out.
 pub fn read_files(paths: &[String], skipped: &mut dyn FnMut(&str, &str)) -> Result<Coverage, CovError> {
-    let mut cov = Coverage::new();
+    let mut merger = Merger::default();
     for p in paths {
         let data = std::fs::read(p).map_err(|e| CovError::Io(p.clone(), e))?;
         if !is_drcov(&data) {
@@ -176,9 +214,9 @@ pub fn read_files(paths: &[String], skipped: &mut dyn FnMut(&str, &str)) -> Resu
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
             Err(e) => return Err(CovError::Io(hits_file.display().to_string(), e)),
         };
-        read_into(p, &data, hits.as_deref(), &mut cov)?;
+        merger.add(p, &data, hits.as_deref())?;
     }
-    Ok(cov)
+    Ok(merger.finish())
 }
 
 /// Writes `cov` as a drcov file (version 2: one module table line per module, block starts
@@ -219,17 +257,21 @@ mod tests {
         cov.entry("/bin/a, b".into()).or_default().extend([((0x10, 4), 7), ((0x20, 2), 1)]);
         cov.entry("/lib/c.so".into()).or_default().insert((0x1000, 9), 3);
         let (data, hits) = write(&cov);
-        let mut back = Coverage::new();
-        read_into("x", &data, Some(&hits), &mut back).unwrap();
-        assert_eq!(back, cov);
-        read_into("x", &data, None, &mut back).unwrap();
+        let mut back = Merger::default();
+        back.add("x", &data, Some(&hits)).unwrap();
+        back.add("y", &data, None).unwrap();
+        let back = back.finish();
         assert_eq!(back["/bin/a, b"][&(0x10, 4)], 8);
+        assert_eq!(back["/lib/c.so"][&(0x1000, 9)], 4);
+        let mut again = Merger::default();
+        again.add("x", &data, Some(&hits)).unwrap();
+        assert_eq!(again.finish(), cov);
     }
 
     #[test]
     fn a_short_table_is_an_error() {
         let (mut data, _) = write(&Coverage::from([("/bin/a".to_string(), BTreeMap::from([((0, 1), 1)]))]));
         data.truncate(data.len() - 1);
-        assert!(matches!(read_into("x", &data, None, &mut Coverage::new()), Err(CovError::Format(..))));
+        assert!(matches!(Merger::default().add("x", &data, None), Err(CovError::Format(..))));
     }
 }

@@ -19,8 +19,8 @@ pub struct ReportArgs {
 }
 
 /// Reads and merges drcov files and the files in directories named, warning about (and
-/// skipping) inputs that are not drcov files.
-fn read(files: &[String]) -> Result<Coverage, rewire_cov::CovError> {
+/// skipping) inputs that are not drcov files; also says how many files that was.
+fn read_counted(files: &[String]) -> Result<(Coverage, usize), rewire_cov::CovError> {
     let mut paths = Vec::new();
     for f in files {
         match std::fs::read_dir(f) {
@@ -34,7 +34,13 @@ fn read(files: &[String]) -> Result<Coverage, rewire_cov::CovError> {
             Err(_) => paths.push(f.clone()),
         }
     }
-    drcov::read_files(&paths, &mut |path, why| eprintln!("rewire: warning: {path}: skipped: {why}"))
+    let cov = drcov::read_files(&paths, &mut |path, why| eprintln!("rewire: warning: {path}: skipped: {why}"))?;
+    Ok((cov, paths.len()))
+}
+
+/// [`read_counted`] without the count.
+fn read(files: &[String]) -> Result<Coverage, rewire_cov::CovError> {
+    Ok(read_counted(files)?.0)
 }
 
 fn debug_search(dirs: Vec<PathBuf>) -> DebugSearch {
@@ -58,7 +64,7 @@ fn write(path: &std::path::Path, data: impl AsRef<[u8]>) -> anyhow::Result<()> {
 
 pub fn report(args: ReportArgs) -> anyhow::Result<u8> {
     let start = std::time::Instant::now();
-    let mut cov = read(&args.files)?;
+    let (mut cov, inputs) = read_counted(&args.files)?;
     filter(&mut cov, &args.include);
     let modules = rewire_cov::report::modules(&cov, &debug_search(args.debug_dirs));
     // The first module of a drcov file is the program.
@@ -84,7 +90,7 @@ pub fn report(args: ReportArgs) -> anyhow::Result<u8> {
         write(out, rewire_cov::json::summary(&modules, &sources))?;
         println!("json: {}", out.display());
     }
-    eprintln!("rewire: {} input files, {} modules in {:.2} s", args.files.len(), modules.len(), start.elapsed().as_secs_f64());
+    eprintln!("rewire: {inputs} input files, {} modules in {:.2} s", modules.len(), start.elapsed().as_secs_f64());
     Ok(0)
 }
 

@@ -397,3 +397,54 @@ fn diff_and_set_expressions_over_two_runs_with_different_paths() {
     assert_eq!(read(&left), read(&right));
     assert_eq!(read(&left), read(&from_partial));
 }
+
+/// Runs `rewire args` and returns its peak RSS in KiB, measured with wait4.
+#[allow(clippy::zombie_processes, reason = "reaped by wait4, which also gives its resource usage")]
+fn peak_rss(args: &[&str]) -> i64 {
+    let child = Command::new(env!("CARGO_BIN_EXE_rewire"))
+        .args(args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let (mut status, mut usage) = (0, unsafe { std::mem::zeroed::<libc::rusage>() });
+    // SAFETY: the child is ours and not waited for elsewhere; status and usage are valid.
+    assert_eq!(unsafe { libc::wait4(child.id() as i32, &mut status, 0, &mut usage) }, child.id() as i32);
+    assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0, "{args:?}: {status}");
+    usage.ru_maxrss
+}
+
+#[test]
+fn thousands_of_files_merge_in_bounded_memory() {
+    // Copies of a real run of ls, each missing a different tenth of its blocks.
+    let dir = scratch("scale");
+    let run = record(Path::new("/bin/ls"), "/usr", &dir, "ls", false);
+    let data = std::fs::read(&run).unwrap();
+    let table = data.windows(10).position(|w| w == b"BB Table: ").unwrap();
+    let records_at = table + data[table..].iter().position(|&b| b == b'\n').unwrap() + 1;
+    let records: Vec<&[u8]> = data[records_at..].chunks_exact(8).collect();
+    let write = |sub: &str, n: usize| {
+        let d = dir.join(sub);
+        std::fs::create_dir_all(&d).unwrap();
+        for i in 0..n {
+            let kept: Vec<&[u8]> = records.iter().enumerate().filter(|(j, _)| (j + i) % 10 != 0).map(|(_, r)| *r).collect();
+            let mut file = data[..table].to_vec();
+            file.extend(format!("BB Table: {} bbs\n", kept.len()).bytes());
+            kept.iter().for_each(|r| file.extend_from_slice(r));
+            std::fs::write(d.join(format!("drcov.ls.{i:05}.0000.proc.log")), file).unwrap();
+        }
+        d.to_str().unwrap().to_string()
+    };
+    let (few, many) = (write("few", 200), write("many", 4000));
+    let rss_few = peak_rss(&["cov", "report", "--include", "/ls", &few]);
+    let start = std::time::Instant::now();
+    let rss_many = peak_rss(&["cov", "report", "--include", "/ls", &many]);
+    let secs = start.elapsed().as_secs_f64();
+    // Twenty times the files, about the same memory: only the distinct blocks are kept.
+    assert!(rss_many < rss_few + 8 * 1024, "200 files: {rss_few} KiB, 4000 files: {rss_many} KiB");
+    assert!(secs < 20.0, "4000 files in {secs:.1} s");
+    // Every block of the run was in some copy, so the merge has them all.
+    let merged = rewire(&["cov", "report", &many, "--include", "/ls"]);
+    let single = rewire(&["cov", "report", &run, "--include", "/ls"]);
+    assert_eq!(text(&merged).0.lines().next(), text(&single).0.lines().next());
+}
