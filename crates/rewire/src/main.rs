@@ -6,10 +6,11 @@
 #![no_main]
 
 mod cov_cmds;
+mod docs;
 mod hook_check;
 mod remote_cmds;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use std::ffi::OsString;
 use std::path::PathBuf;
 
@@ -53,6 +54,19 @@ enum Command {
         pid: i32,
         /// Only the hooks on these functions.
         symbols: Vec<String>,
+    },
+    /// Print a shell completion script: `rewire completions bash > /etc/bash_completion.d/rewire`
+    /// (zsh: into a directory of $fpath as `_rewire`; fish: ~/.config/fish/completions/rewire.fish).
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page, rewire(1), as roff (`rewire man | man -l -`), or write it and a
+    /// page per subcommand (rewire-run.1, rewire-cov-report.1, ...) into DIR.
+    Man {
+        /// Where to write every page (e.g. /usr/local/share/man/man1).
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
     },
     /// Start a program stopped before its first instruction, load a library into it, set
     /// hooks, then let it run; its output and exit status pass through.
@@ -136,9 +150,10 @@ struct RunArgs {
 
 #[derive(Subcommand)]
 enum CovCommand {
-    /// Merge drcov files (rewire's or DynamoRIO's) and print coverage per module and per
-    /// function (symbols from the ELF symbol tables); optionally write source-line coverage
-    /// from DWARF as an lcov tracefile (for genhtml) or as HTML.
+    /// Merge drcov files (rewire's or DynamoRIO's, with the counts of --hitcount files beside
+    /// them) and print coverage per module and per function (bytes and instructions counted
+    /// once); optionally write source-line, function and branch coverage from DWARF (also
+    /// from separate debug files) as lcov, HTML, Cobertura XML or a JSON summary.
     Report {
         /// The drcov files.
         #[arg(required = true)]
@@ -225,6 +240,8 @@ fn rewire_main() -> u8 {
         Command::Cov(CovCommand::Diff { a, b, include, debug_dirs }) => cov_cmds::diff(&a, &b, &include, debug_dirs),
         Command::Cov(CovCommand::Combine { expr, output }) => cov_cmds::combine(&expr, &output),
         Command::Hook(HookCommand::Check { lib, symbols, refused_only }) => hook_check::run(&lib, &symbols, refused_only),
+        Command::Completions { shell } => Ok(docs::completions(Cli::command(), shell)),
+        Command::Man { dir } => docs::man(Cli::command(), dir.as_deref()),
         Command::Inject { pid, lib, hooks } => remote_cmds::inject(pid, &lib, &hooks),
         Command::Launch { lib, hooks, command } => remote_cmds::launch(&lib, &hooks, &command),
         Command::Unhook { pid, symbols } => remote_cmds::unhook(pid, &symbols),
