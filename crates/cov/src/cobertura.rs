@@ -2,13 +2,10 @@
 //! per module, a class per source file, its functions as methods, its lines with hit counts
 //! and, on lines with conditional branches, their condition coverage.
 
+use crate::html::escape;
 use crate::lines::{SourceFile, Totals};
 use crate::report::ModuleCoverage;
 use std::fmt::Write as _;
-
-fn escape(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
-}
 
 fn rate(hit: u64, total: u64) -> String {
     format!("{:.4}", if total == 0 { 1.0 } else { hit as f64 / total as f64 })
@@ -21,18 +18,16 @@ fn rates(t: &Totals) -> String {
 fn lines(out: &mut String, file: &SourceFile) {
     out.push_str("<lines>");
     for (line, hits) in &file.lines {
-        let outcomes: Vec<Option<u64>> = file.branches.range((*line, 0)..=(*line, u32::MAX)).flat_map(|(_, o)| *o).collect();
-        if outcomes.is_empty() {
+        let (taken, outcomes) = file.line_branches(*line);
+        if outcomes == 0 {
             let _ = write!(out, "<line number=\"{line}\" hits=\"{hits}\" branch=\"false\"/>");
             continue;
         }
-        let taken = outcomes.iter().filter(|c| c.unwrap_or(0) > 0).count();
-        let pct = 100 * taken / outcomes.len();
+        let pct = 100 * taken / outcomes;
         let _ = write!(
             out,
-            "<line number=\"{line}\" hits=\"{hits}\" branch=\"true\" condition-coverage=\"{pct}% ({taken}/{})\">\
-             <conditions><condition number=\"0\" type=\"jump\" coverage=\"{pct}%\"/></conditions></line>",
-            outcomes.len()
+            "<line number=\"{line}\" hits=\"{hits}\" branch=\"true\" condition-coverage=\"{pct}% ({taken}/{outcomes})\">\
+             <conditions><condition number=\"0\" type=\"jump\" coverage=\"{pct}%\"/></conditions></line>"
         );
     }
     out.push_str("</lines>");

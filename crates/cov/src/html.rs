@@ -23,7 +23,9 @@ var k=function(r){var c=r.cells[i];return c.dataset.v!==undefined?Number(c.datas
 Array.from(b.rows).sort(function(x,y){var p=k(x),q=k(y),o=typeof p==='number'?p-q:p.localeCompare(q);return d==='a'?o:-o;})\
 .forEach(function(r){b.appendChild(r);});};});";
 
-fn escape(s: &str) -> String {
+/// `s` with the characters markup gives a meaning replaced (for HTML and XML text and
+/// attribute values).
+pub fn escape(s: &str) -> String {
     s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
 }
 
@@ -120,12 +122,11 @@ pub fn write(modules: &[ModuleCoverage], sources: &Sources, dir: &Path) -> Resul
         source_lines.resize(source_lines.len().max(last), "");
         for (i, src) in source_lines.iter().enumerate() {
             let line = i as u32 + 1;
-            let outcomes: Vec<Option<u64>> = file.branches.range((line, 0)..=(line, u32::MAX)).flat_map(|(_, o)| *o).collect();
-            let taken = outcomes.iter().filter(|c| c.unwrap_or(0) > 0).count();
-            let branches = if outcomes.is_empty() { String::new() } else { format!("{taken}/{}", outcomes.len()) };
+            let (taken, outcomes) = file.line_branches(line);
+            let branches = if outcomes == 0 { String::new() } else { format!("{taken}/{outcomes}") };
             let (class, count) = match file.lines.get(&line) {
                 Some(0) => ("miss", "0".to_string()),
-                Some(c) if taken < outcomes.len() => ("part", c.to_string()),
+                Some(c) if taken < outcomes => ("part", c.to_string()),
                 Some(c) => ("hit", c.to_string()),
                 None => ("", String::new()),
             };

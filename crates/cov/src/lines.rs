@@ -64,6 +64,12 @@ impl SourceFile {
         }
     }
 
+    /// The branch outcomes on `line`: (seen taken, there are).
+    pub fn line_branches(&self, line: u32) -> (usize, usize) {
+        let outcomes = self.branches.range((line, 0)..=(line, u32::MAX)).flat_map(|(_, o)| o);
+        outcomes.fold((0, 0), |(taken, n), c| (taken + (c.unwrap_or(0) > 0) as usize, n + 1))
+    }
+
     /// Adds `other`'s counts to this file's.
     pub fn merge(&mut self, other: &SourceFile) {
         for (l, c) in &other.lines {

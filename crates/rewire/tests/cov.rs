@@ -82,6 +82,11 @@ fn function_line(report: &str, name: &str) -> (f64, u64, u64) {
     (f[0].trim_end_matches('%').parse().unwrap(), f[1].parse().unwrap(), f[3].parse().unwrap())
 }
 
+/// Runs a tool that CI installs (.ci/run); its absence fails the test.
+fn external(program: &str, args: &[&str]) -> Output {
+    Command::new(program).args(args).output().unwrap_or_else(|e| panic!("{program} (.ci/run installs it): {e}"))
+}
+
 /// The lcov record of `source` in tracefile `text`.
 fn lcov_record<'a>(text: &'a str, source: &Path) -> &'a str {
     text.split("end_of_record").find(|r| r.contains(&format!("SF:{}\n", source.display()))).expect(text)
@@ -152,16 +157,29 @@ fn data_mappings_are_not_listed_as_modules() {
     assert!(!report.contains("ld.so.cache"), "{report}");
 }
 
+/// The program built in a new scratch directory `name`, run with 37 under `--hitcount`, and
+/// its module reported with `options` (each a flag and a path in the directory): the
+/// directory, the program, its source and the paths.
+fn reported(name: &str, options: &[(&str, &str)]) -> (PathBuf, PathBuf, PathBuf, Vec<PathBuf>) {
+    let dir = scratch(name);
+    let (exe, src) = program(&dir);
+    let run = record(&exe, "37", &dir, "cov", true);
+    let outputs: Vec<PathBuf> = options.iter().map(|o| dir.join(o.1)).collect();
+    // Only the program: the libraries' sources are not on this machine (genhtml needs them).
+    let mut args = vec!["cov", "report", &run, "--include", exe.to_str().unwrap()];
+    for (o, path) in options.iter().zip(&outputs) {
+        args.extend([o.0, path.to_str().unwrap()]);
+    }
+    let out = rewire(&args);
+    assert!(out.status.success(), "{:?}", text(&out));
+    (dir, exe, src, outputs)
+}
+
 #[test]
 fn lcov_has_hit_counts_functions_and_branches_and_genhtml_renders_it_without_warnings() {
-    let dir = scratch("lcov");
-    let (exe, src) = program(&dir);
-    let run = record(&exe, "37", &dir, "big", true);
-    let info = dir.join("big.info");
-    // Only the program: the libraries' sources are not on this machine (genhtml needs them).
-    let out = rewire(&["cov", "report", &run, "--include", exe.to_str().unwrap(), "--lcov", info.to_str().unwrap()]);
-    assert!(out.status.success(), "{:?}", text(&out));
-    let tracefile = std::fs::read_to_string(&info).unwrap();
+    let (dir, _, src, outputs) = reported("lcov", &[("--lcov", "cov.info")]);
+    let info = &outputs[0];
+    let tracefile = std::fs::read_to_string(info).unwrap();
     let r = lcov_record(&tracefile, &src);
     // The loop body ran 37 times, its `for` line 38 times (the last test fails), the rest once.
     assert_eq!(da(r, 6), Some(37), "{r}");
@@ -184,12 +202,7 @@ fn lcov_has_hit_counts_functions_and_branches_and_genhtml_renders_it_without_war
 
     // genhtml reads it with function and branch data and nothing to warn about.
     let html = dir.join("genhtml");
-    let g = Command::new("genhtml")
-        .args(["--branch-coverage", "--function-coverage", "-o"])
-        .arg(&html)
-        .arg(&info)
-        .output()
-        .expect("genhtml (CI installs lcov)");
+    let g = external("genhtml", &["--branch-coverage", "--function-coverage", "-o", html.to_str().unwrap(), info.to_str().unwrap()]);
     let (gout, gerr) = text(&g);
     assert!(g.status.success(), "{gout}{gerr}");
     assert!(!gerr.to_lowercase().contains("warning") && !gout.to_lowercase().contains("warning"), "{gout}{gerr}");
@@ -247,23 +260,15 @@ fn dwarf_and_symbols_come_from_separate_debug_files() {
 
 /// The DOM of `page` after its scripts ran, as headless Chromium gives it.
 fn chromium_dom(page: &Path) -> String {
-    let out = Command::new("chromium")
-        .args(["--headless", "--no-sandbox", "--disable-gpu", "--dump-dom"])
-        .arg(format!("file://{}", page.display()))
-        .output()
-        .expect("chromium (CI installs it)");
+    let out = external("chromium", &["--headless", "--no-sandbox", "--disable-gpu", "--dump-dom", &format!("file://{}", page.display())]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8(out.stdout).unwrap()
 }
 
 #[test]
 fn html_index_opens_in_chromium_lists_modules_and_functions_and_sorts() {
-    let dir = scratch("html");
-    let (exe, src) = program(&dir);
-    let run = record(&exe, "37", &dir, "cov", true);
-    let html = dir.join("html");
-    let out = rewire(&["cov", "report", &run, "--include", exe.to_str().unwrap(), "--html", html.to_str().unwrap()]);
-    assert!(out.status.success(), "{:?}", text(&out));
+    let (_, exe, src, outputs) = reported("html", &[("--html", "html")]);
+    let html = &outputs[0];
     let dom = chromium_dom(&html.join("index.html"));
     // The script ran (it marks sortable headings), the module and its functions are listed,
     // each function linked to its line on the source page.
@@ -294,21 +299,12 @@ fn html_index_opens_in_chromium_lists_modules_and_functions_and_sorts() {
 
 #[test]
 fn cobertura_validates_against_its_dtd_and_json_summarises() {
-    let dir = scratch("cobertura");
-    let (exe, src) = program(&dir);
-    let run = record(&exe, "37", &dir, "cov", true);
-    let (xml, json) = (dir.join("cov.xml"), dir.join("cov.json"));
-    let out = rewire(&["cov", "report", &run, "--cobertura", xml.to_str().unwrap(), "--json", json.to_str().unwrap()]);
-    assert!(out.status.success(), "{:?}", text(&out));
+    let (_, exe, src, outputs) = reported("cobertura", &[("--cobertura", "cov.xml"), ("--json", "cov.json")]);
+    let (xml, json) = (&outputs[0], &outputs[1]);
     let dtd = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/coverage-04.dtd");
-    let v = Command::new("xmllint")
-        .args(["--noout", "--nonet", "--dtdvalid"])
-        .arg(&dtd)
-        .arg(&xml)
-        .output()
-        .expect("xmllint (CI installs libxml2-utils)");
+    let v = external("xmllint", &["--noout", "--nonet", "--dtdvalid", dtd.to_str().unwrap(), xml.to_str().unwrap()]);
     assert!(v.status.success() && v.stderr.is_empty(), "{}", String::from_utf8_lossy(&v.stderr));
-    let doc = std::fs::read_to_string(&xml).unwrap();
+    let doc = std::fs::read_to_string(xml).unwrap();
     let class = &doc[doc.find(&format!("filename=\"{}\"", src.to_str().unwrap().trim_start_matches('/'))).expect(&doc)..];
     assert!(class.contains("<line number=\"6\" hits=\"37\" branch=\"false\"/>"), "{class}");
     assert!(class.contains("<line number=\"10\" hits=\"1\" branch=\"true\" condition-coverage=\"50% (1/2)\">"), "{class}");
