@@ -196,10 +196,21 @@ pub fn hits_path(drcov: &Path) -> std::path::PathBuf {
     drcov.with_extension("hits.txt")
 }
 
+/// Drcov files read and merged.
+#[derive(Debug, Clone, Default)]
+pub struct Merged {
+    /// The merged coverage.
+    pub coverage: Coverage,
+    /// The first module of the first file: the program (drcov lists it first).
+    pub program: Option<String>,
+    /// How many drcov files were read.
+    pub files: usize,
+}
+
 /// Reads and merges drcov files one at a time (memory grows with the distinct blocks, not
 /// with the number of files), with the counts of a `.hits.txt` beside each. An input that is
 /// not a drcov file is passed to `skipped` with the reason and left out.
-pub fn read_files(paths: &[String], skipped: &mut dyn FnMut(&str, &str)) -> Result<Coverage, CovError> {
+pub fn read_files(paths: &[String], skipped: &mut dyn FnMut(&str, &str)) -> Result<Merged, CovError> {
     let mut merger = Merger::default();
     for p in paths {
         let data = std::fs::read(p).map_err(|e| CovError::Io(p.clone(), e))?;
@@ -216,7 +227,8 @@ pub fn read_files(paths: &[String], skipped: &mut dyn FnMut(&str, &str)) -> Resu
         };
         merger.add(p, &data, hits.as_deref())?;
     }
-    Ok(merger.finish())
+    let (program, files) = (merger.modules.first().map(|m| m.0.clone()), merger.files);
+    Ok(Merged { coverage: merger.finish(), program, files })
 }
 
 /// Writes `cov` as a drcov file (version 2: one module table line per module, block starts

@@ -3,7 +3,7 @@
 use anyhow::Context as _;
 use rewire_cov::algebra::Expr;
 use rewire_cov::debuginfo::DebugSearch;
-use rewire_cov::drcov::{self, Coverage};
+use rewire_cov::drcov::{self, Coverage, Merged};
 use std::path::PathBuf;
 
 /// What `rewire cov report` writes besides its text.
@@ -19,8 +19,8 @@ pub struct ReportArgs {
 }
 
 /// Reads and merges drcov files and the files in directories named, warning about (and
-/// skipping) inputs that are not drcov files; also says how many files that was.
-fn read_counted(files: &[String]) -> Result<(Coverage, usize), rewire_cov::CovError> {
+/// skipping) inputs that are not drcov files.
+fn read_merged(files: &[String]) -> Result<Merged, rewire_cov::CovError> {
     let mut paths = Vec::new();
     for f in files {
         match std::fs::read_dir(f) {
@@ -34,13 +34,12 @@ fn read_counted(files: &[String]) -> Result<(Coverage, usize), rewire_cov::CovEr
             Err(_) => paths.push(f.clone()),
         }
     }
-    let cov = drcov::read_files(&paths, &mut |path, why| eprintln!("rewire: warning: {path}: skipped: {why}"))?;
-    Ok((cov, paths.len()))
+    drcov::read_files(&paths, &mut |path, why| eprintln!("rewire: warning: {path}: skipped: {why}"))
 }
 
-/// [`read_counted`] without the count.
+/// The coverage of [`read_merged`].
 fn read(files: &[String]) -> Result<Coverage, rewire_cov::CovError> {
-    Ok(read_counted(files)?.0)
+    Ok(read_merged(files)?.coverage)
 }
 
 fn debug_search(dirs: Vec<PathBuf>) -> DebugSearch {
@@ -64,11 +63,12 @@ fn write(path: &std::path::Path, data: impl AsRef<[u8]>) -> anyhow::Result<()> {
 
 pub fn report(args: ReportArgs) -> anyhow::Result<u8> {
     let start = std::time::Instant::now();
-    let (mut cov, inputs) = read_counted(&args.files)?;
+    let Merged { coverage: mut cov, program, files: inputs } = read_merged(&args.files)?;
     filter(&mut cov, &args.include);
-    let modules = rewire_cov::report::modules(&cov, &debug_search(args.debug_dirs));
-    // The first module of a drcov file is the program.
-    let detail = args.module.or_else(|| modules.first().map(|m| m.path.clone())).unwrap_or_default();
+    let mut modules = rewire_cov::report::modules(&cov, &debug_search(args.debug_dirs));
+    // The program first, then the libraries by path.
+    modules.sort_by_key(|m| Some(&m.path) != program.as_ref());
+    let detail = args.module.or(program).unwrap_or_default();
     for line in rewire_cov::report::text(&modules, &detail) {
         println!("{line}");
     }

@@ -444,3 +444,18 @@ fn thousands_of_files_merge_in_bounded_memory() {
     let single = rewire(&["cov", "report", &run, "--include", "/ls"]);
     assert_eq!(text(&merged).0.lines().next(), text(&single).0.lines().next());
 }
+
+#[test]
+fn the_program_comes_first_with_its_functions_wherever_it_lives() {
+    // A path that sorts after /usr/lib, where the libraries are.
+    let dir = Path::new("/var/tmp").join(format!("rewire-cov-tests-{}-first", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (exe, _) = program(&dir);
+    let run = record(&exe, "3", &dir, "cov", false);
+    let (report, err) = text(&rewire(&["cov", "report", &run]));
+    let mut lines = report.lines();
+    assert!(lines.next().unwrap().starts_with(&format!("{}: ", exe.display())), "{report}{err}");
+    assert!(lines.next().unwrap().contains("%  "), "{report}");
+    assert!(report.contains("/libc.so.6: "), "{report}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
