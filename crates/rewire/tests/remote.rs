@@ -307,3 +307,27 @@ fn attaching_without_permission_names_the_rule_and_the_fix() {
     sleeper.kill().unwrap();
     sleeper.wait().unwrap();
 }
+
+#[test]
+fn inject_with_a_missing_symbol_hooks_nothing_and_leaves_nothing_loaded() {
+    let program = cc("threads.c", "threads_missing", &["-pthread"]);
+    let lib = cc("threads_hooks.c", "missing_hooks.so", &["-shared", "-fPIC"]);
+    let (child, mut out) = start(&program);
+    let pid = child.id().to_string();
+    // The first hook is fine; the second names a detour the library lacks, or a function the
+    // program lacks: nothing is placed and the library goes away again.
+    for bad in ["compute=no_such_detour", "no_such_function=my_compute"] {
+        let r = rewire(&["inject", "--pid", &pid, lib.to_str().unwrap(), "--hook", "compute=my_compute", "--hook", bad]);
+        let msg = String::from_utf8_lossy(&r.stderr);
+        assert_eq!(r.status.code(), Some(1), "{msg}");
+        assert!(msg.contains("nothing hooked;") && msg.contains("unloaded from process"), "{msg}");
+        let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap();
+        assert!(!maps.contains("missing_hooks.so"), "{bad}: still loaded:\n{maps}");
+        assert!(!maps.contains("rewire-code"), "{bad}: trampoline memory left:\n{maps}");
+    }
+    // The program runs on unhooked.
+    let line = wait_for_line(&mut out, |_| true);
+    let line = wait_for_line(&mut out, |l| l != line);
+    assert!(line.starts_with("hooked=0 "), "{line}");
+    stop(child);
+}
