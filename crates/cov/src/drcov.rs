@@ -93,7 +93,7 @@ fn header(name: &str, data: &[u8]) -> Result<Header, CovError> {
         .and_then(|r| r.strip_suffix(" bbs"))
         .and_then(|r| r.trim().parse().ok())
         .ok_or_else(|| bad("no BB Table line"))?;
-    if data.len() - pos < blocks * 8 {
+    if blocks.checked_mul(8).is_none_or(|bytes| data.len() - pos < bytes) {
         return Err(bad("BB table shorter than announced"));
     }
     Ok(Header { version, entries, blocks, records: pos })
@@ -129,27 +129,9 @@ impl Merger {
     pub fn add(&mut self, name: &str, data: &[u8], hits: Option<&str>) -> Result<(), CovError> {
         let bad = |why: &str| CovError::Format(name.to_string(), why.to_string());
         let h = header(name, data)?;
-        self.files += 1;
-        let file = self.files;
-        let slots: Vec<usize> = h
-            .entries
-            .iter()
-            .map(|e| {
-                *self.index.entry(e.path.clone()).or_insert_with(|| {
-                    self.modules.push((e.path.clone(), FxHashMap::default()));
-                    self.modules.len() - 1
-                })
-            })
-            .collect();
-        // A block listed twice in one file counts once.
-        let modules = &mut self.modules;
-        let mut add = |slot: usize, key: BlockKey, count: u64| {
-            let (total, last) = modules[slot].1.entry(key).or_insert((0, 0));
-            if *last != file {
-                *total += count;
-                *last = file;
-            }
-        };
+        // The whole file is read before anything is merged, so a damaged one leaves no trace.
+        // (module table entry, offset, size, count)
+        let mut blocks: Vec<(usize, u64, u16, u64)> = Vec::with_capacity(h.blocks);
         match hits {
             None => {
                 for r in data[h.records..h.records + h.blocks * 8].chunks_exact(8) {
@@ -157,7 +139,7 @@ impl Merger {
                     let size = u16::from_le_bytes(r[4..6].try_into().expect("2 bytes"));
                     let id = u16::from_le_bytes(r[6..].try_into().expect("2 bytes")) as usize;
                     let (e, offset) = h.place(id, start).ok_or_else(|| bad("block of an unknown module"))?;
-                    add(slots[e], (offset, size), 1);
+                    blocks.push((e, offset, size, 1));
                 }
             }
             // The counts file lists every block of the drcov file with its count.
@@ -170,11 +152,30 @@ impl Merger {
                         let size = f.get(2)?.parse::<u16>().ok()?;
                         let count = f.get(3)?.parse::<u64>().ok()?;
                         let (e, offset) = h.place(id, start)?;
-                        Some((slots[e], offset, size, count))
+                        Some((e, offset, size, count))
                     })();
-                    let (slot, offset, size, count) = parsed.ok_or_else(|| bad(&format!("execution counts: bad line {l:?}")))?;
-                    add(slot, (offset, size), count);
+                    blocks.push(parsed.ok_or_else(|| bad(&format!("execution counts: bad line {l:?}")))?);
                 }
+            }
+        }
+        self.files += 1;
+        let file = self.files;
+        let slots: Vec<usize> = h
+            .entries
+            .iter()
+            .map(|e| {
+                *self.index.entry(e.path.clone()).or_insert_with(|| {
+                    self.modules.push((e.path.clone(), FxHashMap::default()));
+                    self.modules.len() - 1
+                })
+            })
+            .collect();
+        for (e, offset, size, count) in blocks {
+            let (total, last) = self.modules[slots[e]].1.entry((offset, size)).or_insert((0, 0));
+            // A block listed twice in one file counts once.
+            if *last != file {
+                *total += count;
+                *last = file;
             }
         }
         Ok(())
@@ -209,7 +210,8 @@ pub struct Merged {
 
 /// Reads and merges drcov files one at a time (memory grows with the distinct blocks, not
 /// with the number of files), with the counts of a `.hits.txt` beside each. An input that is
-/// not a drcov file is passed to `skipped` with the reason and left out.
+/// not a drcov file, or a damaged one (a process killed while writing it), is passed to
+/// `skipped` with the reason and left out.
 pub fn read_files(paths: &[String], skipped: &mut dyn FnMut(&str, &str)) -> Result<Merged, CovError> {
     let mut merger = Merger::default();
     for p in paths {
@@ -225,7 +227,10 @@ pub fn read_files(paths: &[String], skipped: &mut dyn FnMut(&str, &str)) -> Resu
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
             Err(e) => return Err(CovError::Io(hits_file.display().to_string(), e)),
         };
-        merger.add(p, &data, hits.as_deref())?;
+        match merger.add(p, &data, hits.as_deref()) {
+            Err(CovError::Format(_, why)) => skipped(p, &why),
+            other => other?,
+        }
     }
     let (program, files) = (merger.modules.first().map(|m| m.0.clone()), merger.files);
     Ok(Merged { coverage: merger.finish(), program, files })
@@ -278,6 +283,17 @@ mod tests {
         let mut again = Merger::default();
         again.add("x", &data, Some(&hits)).unwrap();
         assert_eq!(again.finish(), cov);
+    }
+
+    #[test]
+    fn a_damaged_file_is_left_out_whole() {
+        let mut cov = Coverage::new();
+        cov.entry("/bin/a".into()).or_default().extend([((0x10, 4), 1), ((0x20, 2), 1)]);
+        let (data, _) = write(&cov);
+        let mut merger = Merger::default();
+        assert!(merger.add("x", &data, Some("0 0x10 4 5\n7 0x20 2 1\n")).is_err());
+        merger.add("y", &data, None).unwrap();
+        assert_eq!(merger.finish(), cov);
     }
 
     #[test]
