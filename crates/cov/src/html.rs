@@ -11,7 +11,7 @@ use std::path::Path;
 
 const STYLE: &str = "body{font-family:sans-serif;margin:1em 2em}table{border-collapse:collapse;margin-bottom:2em}\
 td,th{padding:2px 8px;border-bottom:1px solid #eee;text-align:left}th{background:#f4f4f4;cursor:pointer;user-select:none}\
-th.sortable::after{content:' \\2195';color:#aaa}td.n{text-align:right;font-variant-numeric:tabular-nums}\
+th.sortable::after{content:' \\2195';color:#aaa}td.n{text-align:right;white-space:nowrap;font-variant-numeric:tabular-nums}\
 .bar{display:inline-block;width:80px;height:10px;background:#f3b0b0;margin-right:6px;vertical-align:middle}\
 .bar span{display:block;height:100%;background:#5cb85c}pre{margin:0}tr.hit td.src{background:#dfd}\
 tr.miss td.src{background:#fdd}tr.part td.src{background:#ffd}td.c{color:#666;text-align:right}";

@@ -162,10 +162,12 @@ enum CovCommand {
         /// first module, usually the program).
         #[arg(long, value_name = "SUBSTRING")]
         module: Option<String>,
-        /// Write an lcov tracefile of the source lines of modules with DWARF line information.
+        /// Write an lcov tracefile (lines with their counts, functions, branches) of the modules
+        /// with DWARF line information.
         #[arg(long, value_name = "OUT")]
         lcov: Option<PathBuf>,
-        /// Write an HTML report (index.html and a page per source file) into DIR.
+        /// Write an HTML report into DIR: index.html (per module, source file and function) and
+        /// a page per source file.
         #[arg(long, value_name = "DIR")]
         html: Option<PathBuf>,
         /// A directory of separate debug files (build-id and debuglink layout, as
