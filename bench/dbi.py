@@ -51,7 +51,7 @@ def prepare():
         "gzip": f"gzip -6 -c {text}",
         "bzip2": f"bzip2 -9 -c {text}",
         "xz": f"xz -2 -T1 -c {text}",
-        "sha256": f"sha256sum {text} {text} {text}",
+        "sha256sum": f"sha256sum {text} {text} {text}",
         "sort": f"sort -S 300M {text}",
         "sort-mt": f"sort --parallel=2 -S 300M {text}",
         "python": f"{PY} {script}",
@@ -60,14 +60,54 @@ def prepare():
     }
 
 
-def run(argv):
+# A child forked from this script starts with the script's peak RSS as its own (Linux carries
+# the high-water mark across fork and exec), so the programs run under this small helper,
+# which forks them from itself and reports their wait4 peak RSS (KiB) and status to a file.
+PEAK_RSS_C = r"""
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
+int main(int argc, char **argv) {
+    pid_t pid = fork();
+    if (pid == 0) { execvp(argv[2], argv + 2); perror(argv[2]); _exit(127); }
+    int status; struct rusage ru;
+    if (pid < 0 || wait4(pid, &status, 0, &ru) < 0) return 1;
+    FILE *f = fopen(argv[1], "w");
+    if (!f) return 1;
+    fprintf(f, "%ld %d\n", ru.ru_maxrss, status);
+    return fclose(f) != 0;
+}
+"""
+
+
+def peak_rss_helper():
+    """The helper's path, built once under DIR."""
+    os.makedirs(DIR, exist_ok=True)
+    exe = os.path.join(DIR, "peak-rss")
+    if not os.path.exists(exe):
+        src = exe + ".c"
+        with open(src, "w") as f:
+            f.write(PEAK_RSS_C)
+        subprocess.check_call(["gcc", "-O2", "-o", exe, src])
+    return exe
+
+
+def run(argv, stdout=None):
+    """Runs argv: (wall seconds, the program's peak RSS in MiB, sha256 of its stdout, wait status)."""
+    report = os.path.join(DIR, f"peak-rss.{os.getpid()}.txt")
     start = time.perf_counter()
-    p = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, cwd=DIR)
+    p = subprocess.Popen([peak_rss_helper(), report, *argv], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, cwd=DIR)
     digest = hashlib.sha256()
     for chunk in iter(lambda: p.stdout.read(1 << 16), b""):
         digest.update(chunk)
-    _, status, usage = os.wait4(p.pid, 0)
-    return time.perf_counter() - start, usage.ru_maxrss / 1024, digest.hexdigest(), status
+    if p.wait() != 0:
+        raise SystemExit(f"bench: cannot run {argv}")
+    elapsed = time.perf_counter() - start
+    with open(report) as f:
+        rss_kib, status = map(int, f.read().split())
+    return elapsed, rss_kib / 1024, digest.hexdigest(), status
 
 
 def main():
@@ -81,6 +121,9 @@ def main():
     a = ap.parse_args()
     workloads = prepare()
     names = a.w.split(",") if a.w else list(workloads)
+    unknown = [n for n in names if n not in workloads]
+    if unknown:
+        raise SystemExit(f"bench: no workload named {', '.join(unknown)} (there are {', '.join(workloads)})")
     variants = [("traces", [a.rewire, "run", *a.extra, "--"])]
     if not a.no_baseline:
         variants.append(("no traces", [a.rewire, "run", "--no-traces", *a.extra, "--"]))

@@ -5,10 +5,12 @@
 //! the ones rewire was started with.
 #![no_main]
 
+mod cov_cmds;
+mod docs;
 mod hook_check;
 mod remote_cmds;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use std::ffi::OsString;
 use std::path::PathBuf;
 
@@ -52,6 +54,19 @@ enum Command {
         pid: i32,
         /// Only the hooks on these functions.
         symbols: Vec<String>,
+    },
+    /// Print a shell completion script: `rewire completions bash > /etc/bash_completion.d/rewire`
+    /// (zsh: into a directory of $fpath as `_rewire`; fish: ~/.config/fish/completions/rewire.fish).
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page, rewire(1), as roff (`rewire man | man -l -`), or write it and a
+    /// page per subcommand (rewire-run.1, rewire-cov-report.1, ...) into DIR.
+    Man {
+        /// Where to write every page (e.g. /usr/local/share/man/man1).
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
     },
     /// Start a program stopped before its first instruction, load a library into it, set
     /// hooks, then let it run; its output and exit status pass through.
@@ -145,9 +160,10 @@ struct RunArgs {
 
 #[derive(Subcommand)]
 enum CovCommand {
-    /// Merge drcov files (rewire's or DynamoRIO's) and print coverage per module and per
-    /// function (symbols from the ELF symbol tables); optionally write source-line coverage
-    /// from DWARF as an lcov tracefile (for genhtml) or as HTML.
+    /// Merge drcov files (rewire's or DynamoRIO's, with the counts of --hitcount files beside
+    /// them) and print coverage per module and per function (bytes and instructions counted
+    /// once); optionally write source-line, function and branch coverage from DWARF (also
+    /// from separate debug files) as lcov, HTML, Cobertura XML or a JSON summary.
     Report {
         /// The drcov files.
         #[arg(required = true)]
@@ -156,12 +172,52 @@ enum CovCommand {
         /// first module, usually the program).
         #[arg(long, value_name = "SUBSTRING")]
         module: Option<String>,
-        /// Write an lcov tracefile of the source lines of modules with DWARF line information.
+        /// Write an lcov tracefile (lines with their counts, functions, branches) of the modules
+        /// with DWARF line information.
         #[arg(long, value_name = "OUT")]
         lcov: Option<PathBuf>,
-        /// Write an HTML report (index.html and a page per source file) into DIR.
+        /// Write an HTML report into DIR: index.html (per module, source file and function) and
+        /// a page per source file.
         #[arg(long, value_name = "DIR")]
         html: Option<PathBuf>,
+        /// A directory of separate debug files (build-id and debuglink layout, as
+        /// /usr/lib/debug, the default); may be given more than once.
+        #[arg(long = "debug-dir", value_name = "DIR")]
+        debug_dirs: Vec<PathBuf>,
+        /// Write Cobertura XML (for GitLab, Jenkins, Azure DevOps) to OUT.
+        #[arg(long, value_name = "OUT")]
+        cobertura: Option<PathBuf>,
+        /// Write a JSON summary (totals, per module, function and source file) to OUT.
+        #[arg(long, value_name = "OUT")]
+        json: Option<PathBuf>,
+        /// Only modules whose path contains this (may be given more than once; default: all).
+        #[arg(long, value_name = "SUBSTRING")]
+        include: Vec<String>,
+    },
+    /// What run B covers that run A does not, per function (each run a drcov file or a
+    /// directory of them).
+    Diff {
+        /// The first run.
+        a: String,
+        /// The second run.
+        b: String,
+        /// Only modules whose path contains this (may be given more than once).
+        #[arg(long, value_name = "SUBSTRING")]
+        include: Vec<String>,
+        /// As for `report`.
+        #[arg(long = "debug-dir", value_name = "DIR")]
+        debug_dirs: Vec<PathBuf>,
+    },
+    /// Combine runs as sets and write the result as a drcov file (with a .hits.txt of its
+    /// counts beside it): `A | B` (either ran; counts added), `A & B` (both ran), `A - B` (A
+    /// ran, B did not), parentheses; `&` binds tighter. Runs are drcov files or directories.
+    Combine {
+        /// The expression, as one argument or several (`a.log '|' b.log`).
+        #[arg(required = true, value_name = "EXPR")]
+        expr: Vec<String>,
+        /// The drcov file to write.
+        #[arg(short = 'o', long, value_name = "OUT")]
+        output: PathBuf,
     },
 }
 
@@ -190,8 +246,14 @@ fn rewire_main() -> u8 {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Run(args) => run(args),
-        Command::Cov(CovCommand::Report { files, module, lcov, html }) => cov_report(&files, module, lcov, html),
+        Command::Cov(CovCommand::Report { files, module, lcov, html, cobertura, json, debug_dirs, include }) => {
+            cov_cmds::report(cov_cmds::ReportArgs { files, module, debug_dirs, include, lcov, html, cobertura, json })
+        }
+        Command::Cov(CovCommand::Diff { a, b, include, debug_dirs }) => cov_cmds::diff(&a, &b, &include, debug_dirs),
+        Command::Cov(CovCommand::Combine { expr, output }) => cov_cmds::combine(&expr, &output),
         Command::Hook(HookCommand::Check { lib, symbols, refused_only }) => hook_check::run(&lib, &symbols, refused_only),
+        Command::Completions { shell } => Ok(docs::completions(Cli::command(), shell)),
+        Command::Man { dir } => docs::man(Cli::command(), dir.as_deref()),
         Command::Inject { pid, lib, hooks } => remote_cmds::inject(pid, &lib, &hooks),
         Command::Launch { lib, hooks, command } => remote_cmds::launch(&lib, &hooks, &command),
         Command::Unhook { pid, symbols } => remote_cmds::unhook(pid, &symbols),
@@ -254,28 +316,4 @@ fn parse_interval(s: &str) -> Result<std::time::Duration, String> {
         Ok(secs) if secs > 0.0 && secs.is_finite() => Ok(std::time::Duration::from_secs_f64(secs)),
         _ => Err(format!("{s:?} is not a positive number of seconds")),
     }
-}
-
-fn cov_report(files: &[String], module: Option<String>, lcov: Option<PathBuf>, html: Option<PathBuf>) -> anyhow::Result<u8> {
-    let cov = rewire_cov::drcov::read_files(files)?;
-    let modules = rewire_cov::report::modules(&cov);
-    let detail = module.or_else(|| modules.first().map(|m| m.path.clone())).unwrap_or_default();
-    // The first module of a drcov file is the program; keep the files' order for that.
-    let first = cov.keys().next().cloned().unwrap_or_default();
-    let detail = if detail.is_empty() { first } else { detail };
-    for line in rewire_cov::report::text(&modules, &detail) {
-        println!("{line}");
-    }
-    if lcov.is_some() || html.is_some() {
-        let lines = rewire_cov::lines::source_lines(&cov, "");
-        if let Some(out) = lcov {
-            std::fs::write(&out, rewire_cov::lines::lcov(&lines)).map_err(|e| anyhow::anyhow!("{}: {e}", out.display()))?;
-            println!("lcov: {} source files in {}", lines.len(), out.display());
-        }
-        if let Some(dir) = html {
-            rewire_cov::lines::html(&lines, &dir)?;
-            println!("html: {}", dir.join("index.html").display());
-        }
-    }
-    Ok(0)
 }

@@ -17,25 +17,43 @@ pub fn parse_hook(spec: &str) -> Result<(String, String), String> {
     }
 }
 
+/// A hook to place: symbol, library symbol, target, detour, the `rewire_orig_` cell.
+type Resolved<'a> = (&'a str, &'a str, u64, u64, Option<u64>);
+
 /// Loads `lib` into the process and sets each hook; the original of each goes to the
-/// library's `rewire_orig_<LIB_SYMBOL>` before the hook is enabled.
+/// library's `rewire_orig_<LIB_SYMBOL>` before the hook is enabled. All hooks or none: when a
+/// symbol is missing or a hook is refused, nothing is hooked and the library is unloaded.
 fn apply(process: &Arc<RemoteProcess>, lib: &str, hooks: &[(String, String)]) -> anyhow::Result<()> {
     let pid = process.pid();
     let base = process.inject(lib)?;
     eprintln!("rewire: loaded {lib} at {base:#x} in process {pid}");
-    let lib_path = std::fs::canonicalize(lib)?.to_string_lossy().into_owned();
     let interceptor = Interceptor::for_process(process.clone(), Sharing::Shared);
     let calls_before = process.kernel_calls();
-    let mut placed = process.hooks_placed()?;
-    for (symbol, lib_symbol) in hooks {
-        let target = process.find_function(symbol)?;
-        let detour = process.symbol(&lib_path, lib_symbol)?;
-        let original_cell = process.symbol(&lib_path, &format!("rewire_orig_{lib_symbol}")).ok();
+    let placed = resolve(process, lib, hooks).and_then(|resolved| {
         let mut tx = interceptor.transaction();
-        // SAFETY: the user vouches that LIB_SYMBOL has SYMBOL's signature; every thread of
-        // the target is stopped.
-        unsafe { tx.hook_disabled(target, detour) };
-        let hook = tx.commit().with_context(|| format!("cannot hook {symbol}"))?.pop().expect("one hook");
+        for &(_, _, target, detour, _) in &resolved {
+            // SAFETY: the user vouches that LIB_SYMBOL has SYMBOL's signature; every thread
+            // of the target is stopped.
+            unsafe { tx.hook_disabled(target, detour) };
+        }
+        let names: Vec<&str> = resolved.iter().map(|r| r.0).collect();
+        // One transaction: every hook is placed, or none.
+        let set =
+            if resolved.is_empty() { Vec::new() } else { tx.commit().with_context(|| format!("cannot hook {}", names.join(", ")))? };
+        Ok((resolved, set))
+    });
+    let (resolved, set) = match placed {
+        Ok(placed) => placed,
+        Err(e) => {
+            return Err(match process.unload(lib) {
+                Ok(()) => e.context(format!("nothing hooked; {lib} unloaded from process {pid}")),
+                Err(u) => e.context(format!("nothing hooked; {lib} stays loaded in process {pid}: {u}")),
+            });
+        }
+    };
+    // The hooks are in place (disabled): from here on the library stays.
+    let mut records = process.hooks_placed()?;
+    for (hook, &(symbol, lib_symbol, target, detour, original_cell)) in set.into_iter().zip(&resolved) {
         match original_cell {
             Some(cell) => process.write_u64(cell, hook.trampoline())?,
             None => eprintln!("rewire: warning: {lib} has no rewire_orig_{lib_symbol}: {lib_symbol} cannot call the original {symbol}"),
@@ -44,12 +62,12 @@ fn apply(process: &Arc<RemoteProcess>, lib: &str, hooks: &[(String, String)]) ->
         let site = interceptor.site(target).expect("just hooked");
         let mut patch = vec![0u8; site.patch_len];
         process.memory().read(target, &mut patch)?;
-        placed.retain(|r| r.target != target);
-        placed.push(Record::of(&site, patch, detour));
+        records.retain(|r| r.target != target);
+        records.push(Record::of(&site, patch, detour));
         hook.leak();
         eprintln!("rewire: hooked {symbol} at {target:#x} with {lib_symbol}");
     }
-    process.set_hooks_placed(&placed)?;
+    process.set_hooks_placed(&records)?;
     if !hooks.is_empty() {
         eprintln!("rewire: {} hook(s) set with {} system calls on the process", hooks.len(), process.kernel_calls() - calls_before);
     }
@@ -57,6 +75,20 @@ fn apply(process: &Arc<RemoteProcess>, lib: &str, hooks: &[(String, String)]) ->
         eprintln!("rewire: moved {} thread(s) out of the bytes patched", interceptor.threads_moved());
     }
     Ok(())
+}
+
+/// Every hook's target, detour and `rewire_orig_` cell, before any is placed.
+fn resolve<'a>(process: &RemoteProcess, lib: &str, hooks: &'a [(String, String)]) -> anyhow::Result<Vec<Resolved<'a>>> {
+    let lib_path = std::fs::canonicalize(lib)?.to_string_lossy().into_owned();
+    hooks
+        .iter()
+        .map(|(symbol, lib_symbol)| {
+            let target = process.find_function(symbol)?;
+            let detour = process.symbol(&lib_path, lib_symbol)?;
+            let original_cell = process.symbol(&lib_path, &format!("rewire_orig_{lib_symbol}")).ok();
+            Ok((symbol.as_str(), lib_symbol.as_str(), target, detour, original_cell))
+        })
+        .collect()
 }
 
 /// `rewire inject --pid PID LIB [--hook S=L ...]`.

@@ -51,3 +51,38 @@ fn unreadable_library_and_usage_errors() {
     let (code, _, _) = rewire(&["hook", "frobnicate"]);
     assert_eq!(code, 2);
 }
+
+#[test]
+fn shell_completions_and_man_pages_come_from_the_command_definitions() {
+    let (code, bash, _) = rewire(&["completions", "bash"]);
+    assert_eq!(code, 0);
+    assert!(bash.contains("combine") && bash.contains("--hitcount"), "{bash}");
+    let check = Command::new("bash").args(["-n", "-c", &bash]).status().unwrap();
+    assert!(check.success(), "bash cannot parse its completions");
+    let (code, zsh, _) = rewire(&["completions", "zsh"]);
+    assert!(code == 0 && zsh.starts_with("#compdef rewire"), "{zsh}");
+    let (code, fish, _) = rewire(&["completions", "fish"]);
+    assert!(code == 0 && fish.contains("complete -c rewire"), "{fish}");
+    let (code, _, err) = rewire(&["completions", "tcsh"]);
+    assert_eq!(code, 2, "{err}");
+
+    let (code, page, _) = rewire(&["man"]);
+    assert!(code == 0 && page.contains(".TH rewire 1"), "{page}");
+    let dir = std::env::temp_dir().join(format!("rewire-man-{}", std::process::id()));
+    let (code, _, err) = rewire(&["man", "--dir", dir.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    for page in [
+        "rewire.1",
+        "rewire-run.1",
+        "rewire-cov.1",
+        "rewire-cov-report.1",
+        "rewire-cov-diff.1",
+        "rewire-cov-combine.1",
+        "rewire-hook-check.1",
+    ] {
+        let text = std::fs::read_to_string(dir.join(page)).unwrap_or_else(|e| panic!("{page}: {e}"));
+        assert!(text.contains(".TH rewire"), "{page}: {text}");
+    }
+    assert!(std::fs::read_to_string(dir.join("rewire-cov-report.1")).unwrap().contains("cobertura"));
+    std::fs::remove_dir_all(dir).unwrap();
+}

@@ -82,12 +82,19 @@ fn stop(mut child: Child) {
     assert!(err.is_empty(), "{err}");
 }
 
+/// threads.c built as `program` and running, and threads_hooks.c built as `lib`: the child,
+/// its output, its pid and the library.
+fn threads_and_hooks(program: &str, lib: &str) -> (Child, BufReader<std::process::ChildStdout>, String, PathBuf) {
+    let program = cc("threads.c", program, &["-pthread"]);
+    let lib = cc("threads_hooks.c", lib, &["-shared", "-fPIC"]);
+    let (child, out) = start(&program);
+    let pid = child.id().to_string();
+    (child, out, pid, lib)
+}
+
 #[test]
 fn inject_into_a_running_program_with_four_threads_calling_the_target() {
-    let program = cc("threads.c", "threads", &["-pthread"]);
-    let lib = cc("threads_hooks.c", "threads_hooks.so", &["-shared", "-fPIC"]);
-    let (child, mut out) = start(&program);
-    let pid = child.id().to_string();
+    let (child, mut out, pid, lib) = threads_and_hooks("threads", "threads_hooks.so");
     let r = rewire(&["inject", "--pid", &pid, lib.to_str().unwrap(), "--hook", "compute=my_compute"]);
     assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
     wait_for_line(&mut out, |l| l.starts_with("hooked=") && !l.starts_with("hooked=0 "));
@@ -306,4 +313,25 @@ fn attaching_without_permission_names_the_rule_and_the_fix() {
     assert!(msg.contains("run rewire as") || msg.contains("ptrace_scope"), "says what to do: {msg}");
     sleeper.kill().unwrap();
     sleeper.wait().unwrap();
+}
+
+#[test]
+fn inject_with_a_missing_symbol_hooks_nothing_and_leaves_nothing_loaded() {
+    let (child, mut out, pid, lib) = threads_and_hooks("threads_missing", "missing_hooks.so");
+    // The first hook is fine; the second names a detour the library lacks, or a function the
+    // program lacks: nothing is placed and the library goes away again.
+    for bad in ["compute=no_such_detour", "no_such_function=my_compute"] {
+        let r = rewire(&["inject", "--pid", &pid, lib.to_str().unwrap(), "--hook", "compute=my_compute", "--hook", bad]);
+        let msg = String::from_utf8_lossy(&r.stderr);
+        assert_eq!(r.status.code(), Some(1), "{msg}");
+        assert!(msg.contains("nothing hooked;") && msg.contains("unloaded from process"), "{msg}");
+        let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap();
+        assert!(!maps.contains("missing_hooks.so"), "{bad}: still loaded:\n{maps}");
+        assert!(!maps.contains("rewire-code"), "{bad}: trampoline memory left:\n{maps}");
+    }
+    // The program runs on unhooked.
+    let line = wait_for_line(&mut out, |_| true);
+    let line = wait_for_line(&mut out, |l| l != line);
+    assert!(line.starts_with("hooked=0 "), "{line}");
+    stop(child);
 }

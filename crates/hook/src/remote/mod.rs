@@ -279,6 +279,23 @@ impl RemoteProcess {
         self.modules.load_base(&*self.memory, &path)
     }
 
+    /// Undoes one [`inject`](Self::inject) of `lib`: the library leaves the target unless
+    /// something else holds it (an earlier load with hooks in place).
+    pub fn unload(&self, lib: &str) -> Result<(), HookError> {
+        let path = std::fs::canonicalize(lib).map_err(|e| HookError::LoadFailed { lib: lib.into(), reason: e.to_string() })?;
+        let dlopen = self.modules.resolve_from_file(&*self.memory, "libc.so.6", "dlopen")?;
+        let dlclose = self.modules.resolve_from_file(&*self.memory, "libc.so.6", "dlclose")?;
+        let name = self.remote.put_string(&path.to_string_lossy())?;
+        // The handle of the loaded library, without loading it (this takes a reference too).
+        let handle = self.tracee.call(dlopen, &[name, (libc::RTLD_NOW | libc::RTLD_NOLOAD) as u64])?;
+        if handle != 0 {
+            self.tracee.call(dlclose, &[handle])?;
+            self.tracee.call(dlclose, &[handle])?;
+        }
+        self.modules.maps(&*self.memory, true)?;
+        Ok(())
+    }
+
     /// The address of `symbol` (any defined symbol, function or variable) in the loaded
     /// module `module`.
     pub fn symbol(&self, module: &str, symbol: &str) -> Result<u64, HookError> {
