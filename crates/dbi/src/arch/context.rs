@@ -176,6 +176,11 @@ pub const COUNTER_BYTES: usize = 64 << 20;
 pub const CTX_BYTES: usize = off::COUNTERS + COUNTER_BYTES;
 /// Bytes of a thread's runtime stack.
 pub const RT_STACK_BYTES: usize = 1 << 20;
+/// Bytes of a thread's signal stack: the runtime's handler runs there (`SA_ONSTACK`), so a
+/// fault on an exhausted program stack can still be handled.
+pub const SIGNAL_STACK_BYTES: usize = 64 << 10;
+/// Bytes of the mapping that holds a thread's signal stack (lowest) and runtime stack.
+pub const STACKS_BYTES: usize = SIGNAL_STACK_BYTES + RT_STACK_BYTES;
 
 const _: () = assert!(std::mem::size_of::<ThreadCtx>() <= off::XSAVE);
 

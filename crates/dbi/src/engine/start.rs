@@ -95,6 +95,7 @@ pub fn run_tool(tool: Box<dyn Tool>, opts: Options) -> Result<Infallible, RunErr
     engine.tool.on_thread_start(block.ctx().tid as u32);
     engine.install();
     unregister_rseq();
+    block.use_signal_stack();
     signals::install_fault_handlers();
     set_process_name(&loaded.execfn);
 

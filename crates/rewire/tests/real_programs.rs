@@ -1,0 +1,141 @@
+//! Real programs and the cases they exercise (issue 16): a program runs under `rewire run`
+//! as it runs natively: the same stdout, stderr and exit status or signal, under the null
+//! tool, `-t cov` and `-t inscount`.
+
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
+
+/// How a run ended and what it wrote.
+#[derive(Debug, PartialEq, Eq)]
+struct Outcome {
+    code: Option<i32>,
+    signal: Option<i32>,
+    stdout: String,
+    stderr: String,
+}
+
+fn dir() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir = std::env::temp_dir().join(format!("rewire-real-tests-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    })
+}
+
+fn source(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests").join(name)
+}
+
+/// Compiles `tests/c/NAME.c` (once per test process).
+fn c_program(name: &str) -> PathBuf {
+    let out = dir().join(name);
+    if !out.exists() {
+        let tmp = dir().join(format!("{name}.tmp"));
+        let ok = Command::new("gcc").args(["-O2", "-g", "-pthread", "-o"]).arg(&tmp).arg(source(&format!("c/{name}.c"))).status().unwrap();
+        assert!(ok.success(), "gcc {name}");
+        std::fs::rename(tmp, &out).unwrap();
+    }
+    out
+}
+
+/// Compiles `tests/real/NAME.rs` with rustc (once per test process).
+fn rust_program(name: &str) -> PathBuf {
+    let out = dir().join(name);
+    if !out.exists() {
+        let tmp = dir().join(format!("{name}.tmp"));
+        let ok = Command::new("rustc")
+            .args(["-O", "--edition", "2021", "-o"])
+            .arg(&tmp)
+            .arg(source(&format!("real/{name}.rs")))
+            .status()
+            .unwrap();
+        assert!(ok.success(), "rustc {name}");
+        std::fs::rename(tmp, &out).unwrap();
+    }
+    out
+}
+
+/// Runs `cmd` in the test directory; `clean` rewrites the output
+/// where it holds what differs from run to run (pids, times).
+fn execute(cmd: &mut Command, clean: fn(&str) -> String) -> Outcome {
+    let out = cmd.current_dir(dir()).stdin(Stdio::null()).output().expect("spawn");
+    Outcome {
+        code: out.status.code(),
+        signal: out.status.signal(),
+        stdout: clean(&String::from_utf8_lossy(&out.stdout)),
+        stderr: clean(&String::from_utf8_lossy(&out.stderr)),
+    }
+}
+
+fn rewire() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_rewire"))
+}
+
+/// The tools every case runs under: null, cov, inscount (their reports kept out of stderr).
+fn tool_options() -> Vec<Vec<String>> {
+    let d = dir().to_str().unwrap().to_string();
+    let log = format!("{d}/tools.log");
+    let tool = |t: &str| ["-t", t, "-o", &d, "--log", &log].map(String::from).to_vec();
+    vec![vec![], tool("cov"), tool("inscount")]
+}
+
+/// Asserts that `argv` (with `setup` applied to each command) behaves as natively under
+/// every tool; returns the native outcome.
+fn same_with(argv: &[&str], setup: impl Fn(&mut Command), clean: fn(&str) -> String) -> Outcome {
+    let mut n = Command::new(argv[0]);
+    n.args(&argv[1..]);
+    setup(&mut n);
+    let native = execute(&mut n, clean);
+    for options in tool_options() {
+        let mut u = rewire();
+        u.arg("run").args(&options).arg("--").args(argv);
+        setup(&mut u);
+        let under = execute(&mut u, clean);
+        assert_eq!(native, under, "{argv:?} under {options:?} differs from native");
+    }
+    native
+}
+
+fn same(argv: &[&str]) -> Outcome {
+    same_with(argv, |_| {}, |s| s.to_string())
+}
+
+/// Replaces runs of digits inside parentheses ("thread 'main' (1234)") by `N`.
+fn without_ids(s: &str) -> String {
+    let mut out = String::new();
+    let mut rest = s;
+    while let Some(open) = rest.find('(') {
+        out.push_str(&rest[..=open]);
+        rest = &rest[open + 1..];
+        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+        if digits > 0 && rest[digits..].starts_with(')') {
+            out.push('N');
+            rest = &rest[digits..];
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+#[test]
+fn stack_overflow_handled_on_an_alternate_stack() {
+    let p = c_program("stack_overflow");
+    for mode in ["main", "thread"] {
+        let n = same(&[p.to_str().unwrap(), mode]);
+        assert_eq!(n.code, Some(3), "{n:?}");
+        assert!(n.stdout.contains("caught signal 11, on alternate stack 1, change refused 1"), "{n:?}");
+    }
+}
+
+#[test]
+fn rust_reports_its_stack_overflow_and_aborts() {
+    let p = rust_program("overflow");
+    for mode in ["main", "thread"] {
+        let n = same_with(&[p.to_str().unwrap(), mode], |_| {}, without_ids);
+        assert_eq!(n.signal, Some(libc::SIGABRT), "{n:?}");
+        assert!(n.stderr.contains("has overflowed its stack"), "{n:?}");
+    }
+}
