@@ -139,3 +139,44 @@ fn rust_reports_its_stack_overflow_and_aborts() {
         assert!(n.stderr.contains("has overflowed its stack"), "{n:?}");
     }
 }
+
+/// `tests/java/Work.java` compiled by javac natively (once per test process): its directory.
+fn java_classes() -> &'static Path {
+    static CLASSES: OnceLock<PathBuf> = OnceLock::new();
+    CLASSES.get_or_init(|| {
+        let out = dir().join("classes");
+        let ok = Command::new("javac").arg("-d").arg(&out).arg(source("java/Work.java")).status().expect("javac");
+        assert!(ok.success(), "javac");
+        out
+    })
+}
+
+#[test]
+fn java_version() {
+    let n = same(&["java", "-version"]);
+    assert!(n.stderr.contains("openjdk version"), "{n:?}");
+}
+
+#[test]
+fn java_interpreted_with_threads_exceptions_and_gc() {
+    let classes = java_classes().to_str().unwrap();
+    let n = same(&["java", "-Xint", "-Xmx32m", "-cp", classes, "Work", "40"]);
+    assert!(n.stdout.starts_with("total "), "{n:?}");
+}
+
+#[test]
+#[ignore = "JIT-compiled code still crashes under the engine (issue 16)"]
+fn java_jit_compiled_with_threads_exceptions_and_gc() {
+    let classes = java_classes().to_str().unwrap();
+    let n = same(&["java", "-Xmx32m", "-cp", classes, "Work", "200"]);
+    assert!(n.stdout.starts_with("total "), "{n:?}");
+}
+
+#[test]
+#[ignore = "JIT-compiled code still crashes under the engine (issue 16)"]
+fn javac_compiles_a_small_file() {
+    let out = dir().join("javac-out");
+    std::fs::create_dir_all(&out).unwrap();
+    let n = same(&["javac", "-d", out.to_str().unwrap(), source("java/Work.java").to_str().unwrap()]);
+    assert_eq!(n.code, Some(0), "{n:?}");
+}

@@ -16,7 +16,7 @@ pub mod signal_entry;
 pub mod simd;
 pub mod switch;
 
-pub use copy::{copy_or_fault, resume_after_copy_fault};
+pub use copy::{copy_or_fault, resume_after_copy_fault, store_or_fault};
 pub use cpu::{fs_base, gs_base, set_gs_base, stack_pointer, syscall6};
 pub use lookup::{ibl_template, ibl_template_rcx_saved};
 pub use signal_entry::signal_entry_address;

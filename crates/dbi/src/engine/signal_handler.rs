@@ -8,6 +8,7 @@
 
 use crate::arch::{self, context::ThreadCtx};
 use crate::engine::state::{redirect_record, try_engine, Engine};
+use crate::os::code_writes::WriteFault;
 use crate::os::modules;
 use crate::os::process_end::die;
 use crate::os::report::report;
@@ -46,15 +47,19 @@ pub(crate) extern "C" fn rewire_on_signal(sig: i32, info: *mut libc::siginfo_t, 
             eng = try_engine();
         }
         if let Some(e) = eng.as_mut() {
-            if let Some(page) = e.code_writes.write_fault(fault_addr) {
-                e.invalidate(page);
-                // The write came from a fragment built from that very page (a trace that
-                // inlined the code it rewrites): run it again from a fresh block, so that
-                // nothing stale runs after it.
-                if let Some((app, true)) = e.frags.translate_point(pc).filter(|_| !e.frags.live_at(pc)) {
-                    redirect(current_ctx(), uc, app, e.frags.correction_at(pc));
+            match e.code_writes.write_fault(fault_addr) {
+                WriteFault::Unwatched(page) => {
+                    e.invalidate(page);
+                    // The write came from a fragment built from that very page (a trace that
+                    // inlined the code it rewrites): run it again from a fresh block, so that
+                    // nothing stale runs after it.
+                    if let Some((app, true)) = e.frags.translate_point(pc).filter(|_| !e.frags.live_at(pc)) {
+                        redirect(current_ctx(), uc, app, e.frags.correction_at(pc));
+                    }
+                    return;
                 }
-                return;
+                WriteFault::Lifted => return,
+                WriteFault::NotWatched => {}
             }
         }
     }
