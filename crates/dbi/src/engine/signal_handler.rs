@@ -39,13 +39,17 @@ pub(crate) extern "C" fn rewire_on_signal(sig: i32, info: *mut libc::siginfo_t, 
     let handler = action(sig as usize)[0];
     let kernel_fault = FAULT_SIGNALS.contains(&sig) && code > 0;
     let mut eng = try_engine();
-    if sig == libc::SIGSEGV && code == SEGV_ACCERR {
-        // A write to code the engine watches: wait for the lock (it is never held by a thread
-        // running program code), forget the page's fragments, let the write run again.
+    // A fault of a thread running program code must be translated (or be a write to watched
+    // code): wait for the lock, which a thread in the cache never holds.
+    if kernel_fault && current_ctx().in_cache != 0 {
         while eng.is_none() {
             std::hint::spin_loop();
             eng = try_engine();
         }
+    }
+    if sig == libc::SIGSEGV && code == SEGV_ACCERR {
+        // A write to code the engine watches: forget the page's fragments, let the write run
+        // again.
         if let Some(e) = eng.as_mut() {
             match e.code_writes.write_fault(fault_addr) {
                 WriteFault::Unwatched(page) => {
