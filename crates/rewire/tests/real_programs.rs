@@ -31,6 +31,8 @@ fn source(name: &str) -> PathBuf {
 
 /// Compiles `tests/c/NAME.c` (once per test process).
 fn c_program(name: &str) -> PathBuf {
+    static BUILDING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one_at_a_time = BUILDING.lock().unwrap_or_else(|p| p.into_inner());
     let out = dir().join(name);
     if !out.exists() {
         let tmp = dir().join(format!("{name}.tmp"));
@@ -43,6 +45,8 @@ fn c_program(name: &str) -> PathBuf {
 
 /// Compiles `tests/real/NAME.rs` with rustc (once per test process).
 fn rust_program(name: &str) -> PathBuf {
+    static BUILDING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one_at_a_time = BUILDING.lock().unwrap_or_else(|p| p.into_inner());
     let out = dir().join(name);
     if !out.exists() {
         let tmp = dir().join(format!("{name}.tmp"));
@@ -179,4 +183,24 @@ fn javac_compiles_a_small_file() {
     std::fs::create_dir_all(&out).unwrap();
     let n = same(&["javac", "-d", out.to_str().unwrap(), source("java/Work.java").to_str().unwrap()]);
     assert_eq!(n.code, Some(0), "{n:?}");
+}
+
+#[test]
+fn the_program_sees_only_its_own_descriptors() {
+    let p = c_program("descriptors");
+    let p = p.to_str().unwrap();
+    for redirect in ["", "2>&-", ">&-", "<&- 2>&-"] {
+        let n = same(&["/bin/sh", "-c", &format!("exec {p} {redirect}")]);
+        assert!(n.stdout.contains("open gives") || n.stderr.contains("open gives"), "{redirect}: {n:?}");
+    }
+}
+
+#[test]
+fn a_daemon_does_not_hold_its_callers_pipes() {
+    let p = c_program("descriptors");
+    let started = std::time::Instant::now();
+    let n = same(&[p.to_str().unwrap(), "daemon"]);
+    assert_eq!(n.stdout, "parent done\n");
+    // Four runs (native and three tools); the daemons live 3 s each.
+    assert!(started.elapsed() < std::time::Duration::from_secs(3), "took {:?}", started.elapsed());
 }

@@ -10,6 +10,7 @@ use crate::arch::syscall6;
 use crate::engine::state::engine;
 use crate::engine::threads;
 use crate::os::process_end::{flush, stop};
+use crate::os::report;
 
 /// Calls that make processes and threads.
 pub(super) const CALLS: &[i64] = &[libc::SYS_clone, libc::SYS_clone3, libc::SYS_fork, libc::SYS_vfork];
@@ -58,6 +59,7 @@ fn fork(ctx: &mut ThreadCtx, a: [u64; 6]) -> u64 {
     if ret == 0 {
         // SAFETY: gettid has no effects.
         ctx.tid = unsafe { libc::gettid() } as u64;
+        report::forked();
         eng.tool.on_fork_child();
         if a[1] != 0 {
             ctx.regs.gpr[reg::RSP] = a[1];
