@@ -204,3 +204,16 @@ fn a_daemon_does_not_hold_its_callers_pipes() {
     // Four runs (native and three tools); the daemons live 3 s each.
     assert!(started.elapsed() < std::time::Duration::from_secs(3), "took {:?}", started.elapsed());
 }
+
+#[test]
+fn posix_spawn_and_vfork_share_the_parents_memory() {
+    let n = same(&[c_program("spawn").to_str().unwrap()]);
+    assert!(n.stdout.contains("posix_spawn missing: No such file or directory"), "{n:?}");
+    assert!(n.stdout.contains("vfork child stored 42, exit 7"), "{n:?}");
+}
+
+#[test]
+fn rust_command_reports_a_missing_program() {
+    let n = same(&[rust_program("spawn_missing").to_str().unwrap()]);
+    assert!(n.stdout.starts_with("missing: NotFound\n"), "{n:?}");
+}

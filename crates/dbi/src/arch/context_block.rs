@@ -66,10 +66,20 @@ impl ContextBlock {
     /// Makes the context's signal stack the calling thread's alternate signal stack (the
     /// thread that runs this context calls it before it takes a signal).
     pub fn use_signal_stack(&mut self) {
-        let ss = libc::stack_t { ss_sp: stacks_base(self.ctx()) as *mut _, ss_flags: 0, ss_size: SIGNAL_STACK_BYTES };
-        // SAFETY: the stack is part of this context's mapping, which lives as long as the
-        // thread; sigaltstack only reads `ss`.
-        unsafe { cpu::syscall6(libc::SYS_sigaltstack as u64, [&raw const ss as u64, 0, 0, 0, 0, 0]) };
+        use_signal_stack_of(self.ctx());
+    }
+
+    /// Unmaps the context and its stacks.
+    ///
+    /// # Safety
+    /// No thread may run on the context or its stacks any more, and nothing may refer to it.
+    pub unsafe fn unmap(mut self) {
+        let stacks = stacks_base(self.ctx());
+        // SAFETY: the mappings `new` made, unused per the contract.
+        unsafe {
+            libc::munmap(stacks as *mut _, STACKS_BYTES);
+            libc::munmap(self.base.cast(), CTX_BYTES);
+        }
     }
 
     /// The header's address, which becomes the thread's GS base.
@@ -86,6 +96,14 @@ impl ContextBlock {
 // under its lock on that thread's behalf (or to clear the lookup table of a thread that is
 // in the dispatcher).
 unsafe impl Send for ContextBlock {}
+
+/// Makes `ctx`'s signal stack the calling thread's alternate signal stack.
+pub fn use_signal_stack_of(ctx: &ThreadCtx) {
+    let ss = libc::stack_t { ss_sp: stacks_base(ctx) as *mut _, ss_flags: 0, ss_size: SIGNAL_STACK_BYTES };
+    // SAFETY: the stack is part of the context's mapping, which lives as long as the thread
+    // that runs it; sigaltstack only reads `ss`.
+    unsafe { cpu::syscall6(libc::SYS_sigaltstack as u64, [&raw const ss as u64, 0, 0, 0, 0, 0]) };
+}
 
 /// The start of the mapping that holds `ctx`'s signal and runtime stacks ([`STACKS_BYTES`]).
 pub fn stacks_base(ctx: &ThreadCtx) -> u64 {

@@ -1,11 +1,12 @@
 //! How the process ends. Whatever ends it (the program's `exit_group`, a fatal signal, an
 //! `execve`, the engine stopping) first runs the flush the layer above registered at start-up
-//! (the tool's output), once; a failed `execve` re-arms it, since the program goes on.
+//! (the tool's output), once; a failed `execve` re-arms it, since the program goes on. A
+//! child on its parent's memory (vfork) never flushes: the output is its parent's.
 
 use crate::arch::syscall6;
 use crate::os::report::report;
 use crate::os::sigmask::{kernel_default, mask_of, sigprocmask};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::sync::OnceLock;
 
 /// Exit status of rewire itself when it must stop the program (as `env` and `timeout` use).
@@ -13,15 +14,30 @@ pub const STOP_STATUS: i32 = 125;
 
 static FLUSH: OnceLock<fn()> = OnceLock::new();
 static FLUSHED: AtomicBool = AtomicBool::new(false);
+/// The process whose memory this is (a vfork child borrows it).
+static OWNER: AtomicI32 = AtomicI32::new(0);
 
 /// Registers what runs before the process ends (once per process).
 pub fn on_end(flush: fn()) {
     let _ = FLUSH.set(flush);
+    forked();
 }
 
-/// Runs the registered flush, unless it ran already.
+/// In the child of a fork: this memory is its own.
+pub fn forked() {
+    // SAFETY: getpid has no effects.
+    OWNER.store(unsafe { libc::getpid() }, Ordering::SeqCst);
+}
+
+/// False in a child that runs on its parent's memory until it execs or exits.
+pub fn owns_memory() -> bool {
+    // SAFETY: getpid has no effects.
+    OWNER.load(Ordering::SeqCst) == unsafe { libc::getpid() }
+}
+
+/// Runs the registered flush, unless it ran already (or the memory is a parent's).
 pub fn flush() {
-    if FLUSHED.swap(true, Ordering::SeqCst) {
+    if !owns_memory() || FLUSHED.swap(true, Ordering::SeqCst) {
         return;
     }
     if let Some(f) = FLUSH.get() {

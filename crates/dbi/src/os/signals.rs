@@ -178,6 +178,12 @@ pub fn attach(ctx: &mut ThreadCtx) {
     ctx.signal_state = Box::into_raw(Box::<ThreadSignals>::default()) as u64;
 }
 
+/// Gives `child` the program's alternate stack of `parent` (a vfork child keeps it, as the
+/// kernel's does).
+pub fn inherit_alt_stack(parent: &ThreadCtx, child: &ThreadCtx) {
+    child.signals().alt_stack.set(parent.signals().alt_stack.get());
+}
+
 /// Frees the signal state of a thread that is exiting.
 ///
 /// # Safety

@@ -3,6 +3,7 @@
 //! does not exist (closing it fails with EBADF, `dup2` onto its number moves it away first).
 
 use super::{err, raw, Call, Outcome};
+use crate::os::process_end::owns_memory;
 use crate::os::report::{before_stderr_changes, move_report_fd, report_fd};
 
 /// The calls.
@@ -15,7 +16,8 @@ pub(super) fn handle(call: &mut Call<'_>) -> Outcome {
         libc::SYS_close_range => (a[0]..=a[1]).contains(&2),
         _ => a[1] == 2,
     };
-    if stderr_changes {
+    // A vfork child changes its own descriptor table, not its parent's report descriptor.
+    if stderr_changes && owns_memory() {
         before_stderr_changes();
     }
     Outcome::Returns(match nr as i64 {
