@@ -169,7 +169,6 @@ fn java_interpreted_with_threads_exceptions_and_gc() {
 }
 
 #[test]
-#[ignore = "JIT-compiled code still crashes under the engine (issue 16)"]
 fn java_jit_compiled_with_threads_exceptions_and_gc() {
     let classes = java_classes().to_str().unwrap();
     let n = same(&["java", "-Xmx32m", "-cp", classes, "Work", "200"]);
@@ -177,7 +176,6 @@ fn java_jit_compiled_with_threads_exceptions_and_gc() {
 }
 
 #[test]
-#[ignore = "JIT-compiled code still crashes under the engine (issue 16)"]
 fn javac_compiles_a_small_file() {
     let out = dir().join("javac-out");
     std::fs::create_dir_all(&out).unwrap();

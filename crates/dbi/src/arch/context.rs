@@ -277,6 +277,21 @@ impl ThreadCtx {
         }
     }
 
+    /// Removes every entry for `tag` from the thread's lookup table (its fragment went
+    /// away). As in [`ThreadCtx::ibl_clear`], only tags are cleared; an entry beyond the
+    /// hole left is found no more and comes back at the next miss.
+    pub fn ibl_forget(&mut self, tag: u64) {
+        let table = self.ibl_table();
+        let home = (tag & 0xffff) as usize;
+        let neg = tag.wrapping_neg();
+        for slot in &mut table[home..home + IBL_MAX_PROBE] {
+            if slot[0] == neg {
+                // SAFETY: an aligned u64 of the table; a volatile store so that it is one write.
+                unsafe { std::ptr::write_volatile(&mut slot[0], 0) };
+            }
+        }
+    }
+
     /// Empties the thread's lookup table. Only the tags are cleared: a lookup that already
     /// matched (the owning thread may be interrupted mid-lookup by a signal whose handler
     /// calls this) still finds a valid cache address beside it.
