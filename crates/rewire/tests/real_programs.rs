@@ -215,3 +215,11 @@ fn rust_command_reports_a_missing_program() {
     let n = same(&[rust_program("spawn_missing").to_str().unwrap()]);
     assert!(n.stdout.starts_with("missing: NotFound\n"), "{n:?}");
 }
+
+#[test]
+fn fexecve_and_execveat_run_the_program() {
+    let n = same(&[c_program("execveat").to_str().unwrap()]);
+    assert!(n.stdout.contains("run by fexecve\nfexecve: exit 0"), "{n:?}");
+    assert!(n.stdout.contains("run by execveat\nexecveat: exit 0"), "{n:?}");
+}
+
