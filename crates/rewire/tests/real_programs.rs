@@ -223,3 +223,8 @@ fn fexecve_and_execveat_run_the_program() {
     assert!(n.stdout.contains("run by execveat\nexecveat: exit 0"), "{n:?}");
 }
 
+#[test]
+fn proc_self_cmdline_is_the_programs() {
+    let n = same(&["/bin/cat", "/proc/self/cmdline"]);
+    assert_eq!(n.stdout, "/bin/cat\0/proc/self/cmdline\0");
+}
