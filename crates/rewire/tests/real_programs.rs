@@ -29,37 +29,29 @@ fn source(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests").join(name)
 }
 
-/// Compiles `tests/c/NAME.c` (once per test process).
-fn c_program(name: &str) -> PathBuf {
+/// Compiles `tests/SOURCE` with `compiler` (the command and its options) into the test
+/// directory as NAME (once per test process).
+fn compiled(name: &str, source_file: &str, compiler: &[&str]) -> PathBuf {
     static BUILDING: std::sync::Mutex<()> = std::sync::Mutex::new(());
     let _one_at_a_time = BUILDING.lock().unwrap_or_else(|p| p.into_inner());
     let out = dir().join(name);
     if !out.exists() {
         let tmp = dir().join(format!("{name}.tmp"));
-        let ok = Command::new("gcc").args(["-O2", "-g", "-pthread", "-o"]).arg(&tmp).arg(source(&format!("c/{name}.c"))).status().unwrap();
-        assert!(ok.success(), "gcc {name}");
+        let ok = Command::new(compiler[0]).args(&compiler[1..]).arg("-o").arg(&tmp).arg(source(source_file)).status().unwrap();
+        assert!(ok.success(), "{compiler:?} {source_file}");
         std::fs::rename(tmp, &out).unwrap();
     }
     out
 }
 
-/// Compiles `tests/real/NAME.rs` with rustc (once per test process).
+/// `tests/c/NAME.c`, compiled.
+fn c_program(name: &str) -> PathBuf {
+    compiled(name, &format!("c/{name}.c"), &["gcc", "-O2", "-g", "-pthread"])
+}
+
+/// `tests/real/NAME.rs`, compiled with rustc.
 fn rust_program(name: &str) -> PathBuf {
-    static BUILDING: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    let _one_at_a_time = BUILDING.lock().unwrap_or_else(|p| p.into_inner());
-    let out = dir().join(name);
-    if !out.exists() {
-        let tmp = dir().join(format!("{name}.tmp"));
-        let ok = Command::new("rustc")
-            .args(["-O", "--edition", "2021", "-o"])
-            .arg(&tmp)
-            .arg(source(&format!("real/{name}.rs")))
-            .status()
-            .unwrap();
-        assert!(ok.success(), "rustc {name}");
-        std::fs::rename(tmp, &out).unwrap();
-    }
-    out
+    compiled(name, &format!("real/{name}.rs"), &["rustc", "-O", "--edition", "2021"])
 }
 
 /// Runs `cmd` in the test directory; `clean` rewrites the output
