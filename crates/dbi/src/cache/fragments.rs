@@ -307,8 +307,19 @@ impl Fragments {
                 self.by_tag.remove(&tag);
             }
         }
-        for list in self.waiting.values_mut() {
-            list.retain(|(f, _)| !doomed.contains(f));
+        // Exits of the doomed still waiting for their targets stop waiting (scanning every
+        // waiting list instead cost a third of javac's time under the engine).
+        for &id in &doomed {
+            for (i, e) in self.list[id as usize].exits.iter().enumerate() {
+                if let (&ExitKind::Direct { target }, None) = (&e.kind, e.linked) {
+                    if let Some(list) = self.waiting.get_mut(&target) {
+                        list.retain(|&mut w| w != (id, i as u16));
+                        if list.is_empty() {
+                            self.waiting.remove(&target);
+                        }
+                    }
+                }
+            }
         }
         self.stats.invalidated += doomed.len() as u64;
         doomed
