@@ -43,7 +43,9 @@ pub(crate) extern "C" fn rewire_on_signal(sig: i32, info: *mut libc::siginfo_t, 
     // code): wait for the lock, which a thread in the cache never holds.
     if kernel_fault && current_ctx().in_cache != 0 {
         while eng.is_none() {
-            std::hint::spin_loop();
+            // Give the core to the holder: at a JVM safepoint every thread faults at once.
+            // SAFETY: sched_yield has no effects on memory.
+            unsafe { arch::syscall6(libc::SYS_sched_yield as u64, [0; 6]) };
             eng = try_engine();
         }
     }
