@@ -70,33 +70,38 @@ fn rewire() -> Command {
     Command::new(env!("CARGO_BIN_EXE_rewire"))
 }
 
-/// The tools every case runs under: null, cov, inscount (their reports kept out of stderr).
-fn tool_options() -> Vec<Vec<String>> {
+/// The tools every case runs under: null, cov, inscount (their reports kept out of stderr);
+/// with `thorough`, also inscount with a trace built at every trace head's first run.
+fn tool_options(thorough: bool) -> Vec<Vec<String>> {
     let d = dir().to_str().unwrap().to_string();
     let log = format!("{d}/tools.log");
     let tool = |t: &str| ["-t", t, "-o", &d, "--log", &log].map(String::from).to_vec();
-    vec![vec![], tool("cov"), tool("inscount")]
+    let mut all = vec![vec![], tool("cov"), tool("inscount")];
+    if thorough {
+        all.push([tool("inscount"), vec!["--trace-threshold".into(), "1".into()]].concat());
+    }
+    all
 }
 
-/// Asserts that `argv` (with `setup` applied to each command) behaves as natively under
-/// every tool; returns the native outcome.
-fn same_with(argv: &[&str], setup: impl Fn(&mut Command), clean: fn(&str) -> String) -> Outcome {
-    let mut n = Command::new(argv[0]);
-    n.args(&argv[1..]);
-    setup(&mut n);
-    let native = execute(&mut n, clean);
-    for options in tool_options() {
-        let mut u = rewire();
-        u.arg("run").args(&options).arg("--").args(argv);
-        setup(&mut u);
-        let under = execute(&mut u, clean);
+/// Asserts that `argv` behaves as natively under every tool (`thorough`: see
+/// [`tool_options`]), its output rewritten by `clean`; returns the native outcome.
+fn same_with(argv: &[&str], thorough: bool, clean: fn(&str) -> String) -> Outcome {
+    let native = execute(Command::new(argv[0]).args(&argv[1..]), clean);
+    for options in tool_options(thorough) {
+        let under = execute(rewire().arg("run").args(&options).arg("--").args(argv), clean);
         assert_eq!(native, under, "{argv:?} under {options:?} differs from native");
     }
     native
 }
 
+/// `same_with`, thorough and the output as it is.
 fn same(argv: &[&str]) -> Outcome {
-    same_with(argv, |_| {}, |s| s.to_string())
+    same_with(argv, true, |s| s.to_string())
+}
+
+/// `same_with` for the JVM, whose runs are long: the three tools.
+fn same_jvm(argv: &[&str]) -> Outcome {
+    same_with(argv, false, |s| s.to_string())
 }
 
 /// Replaces runs of digits inside parentheses ("thread 'main' (1234)") by `N`.
@@ -130,7 +135,7 @@ fn stack_overflow_handled_on_an_alternate_stack() {
 fn rust_reports_its_stack_overflow_and_aborts() {
     let p = rust_program("overflow");
     for mode in ["main", "thread"] {
-        let n = same_with(&[p.to_str().unwrap(), mode], |_| {}, without_ids);
+        let n = same_with(&[p.to_str().unwrap(), mode], true, without_ids);
         assert_eq!(n.signal, Some(libc::SIGABRT), "{n:?}");
         assert!(n.stderr.contains("has overflowed its stack"), "{n:?}");
     }
@@ -149,7 +154,7 @@ fn java_classes() -> &'static Path {
 
 #[test]
 fn java_version() {
-    let n = same(&["java", "-version"]);
+    let n = same_jvm(&["java", "-version"]);
     assert!(n.stderr.contains("openjdk version"), "{n:?}");
 }
 
@@ -158,14 +163,14 @@ fn java_version() {
 #[test]
 fn java_interpreted_with_threads_exceptions_and_gc() {
     let classes = java_classes().to_str().unwrap();
-    let n = same(&["java", "-Xint", "-Xmx8m", "-cp", classes, "Work", "40"]);
+    let n = same_jvm(&["java", "-Xint", "-Xmx8m", "-cp", classes, "Work", "40"]);
     assert!(n.stdout.starts_with("total "), "{n:?}");
 }
 
 #[test]
 fn java_jit_compiled_with_threads_exceptions_and_gc() {
     let classes = java_classes().to_str().unwrap();
-    let n = same(&["java", "-Xmx32m", "-cp", classes, "Work", "200"]);
+    let n = same_jvm(&["java", "-Xmx32m", "-cp", classes, "Work", "200"]);
     assert!(n.stdout.starts_with("total "), "{n:?}");
 }
 
@@ -173,7 +178,7 @@ fn java_jit_compiled_with_threads_exceptions_and_gc() {
 fn javac_compiles_a_small_file() {
     let out = dir().join("javac-out");
     std::fs::create_dir_all(&out).unwrap();
-    let n = same(&["javac", "-d", out.to_str().unwrap(), source("java/Work.java").to_str().unwrap()]);
+    let n = same_jvm(&["javac", "-d", out.to_str().unwrap(), source("java/Work.java").to_str().unwrap()]);
     assert_eq!(n.code, Some(0), "{n:?}");
 }
 
@@ -193,7 +198,7 @@ fn a_daemon_does_not_hold_its_callers_pipes() {
     let started = std::time::Instant::now();
     let n = same(&[p.to_str().unwrap(), "daemon"]);
     assert_eq!(n.stdout, "parent done\n");
-    // Four runs (native and three tools); the daemons live 3 s each.
+    // Five runs (native and four tool settings); the daemons live 3 s each.
     assert!(started.elapsed() < std::time::Duration::from_secs(3), "took {:?}", started.elapsed());
 }
 
