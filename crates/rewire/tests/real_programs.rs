@@ -207,6 +207,7 @@ fn posix_spawn_and_vfork_share_the_parents_memory() {
     let n = same(&[c_program("spawn").to_str().unwrap()]);
     assert!(n.stdout.contains("posix_spawn missing: No such file or directory"), "{n:?}");
     assert!(n.stdout.contains("vfork child stored 42, exit 7"), "{n:?}");
+    assert!(n.stdout.contains("parent's handler still runs: 1"), "{n:?}");
 }
 
 #[test]

@@ -11,7 +11,7 @@
 
 use crate::arch::context::{reg, ThreadCtx, XSAVE_MAX};
 use crate::arch::{self, syscall6};
-use crate::os::process_end::die;
+use crate::os::process_end::{die, owns_memory};
 use crate::os::report::report;
 use crate::os::sigmask::{kernel_default, mask_of, sigprocmask};
 use crate::os::{appmem, modules};
@@ -230,9 +230,17 @@ pub fn app_sigaction(a: [u64; 6]) -> u64 {
         return (-libc::EFAULT) as i64 as u64;
     }
     let old = action(sig);
-    if act != 0 {
+    let fault_signal = FAULT_SIGNALS.contains(&(sig as i32));
+    if act != 0 && !owns_memory() {
+        // A vfork child (glibc's posix_spawn child resets handled signals to SIG_DFL): the
+        // kernel gave it a table of its own, but this one is its parent's memory. Only the
+        // kernel's changes; a handler function keeps the master handler it inherited.
+        if (new[0] == SIG_DFL || new[0] == SIG_IGN) && !fault_signal {
+            // SAFETY: default or ignore in the child's own table, as the program asked.
+            unsafe { syscall6(libc::SYS_rt_sigaction as u64, [sig as u64, act, 0, 8, 0, 0]) };
+        }
+    } else if act != 0 {
         set_action(sig, new);
-        let fault_signal = FAULT_SIGNALS.contains(&(sig as i32));
         if new[0] == SIG_DFL || new[0] == SIG_IGN {
             if !fault_signal {
                 // SAFETY: default or ignore, exactly as the program asked.

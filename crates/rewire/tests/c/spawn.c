@@ -2,6 +2,7 @@
 // (glibc's child reports the exec error through memory it shares with the parent), a
 // present one runs; a vfork child's stores are seen by its parent.
 #include <errno.h>
+#include <signal.h>
 #include <spawn.h>
 #include <stdio.h>
 #include <string.h>
@@ -10,7 +11,16 @@
 
 extern char **environ;
 
+static volatile sig_atomic_t got_usr1;
+
+static void on_usr1(int sig) {
+    (void)sig;
+    got_usr1 = 1;
+}
+
 int main(void) {
+    // glibc's posix_spawn child resets handled signals to SIG_DFL: its own, not the parent's.
+    signal(SIGUSR1, on_usr1);
     pid_t pid;
     char *missing[] = {"/nonexistent/program", NULL};
     int r = posix_spawn(&pid, missing[0], NULL, NULL, missing, environ);
@@ -39,5 +49,7 @@ int main(void) {
     }
     waitpid(child, &status, 0);
     printf("vfork exec exit %d\n", WEXITSTATUS(status));
+    raise(SIGUSR1);
+    printf("parent's handler still runs: %d\n", got_usr1);
     return 0;
 }
