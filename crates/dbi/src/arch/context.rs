@@ -176,6 +176,11 @@ pub const COUNTER_BYTES: usize = 64 << 20;
 pub const CTX_BYTES: usize = off::COUNTERS + COUNTER_BYTES;
 /// Bytes of a thread's runtime stack.
 pub const RT_STACK_BYTES: usize = 1 << 20;
+/// Bytes of a thread's signal stack: the runtime's handler runs there (`SA_ONSTACK`), so a
+/// fault on an exhausted program stack can still be handled.
+pub const SIGNAL_STACK_BYTES: usize = 64 << 10;
+/// Bytes of the mapping that holds a thread's signal stack (lowest) and runtime stack.
+pub const STACKS_BYTES: usize = SIGNAL_STACK_BYTES + RT_STACK_BYTES;
 
 const _: () = assert!(std::mem::size_of::<ThreadCtx>() <= off::XSAVE);
 
@@ -269,6 +274,21 @@ impl ThreadCtx {
         unsafe {
             let c = (self.self_ptr as *mut u8).add(off::COUNTERS + offset as usize) as *mut u64;
             std::ptr::write_volatile(c, std::ptr::read_volatile(c).wrapping_add(1));
+        }
+    }
+
+    /// Removes every entry for `tag` from the thread's lookup table (its fragment went
+    /// away). As in [`ThreadCtx::ibl_clear`], only tags are cleared; an entry beyond the
+    /// hole left is found no more and comes back at the next miss.
+    pub fn ibl_forget(&mut self, tag: u64) {
+        let table = self.ibl_table();
+        let home = (tag & 0xffff) as usize;
+        let neg = tag.wrapping_neg();
+        for slot in &mut table[home..home + IBL_MAX_PROBE] {
+            if slot[0] == neg {
+                // SAFETY: an aligned u64 of the table; a volatile store so that it is one write.
+                unsafe { std::ptr::write_volatile(&mut slot[0], 0) };
+            }
         }
     }
 

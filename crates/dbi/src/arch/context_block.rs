@@ -1,7 +1,7 @@
 //! A thread's context mapping: the [`ThreadCtx`] header, the XSAVE area, the lookup table
 //! and the counter area at their offsets, with the thread's runtime stack beside it.
 
-use crate::arch::context::{off, ThreadCtx, CTX_BYTES, IBL_SLOTS, RT_STACK_BYTES, XSAVE_MAX};
+use crate::arch::context::{off, ThreadCtx, CTX_BYTES, IBL_SLOTS, SIGNAL_STACK_BYTES, STACKS_BYTES, XSAVE_MAX};
 use crate::arch::{cpu, simd, switch};
 use crate::error::RunError;
 
@@ -20,13 +20,13 @@ impl ContextBlock {
             return Err(RunError::Unsupported(format!("an XSAVE area of {xsave_len} bytes (at most {XSAVE_MAX} supported)")));
         }
         let base = cpu::map_anonymous(CTX_BYTES).map_err(|e| RunError::Sys("mmap(thread context)", e))?;
-        let stack = cpu::map_anonymous(RT_STACK_BYTES).map_err(|e| RunError::Sys("mmap(runtime stack)", e))?;
+        let stack = cpu::map_anonymous(STACKS_BYTES).map_err(|e| RunError::Sys("mmap(runtime stack)", e))?;
         let mut block = ContextBlock { base };
         let ctx = block.ctx();
         ctx.self_ptr = base as u64;
         ctx.fcache_return = switch::fcache_return_address();
         ctx.rt_fs = rt_fs;
-        ctx.rt_stack_top = stack as u64 + RT_STACK_BYTES as u64;
+        ctx.rt_stack_top = stack as u64 + STACKS_BYTES as u64;
         ctx.has_fsgsbase = has_fsgsbase as u64;
         ctx.simd_moves = simd::simd_by_moves() as u64;
         ctx.regs.rflags = 0x202;
@@ -63,6 +63,25 @@ impl ContextBlock {
         self.xsave_area().copy_from_slice(from);
     }
 
+    /// Makes the context's signal stack the calling thread's alternate signal stack (the
+    /// thread that runs this context calls it before it takes a signal).
+    pub fn use_signal_stack(&mut self) {
+        use_signal_stack_of(self.ctx());
+    }
+
+    /// Unmaps the context and its stacks.
+    ///
+    /// # Safety
+    /// No thread may run on the context or its stacks any more, and nothing may refer to it.
+    pub unsafe fn unmap(mut self) {
+        let stacks = stacks_base(self.ctx());
+        // SAFETY: the mappings `new` made, unused per the contract.
+        unsafe {
+            libc::munmap(stacks as *mut _, STACKS_BYTES);
+            libc::munmap(self.base.cast(), CTX_BYTES);
+        }
+    }
+
     /// The header's address, which becomes the thread's GS base.
     pub fn address(&self) -> u64 {
         self.base as u64
@@ -77,3 +96,16 @@ impl ContextBlock {
 // under its lock on that thread's behalf (or to clear the lookup table of a thread that is
 // in the dispatcher).
 unsafe impl Send for ContextBlock {}
+
+/// Makes `ctx`'s signal stack the calling thread's alternate signal stack.
+pub fn use_signal_stack_of(ctx: &ThreadCtx) {
+    let ss = libc::stack_t { ss_sp: stacks_base(ctx) as *mut _, ss_flags: 0, ss_size: SIGNAL_STACK_BYTES };
+    // SAFETY: the stack is part of the context's mapping, which lives as long as the thread
+    // that runs it; sigaltstack only reads `ss`.
+    unsafe { cpu::syscall6(libc::SYS_sigaltstack as u64, [&raw const ss as u64, 0, 0, 0, 0, 0]) };
+}
+
+/// The start of the mapping that holds `ctx`'s signal and runtime stacks ([`STACKS_BYTES`]).
+pub fn stacks_base(ctx: &ThreadCtx) -> u64 {
+    ctx.rt_stack_top - STACKS_BYTES as u64
+}

@@ -17,6 +17,10 @@ global_asm!(
     "push r13",
     "push r14",
     "sub rsp, 8",
+    // The kernel clears DF for a handler but leaves AC as the program had it.
+    "pushfq",
+    "and dword ptr [rsp], {no_ac}",
+    "popfq",
     "mov r12, rdi",
     "mov r13, rsi",
     "mov rbx, rdx",
@@ -59,6 +63,7 @@ global_asm!(
     "ret",
     fsgs = const off::FSGSBASE,
     rt_fs = const off::RT_FS,
+    no_ac = const !0x4_0000u32 as i32,
 
 );
 

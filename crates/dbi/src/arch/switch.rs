@@ -42,7 +42,10 @@ global_asm!(
     "mov rsp, gs:[{rt_stack}]",
     "pushfq",
     "pop qword ptr gs:[{rflags}]",
-    "cld",
+    // Runtime code runs with the flags the ABI expects: DF and AC clear (HotSpot sets AC;
+    // with it, an unaligned access of the runtime's raises SIGBUS).
+    "push 0x202",
+    "popfq",
     "mov rcx, gs:[{self_}]",
     "lea rcx, [rcx + {xsave}]",
     "cmp qword ptr gs:[{simd_moves}], 0",

@@ -91,12 +91,23 @@ pub struct Fragments {
     maps: Vec<(u16, u16)>,
     by_tag: FxHashMap<u64, FragId>,
     by_cache: BTreeMap<u64, FragId>,
+    /// The fragments built from each application page (invalidated ones leave at
+    /// invalidation): a JIT's code write invalidates one page among many thousand fragments.
+    by_page: FxHashMap<u64, SmallVec<[FragId; 4]>>,
     /// Unlinked direct exits, by the tag they wait for.
     waiting: FxHashMap<u64, ExitList>,
     /// Whether exits get linked at all (off only for testing the unlinked paths).
     linking: bool,
     /// Counters.
     pub stats: LinkStats,
+}
+
+/// Bytes of an application page.
+const PAGE: u64 = 4096;
+
+/// The application pages `f` was built from.
+fn pages(f: &Fragment) -> impl Iterator<Item = u64> + '_ {
+    f.parts.iter().flat_map(|p| (p.tag & !(PAGE - 1)..p.tag + (p.app_len as u64).max(1)).step_by(PAGE as usize))
 }
 
 impl Fragment {
@@ -165,6 +176,9 @@ impl Fragments {
         });
         self.maps.extend_from_slice(map);
         self.by_cache.insert(start, id);
+        for page in pages(&self.list[id as usize]) {
+            self.by_page.entry(page).or_default().push(id);
+        }
         if kind == FragmentKind::Recording {
             return id;
         }
@@ -201,7 +215,11 @@ impl Fragments {
         let target = self.list[to as usize].entry;
         let rec = &self.list[from as usize].exits[exit as usize];
         let Some(field) = rec.field() else { return };
-        if rec.linked == Some(to) || self.list[from as usize].kind == FragmentKind::Recording {
+        // An invalidated fragment is never linked again: its memory may have been reclaimed
+        // (a thread that left it through this exit reached the dispatcher, which let the
+        // reclaiming go on) and hold another fragment's code now.
+        let source = &self.list[from as usize];
+        if rec.linked == Some(to) || source.kind == FragmentKind::Recording || !source.live {
             return;
         }
         // In a fork server's child, code shared with the parent stays as it is: the exit
@@ -252,13 +270,30 @@ impl Fragments {
     /// any more (links into them are undone, their tags forgotten). Returns them; their
     /// cache memory may be reclaimed (`reclaim`) once no thread can be inside.
     pub fn invalidate(&mut self, cache: &mut CodeCache, range: Range<u64>) -> Vec<FragId> {
-        let doomed: Vec<FragId> = (0..self.list.len() as FragId)
-            .filter(|&id| {
-                let f = &self.list[id as usize];
-                f.live && f.parts.iter().any(|p| p.tag < range.end && p.tag + p.app_len as u64 > range.start)
-            })
-            .collect();
+        let overlaps = |f: &Fragment| f.live && f.parts.iter().any(|p| p.tag < range.end && p.tag + p.app_len as u64 > range.start);
+        let first = range.start & !(PAGE - 1);
+        let mut doomed: Vec<FragId> = if (range.end.saturating_sub(first)) / PAGE <= self.by_page.len() as u64 {
+            (first..range.end)
+                .step_by(PAGE as usize)
+                .filter_map(|page| self.by_page.get(&page))
+                .flatten()
+                .copied()
+                .filter(|&id| overlaps(&self.list[id as usize]))
+                .collect()
+        } else {
+            (0..self.list.len() as FragId).filter(|&id| overlaps(&self.list[id as usize])).collect()
+        };
+        doomed.sort_unstable();
+        doomed.dedup();
         for &id in &doomed {
+            for page in pages(&self.list[id as usize]) {
+                if let Some(ids) = self.by_page.get_mut(&page) {
+                    ids.retain(|i| *i != id);
+                    if ids.is_empty() {
+                        self.by_page.remove(&page);
+                    }
+                }
+            }
             for (from, exit) in std::mem::take(&mut self.list[id as usize].incoming) {
                 self.unlink(cache, from, exit);
             }
@@ -272,8 +307,19 @@ impl Fragments {
                 self.by_tag.remove(&tag);
             }
         }
-        for list in self.waiting.values_mut() {
-            list.retain(|(f, _)| !doomed.contains(f));
+        // Exits of the doomed still waiting for their targets stop waiting (scanning every
+        // waiting list instead cost a third of javac's time under the engine).
+        for &id in &doomed {
+            for (i, e) in self.list[id as usize].exits.iter().enumerate() {
+                if let (&ExitKind::Direct { target }, None) = (&e.kind, e.linked) {
+                    if let Some(list) = self.waiting.get_mut(&target) {
+                        list.retain(|&mut w| w != (id, i as u16));
+                        if list.is_empty() {
+                            self.waiting.remove(&target);
+                        }
+                    }
+                }
+            }
         }
         self.stats.invalidated += doomed.len() as u64;
         doomed

@@ -103,6 +103,9 @@ pub struct CodeCache {
     units: Vec<Unit>,
     /// Reclaimed ranges (address → length), reused before fresh space.
     free: std::collections::BTreeMap<u64, usize>,
+    /// The same ranges by (length, address): the smallest that fits is found without
+    /// walking the many small ones a JIT's invalidations leave.
+    free_by_size: std::collections::BTreeSet<(usize, u64)>,
 }
 
 /// Where a piece of code may go: a unit and the address of its next free byte.
@@ -118,7 +121,7 @@ impl CodeCache {
     /// The next free place in a unit near `near` with at least `want` bytes of room (a new
     /// unit if needed).
     pub fn place(&mut self, near: u64, want: usize) -> Result<Place, RunError> {
-        let reclaimed = self.free.iter().find(|(&a, &len)| len >= want && a.abs_diff(near) < UNIT_REACH).map(|(&a, &len)| (a, len));
+        let reclaimed = self.free_by_size.range((want, 0)..).find(|&&(_, a)| a.abs_diff(near) < UNIT_REACH).map(|&(len, a)| (a, len));
         if let Some((addr, room)) = reclaimed {
             let unit = self.units.iter().position(|u| u.range().contains(&addr)).expect("free space inside a unit");
             return Ok(Place { unit, addr, room });
@@ -163,9 +166,9 @@ impl CodeCache {
         u.view.write(offset, code);
         if offset == u.used {
             u.used += code.len();
-        } else if let Some(len) = self.free.remove(&place.addr) {
+        } else if let Some(len) = self.take_free(place.addr) {
             if len > code.len() {
-                self.free.insert(place.addr + code.len() as u64, len - code.len());
+                self.put_free(place.addr + code.len() as u64, len - code.len());
             }
         }
     }
@@ -182,17 +185,30 @@ impl CodeCache {
         // and a free range must not run from one into the next).
         if let Some((&prev, &plen)) = self.free.range(bounds.start..start).next_back() {
             if prev + plen as u64 == start {
-                self.free.remove(&prev);
+                self.take_free(prev);
                 start = prev;
                 len += plen;
             }
         }
         if start + (len as u64) < bounds.end {
-            if let Some(next) = self.free.remove(&(start + len as u64)) {
+            if let Some(next) = self.take_free(start + len as u64) {
                 len += next;
             }
         }
-        self.free.insert(start, len);
+        self.put_free(start, len);
+    }
+
+    /// Records `len` free bytes at `addr`.
+    fn put_free(&mut self, addr: u64, len: usize) {
+        self.free.insert(addr, len);
+        self.free_by_size.insert((len, addr));
+    }
+
+    /// Takes the free range at `addr` out of the free lists; its length.
+    fn take_free(&mut self, addr: u64) -> Option<usize> {
+        let len = self.free.remove(&addr)?;
+        self.free_by_size.remove(&(len, addr));
+        Some(len)
     }
 
     /// Bytes waiting for reuse.
@@ -248,6 +264,7 @@ impl CodeCache {
             u.frozen = true;
         }
         self.free.clear();
+        self.free_by_size.clear();
     }
 
     /// True when `addr` is in a unit this process shares with its fork server.

@@ -7,6 +7,7 @@ pub mod dispatch;
 pub mod finish;
 pub mod fork_server;
 pub mod options;
+pub mod shared_child;
 pub mod signal_handler;
 pub mod start;
 pub mod state;

@@ -11,6 +11,7 @@
 
 use crate::arch::{self, context::ThreadCtx};
 use crate::engine::state::{held_here, installed_engine, redirect_record, try_engine, Engine};
+use crate::os::code_writes::WriteFault;
 use crate::os::modules;
 use crate::os::process_end::die;
 use crate::os::report::{report, report_death};
@@ -42,23 +43,33 @@ pub(crate) extern "C" fn rewire_on_signal(sig: i32, info: *mut libc::siginfo_t, 
     let handler = action(sig as usize)[0];
     let kernel_fault = FAULT_SIGNALS.contains(&sig) && code > 0;
     let mut eng = try_engine();
-    if sig == libc::SIGSEGV && code == SEGV_ACCERR {
-        // A write to code the engine watches: wait for the lock (it is never held by a thread
-        // running program code), forget the page's fragments, let the write run again.
+    // A fault of a thread running program code must be translated (or be a write to watched
+    // code): wait for the lock, which a thread in the cache never holds.
+    if kernel_fault && current_ctx().in_cache != 0 {
         while eng.is_none() {
-            std::hint::spin_loop();
+            // Give the core to the holder: at a JVM safepoint every thread faults at once.
+            // SAFETY: sched_yield has no effects on memory.
+            unsafe { arch::syscall6(libc::SYS_sched_yield as u64, [0; 6]) };
             eng = try_engine();
         }
+    }
+    if sig == libc::SIGSEGV && code == SEGV_ACCERR {
+        // A write to code the engine watches: forget the page's fragments, let the write run
+        // again.
         if let Some(e) = eng.as_mut() {
-            if let Some(page) = e.code_writes.write_fault(fault_addr) {
-                e.invalidate(page);
-                // The write came from a fragment built from that very page (a trace that
-                // inlined the code it rewrites): run it again from a fresh block, so that
-                // nothing stale runs after it.
-                if let Some((app, true)) = e.frags.translate_point(pc).filter(|_| !e.frags.live_at(pc)) {
-                    redirect(current_ctx(), uc, app, e.frags.correction_at(pc));
+            match e.code_writes.write_fault(fault_addr) {
+                WriteFault::Unwatched(page) => {
+                    e.invalidate(page);
+                    // The write came from a fragment built from that very page (a trace that
+                    // inlined the code it rewrites): run it again from a fresh block, so that
+                    // nothing stale runs after it.
+                    if let Some((app, true)) = e.frags.translate_point(pc).filter(|_| !e.frags.live_at(pc)) {
+                        redirect(current_ctx(), uc, app, e.frags.correction_at(pc));
+                    }
+                    return;
                 }
-                return;
+                WriteFault::Lifted => return,
+                WriteFault::NotWatched => {}
             }
         }
     }

@@ -103,6 +103,7 @@ pub fn run_tool(tool: Box<dyn Tool>, mut opts: Options) -> Result<Infallible, Ru
         start_flushing(every);
     }
     unregister_rseq();
+    block.use_signal_stack();
     signals::install_handlers();
     set_process_name(&loaded.execfn);
 
@@ -153,18 +154,56 @@ fn set_process_name(execfn: &CString) {
     unsafe { libc::prctl(libc::PR_SET_NAME, name.as_ptr()) };
 }
 
-/// Points /proc/self/cmdline and /proc/self/environ at the program's strings (needs
-/// CAP_SYS_RESOURCE; without it they keep showing rewire's).
+/// Points /proc/self/cmdline and /proc/self/environ at the program's strings. The whole
+/// map of the process's memory layout is set at once (`PR_SET_MM_MAP`, which needs no
+/// capability, unlike the single fields), with every other field as the kernel has it now
+/// (the brk stays the runtime's).
 fn set_mm_strings(st: stack::InitialStack) {
-    for (what, value) in [
-        (libc::PR_SET_MM_ARG_START, st.args.0),
-        (libc::PR_SET_MM_ARG_END, st.args.1),
-        (libc::PR_SET_MM_ENV_START, st.env.0),
-        (libc::PR_SET_MM_ENV_END, st.env.1),
-    ] {
-        // SAFETY: only changes what /proc reports for this process.
-        unsafe { libc::prctl(libc::PR_SET_MM, what, value, 0, 0) };
+    /// The kernel's `struct prctl_mm_map`.
+    #[repr(C)]
+    struct MmMap {
+        start_code: u64,
+        end_code: u64,
+        start_data: u64,
+        end_data: u64,
+        start_brk: u64,
+        brk: u64,
+        start_stack: u64,
+        arg_start: u64,
+        arg_end: u64,
+        env_start: u64,
+        env_end: u64,
+        auxv: u64,
+        auxv_size: u32,
+        exe_fd: u32,
     }
+    const PR_SET_MM_MAP: libc::c_ulong = 14;
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else { return };
+    // Fields after the parenthesised name, numbered as in proc(5) from 3.
+    let fields: Vec<u64> =
+        stat.rsplit_once(") ").map_or(vec![], |(_, rest)| rest.split(' ').map(|f| f.trim().parse().unwrap_or(0)).collect());
+    let field = |n: usize| fields.get(n - 3).copied().unwrap_or(0);
+    // SAFETY: brk(0) only reports the current break.
+    let brk = unsafe { arch::syscall6(libc::SYS_brk as u64, [0; 6]) };
+    let map = MmMap {
+        start_code: field(26),
+        end_code: field(27),
+        start_data: field(45),
+        end_data: field(46),
+        start_brk: field(47),
+        brk,
+        start_stack: field(28),
+        arg_start: st.args.0,
+        arg_end: st.args.1,
+        env_start: st.env.0,
+        env_end: st.env.1,
+        auxv: 0,
+        auxv_size: 0,
+        exe_fd: u32::MAX,
+    };
+    // SAFETY: only changes what /proc reports for this process; the kernel validates the
+    // map and copies it from a live local.
+    unsafe { libc::prctl(libc::PR_SET_MM, PR_SET_MM_MAP, &raw const map, std::mem::size_of::<MmMap>(), 0) };
 }
 
 /// The persistent loop `opts` asks for in `program`: its function must be one the program's

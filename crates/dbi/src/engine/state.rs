@@ -192,6 +192,10 @@ impl Engine {
         for (d, &t) in decoded.iter_mut().zip(tags) {
             let end = self.exec.end_of(t).ok_or(NoFragment::NotExecutable)?;
             let len = (end - t).min(2048) as usize;
+            // Writable code is write-protected before it is read: a write from another thread
+            // after this point faults and invalidates what is built from it (protecting it
+            // after the build would miss a write made meanwhile).
+            self.code_writes.watch(t..t + len as u64);
             // SAFETY: [t, end) is executable memory of the program (tracked from its own
             // mapping calls), hence mapped and readable; only read here.
             let code = unsafe { std::slice::from_raw_parts(t as *const u8, len) };
@@ -267,9 +271,6 @@ impl Engine {
                 t.code_len
             ));
         }
-        if kind == FragmentKind::Block {
-            self.code_writes.watch(tag..tag + t.app_len as u64);
-        }
         let app_len = t.app_len as usize;
         let id = self.frags.add(&mut self.cache, tag, place.addr, t, self.workspace.map(), kind);
         if opts.verify {
@@ -308,7 +309,8 @@ impl Engine {
     }
 
     /// Forgets the fragments of application code in `range` (after it was unmapped or
-    /// lost execute permission) and empties the lookup tables that may point at them.
+    /// lost execute permission) and removes them from every thread's lookup table (emptying
+    /// whole tables cost a megabyte of stores per thread for each code write of a JIT).
     pub fn invalidate(&mut self, range: std::ops::Range<u64>) {
         for s in self.modules.forget(range.clone()) {
             self.tool.on_module_unload(&s);
@@ -320,9 +322,11 @@ impl Engine {
         let mut inside = Vec::new();
         for &c in &self.contexts {
             // SAFETY: every registered context is a live ThreadCtx. Clearing only tags is
-            // safe while its thread runs a lookup (see `ibl_clear`).
+            // safe while its thread runs a lookup (see `ibl_forget`).
             let ctx = unsafe { &mut *(c as *mut ThreadCtx) };
-            ctx.ibl_clear();
+            for &id in &doomed {
+                ctx.ibl_forget(self.frags.get(id).tag);
+            }
             let (dispatches, in_cache) = ctx.progress();
             if in_cache {
                 inside.push((c, dispatches));

@@ -5,8 +5,8 @@
 //! thread state: the parent's registers with rax 0, the requested stack and TLS. Threads
 //! share the fragments; each has its own context and indirect-branch table.
 
-use crate::arch::context::{reg, ThreadCtx, CTX_BYTES, RT_STACK_BYTES};
-use crate::arch::context_block::ContextBlock;
+use crate::arch::context::{reg, ThreadCtx, CTX_BYTES, STACKS_BYTES};
+use crate::arch::context_block::{stacks_base, ContextBlock};
 use crate::arch::{self, syscall6};
 use crate::engine::start::unregister_rseq;
 use crate::engine::state::engine;
@@ -42,9 +42,9 @@ pub fn exit_thread(ctx: &mut ThreadCtx, status: u64) -> ! {
     // SAFETY: every signal is blocked and the context is out of the engine's list: nothing
     // reads its signal state any more.
     unsafe { signals::release(ctx) };
-    let stack = ctx.rt_stack_top - RT_STACK_BYTES as u64;
+    let stacks = stacks_base(ctx);
     // SAFETY: signals blocked, no references left, and this runs on the context's runtime stack.
-    unsafe { arch::exit_thread((base, CTX_BYTES as u64), (stack, RT_STACK_BYTES as u64), status) }
+    unsafe { arch::exit_thread((base, CTX_BYTES as u64), (stacks, STACKS_BYTES as u64), status) }
 }
 
 /// Counts a thread leaving; true when it was the last one.
@@ -100,6 +100,7 @@ pub fn clone_thread(ctx: &mut ThreadCtx, a: [u64; 6], next: u64) -> u64 {
 
 fn thread_main(mut start: Start, app_mask: u64, tid_to_parent: std::sync::mpsc::Sender<u64>) {
     arch::set_gs_base(start.block.address());
+    start.block.use_signal_stack();
     sigmask::sigprocmask(libc::SIG_SETMASK, Some(app_mask));
     // SAFETY: gettid has no effects.
     let tid = unsafe { libc::gettid() } as u32;

@@ -1,8 +1,9 @@
 //! Reading and writing the program's memory on its behalf, with the kernel checking the
 //! addresses (a bad pointer from the program gives `EFAULT`, as natively, never a crash of
-//! the runtime). Reads are plain copies whose faults the runtime's signal handler catches,
-//! when the thread's fault signals are unblocked (else the kernel would kill the process on
-//! the fault); `process_vm_readv` otherwise, which costs page pinning on every call.
+//! the runtime). Reads and writes are plain copies whose faults the runtime's signal handler
+//! catches, when the thread's fault signals are unblocked (else the kernel would kill the
+//! process on the fault); `process_vm_readv`/`writev` otherwise, which cost page pinning on
+//! every call and cannot grow the stack.
 
 use crate::arch;
 
@@ -47,9 +48,15 @@ fn fault_signals_unblocked() -> bool {
     r == 0 && mask & (bit(libc::SIGSEGV) | bit(libc::SIGBUS)) == 0
 }
 
-/// Copies `data` to the program's `addr`; false if not all writable.
+/// Copies `data` to the program's `addr`; false if not all writable. A write just below
+/// the stack grows it, as the program's own store would (ld.so's `readlink` of
+/// `/proc/self/exe` writes into stack pages never touched yet).
 pub fn write(addr: u64, data: &[u8]) -> bool {
-    transfer(addr, data.as_ptr().cast_mut(), data.len(), true)
+    if fault_signals_unblocked() {
+        arch::store_or_fault(addr, data)
+    } else {
+        transfer(addr, data.as_ptr().cast_mut(), data.len(), true)
+    }
 }
 
 /// The NUL-terminated string at `addr`, if readable and at most `max` bytes.

@@ -89,11 +89,13 @@ impl CodeWrites {
     }
 
     /// A write fault at `addr`: if it hit a page the engine protected, gives write
-    /// permission back and returns the page (whose fragments must go).
-    pub fn write_fault(&mut self, addr: u64) -> Option<Range<u64>> {
+    /// permission back and says which page's fragments must go.
+    pub fn write_fault(&mut self, addr: u64) -> WriteFault {
         let page = addr & !(PAGE - 1);
         if !self.protected.remove(&page) {
-            return None;
+            // Writable code that is not protected now: another thread's fault on the same
+            // page gave write permission back after this fault was raised.
+            return if self.writable_code.end_of(page).is_some() { WriteFault::Lifted } else { WriteFault::NotWatched };
         }
         mprotect(page, libc::PROT_READ | libc::PROT_WRITE | libc::PROT_EXEC);
         self.faults += 1;
@@ -102,6 +104,18 @@ impl CodeWrites {
         if *writes >= VOLATILE_AFTER {
             self.volatile.insert(page);
         }
-        Some(page..page + PAGE)
+        WriteFault::Unwatched(page..page + PAGE)
     }
+}
+
+/// What a write fault was to [`CodeWrites`].
+#[derive(Debug, PartialEq, Eq)]
+pub enum WriteFault {
+    /// It hit this protected page, writable again now: its fragments must go, the write
+    /// runs again.
+    Unwatched(Range<u64>),
+    /// The page is writable again already: the write runs again.
+    Lifted,
+    /// Not a page the engine protects: the fault is the program's.
+    NotWatched,
 }

@@ -2,7 +2,8 @@
 //! `execve`, the engine stopping) first runs the flush the layer above registered at start-up
 //! (the tool's output), once: a thread that ends the process while another one flushes waits
 //! for that flush to finish. A failed `execve` re-arms it, since the program goes on. When the
-//! flush could not write everything, an exit status of 0 becomes [`LOST_STATUS`].
+//! flush could not write everything, an exit status of 0 becomes [`LOST_STATUS`]. A child on
+//! its parent's memory (vfork) never flushes: the output is its parent's.
 
 use crate::arch::syscall6;
 use crate::os::report::report;
@@ -23,15 +24,34 @@ static LOST: AtomicBool = AtomicBool::new(false);
 const IDLE: u8 = 0;
 const RUNNING: u8 = 1;
 const DONE: u8 = 2;
+/// The process whose memory this is (a vfork child borrows it).
+static OWNER: AtomicI32 = AtomicI32::new(0);
 
 /// Registers what runs before the process ends (once per process).
 pub fn on_end(flush: fn()) {
     let _ = FLUSH.set(flush);
+    forked();
 }
 
-/// Runs the registered flush, unless it ran already; if another thread is running it, waits
-/// until it is done (the process must not end in the middle of writing a file).
+/// In the child of a fork: this memory is its own.
+pub fn forked() {
+    // SAFETY: getpid has no effects.
+    OWNER.store(unsafe { libc::getpid() }, Ordering::SeqCst);
+}
+
+/// False in a child that runs on its parent's memory until it execs or exits.
+pub fn owns_memory() -> bool {
+    // SAFETY: getpid has no effects.
+    OWNER.load(Ordering::SeqCst) == unsafe { libc::getpid() }
+}
+
+/// Runs the registered flush, unless it ran already (or the memory is a parent's); if
+/// another thread is running it, waits until it is done (the process must not end in the
+/// middle of writing a file).
 pub fn flush() {
+    if !owns_memory() {
+        return;
+    }
     // SAFETY: gettid has no effects.
     let me = unsafe { libc::gettid() };
     match STATE.compare_exchange(IDLE, RUNNING, Ordering::SeqCst, Ordering::SeqCst) {

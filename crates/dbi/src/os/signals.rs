@@ -16,7 +16,7 @@
 
 use crate::arch::context::{reg, ThreadCtx, XSAVE_MAX};
 use crate::arch::{self, syscall6};
-use crate::os::process_end::die;
+use crate::os::process_end::{die, owns_memory};
 use crate::os::report::report_death;
 use crate::os::sigmask::{kernel_default, mask_of, sigprocmask};
 use crate::os::{appmem, modules};
@@ -83,6 +83,67 @@ pub struct ThreadSignals {
     /// The temporary mask of an interrupted `rt_sigsuspend`, `ppoll`, `pselect6` or
     /// `epoll_pwait`: the signal was delivered under it, as natively.
     pub call_mask: std::cell::Cell<Option<u64>>,
+    /// The program's alternate signal stack for this thread, as the kernel keeps it.
+    alt_stack: std::cell::Cell<AltStack>,
+}
+
+/// A thread's alternate signal stack as the kernel keeps it (`sas_ss_*`): the runtime's own
+/// signal stack is the kernel's, the program's is emulated.
+#[derive(Debug, Clone, Copy)]
+struct AltStack {
+    sp: u64,
+    size: u64,
+    /// The flags as the program set them (`SS_DISABLE`, 0 or `SS_ONSTACK`, `SS_AUTODISARM`).
+    flags: i32,
+}
+
+/// `SS_AUTODISARM`: the stack is disabled while a handler runs on it.
+const SS_AUTODISARM: i32 = 1 << 31;
+/// The smallest alternate stack the kernel takes (`MINSIGSTKSZ`).
+const MINSIGSTKSZ: u64 = 2048;
+
+impl AltStack {
+    const DISABLED: AltStack = AltStack { sp: 0, size: 0, flags: libc::SS_DISABLE };
+
+    /// Whether `sp` is on it (the kernel's `on_sig_stack`).
+    fn holds(&self, sp: u64) -> bool {
+        self.flags & SS_AUTODISARM == 0 && sp > self.sp && sp - self.sp <= self.size
+    }
+
+    /// The kernel's `sas_ss_flags`: disabled, on it, or neither.
+    fn state(&self, sp: u64) -> i32 {
+        if self.size == 0 {
+            libc::SS_DISABLE
+        } else if self.holds(sp) {
+            libc::SS_ONSTACK
+        } else {
+            0
+        }
+    }
+
+    /// As `stack_t`, for `sigaltstack`'s old value (`flags`) or a signal frame.
+    fn as_stack_t(&self, flags: i32) -> libc::stack_t {
+        libc::stack_t { ss_sp: self.sp as *mut _, ss_flags: flags, ss_size: self.size as usize }
+    }
+
+    /// The kernel's `do_sigaltstack` setting `ss` while the thread's stack pointer is `sp`.
+    fn set(&mut self, ss: &libc::stack_t, sp: u64) -> Result<(), i32> {
+        if self.holds(sp) {
+            return Err(libc::EPERM);
+        }
+        let mode = ss.ss_flags & !SS_AUTODISARM;
+        if mode != libc::SS_DISABLE && mode != libc::SS_ONSTACK && mode != 0 {
+            return Err(libc::EINVAL);
+        }
+        *self = if mode == libc::SS_DISABLE {
+            AltStack { sp: 0, size: 0, flags: ss.ss_flags }
+        } else if (ss.ss_size as u64) < MINSIGSTKSZ {
+            return Err(libc::ENOMEM);
+        } else {
+            AltStack { sp: ss.ss_sp as u64, size: ss.ss_size as u64, flags: ss.ss_flags }
+        };
+        Ok(())
+    }
 }
 
 impl Default for ThreadSignals {
@@ -92,6 +153,7 @@ impl Default for ThreadSignals {
             info: std::array::from_fn(|_| std::cell::UnsafeCell::new([0; 128])),
             interrupted: Default::default(),
             call_mask: Default::default(),
+            alt_stack: std::cell::Cell::new(AltStack::DISABLED),
         }
     }
 }
@@ -129,6 +191,12 @@ pub fn attach(ctx: &mut ThreadCtx) {
     ctx.signal_state = Box::into_raw(Box::<ThreadSignals>::default()) as u64;
 }
 
+/// Gives `child` the program's alternate stack of `parent` (a vfork child keeps it, as the
+/// kernel's does).
+pub fn inherit_alt_stack(parent: &ThreadCtx, child: &ThreadCtx) {
+    child.signals().alt_stack.set(parent.signals().alt_stack.get());
+}
+
 /// Frees the signal state of a thread that is exiting.
 ///
 /// # Safety
@@ -150,14 +218,15 @@ pub fn install_handlers() {
 }
 
 /// The master handler for `sig`, without SA_RESTART (a system call the runtime runs for the
-/// program must come back with EINTR, so that the program's handler runs).
+/// program must come back with EINTR, so that the program's handler runs), on the thread's
+/// signal stack (the program's stack may be exhausted).
 fn install_master(sig: usize) {
     // SAFETY: a zeroed sigaction is valid; the handler is our assembly entry, which follows
     // the SA_SIGINFO calling convention; libc supplies the restorer.
     let refused = unsafe {
         let mut sa: libc::sigaction = std::mem::zeroed();
         sa.sa_sigaction = arch::signal_entry_address();
-        sa.sa_flags = libc::SA_SIGINFO;
+        sa.sa_flags = libc::SA_SIGINFO | libc::SA_ONSTACK;
         libc::sigaction(sig as i32, &sa, std::ptr::null_mut()) != 0
     };
     if refused && sig != libc::SIGSEGV as usize {
@@ -187,9 +256,17 @@ pub fn app_sigaction(a: [u64; 6]) -> u64 {
         return (-libc::EFAULT) as i64 as u64;
     }
     let old = action(sig);
-    if act != 0 {
+    let fault_signal = FAULT_SIGNALS.contains(&(sig as i32));
+    if act != 0 && !owns_memory() {
+        // A vfork child (glibc's posix_spawn child resets handled signals to SIG_DFL): the
+        // kernel gave it a table of its own, but this one is its parent's memory. Only the
+        // kernel's changes; a handler function keeps the master handler it inherited.
+        if (new[0] == SIG_DFL || new[0] == SIG_IGN) && !fault_signal {
+            // SAFETY: default or ignore in the child's own table, as the program asked.
+            unsafe { syscall6(libc::SYS_rt_sigaction as u64, [sig as u64, act, 0, 8, 0, 0]) };
+        }
+    } else if act != 0 {
         set_action(sig, new);
-        let fault_signal = FAULT_SIGNALS.contains(&(sig as i32));
         let caught_at_default = new[0] == SIG_DFL && default_ends_process(sig as i32);
         let plain = new[0] == SIG_DFL || new[0] == SIG_IGN;
         if plain && !fault_signal && !caught_at_default {
@@ -201,6 +278,30 @@ pub fn app_sigaction(a: [u64; 6]) -> u64 {
         }
     }
     if oldact != 0 && !appmem::write(oldact, bytes_of(&old)) {
+        return (-libc::EFAULT) as i64 as u64;
+    }
+    0
+}
+
+/// The program's `sigaltstack(ss, old)` on the thread of `ctx`, answered as the kernel would
+/// from the thread's emulated alternate stack.
+pub fn app_sigaltstack(ctx: &ThreadCtx, ss: u64, old: u64) -> u64 {
+    let sp = ctx.regs.gpr[reg::RSP];
+    let cell = &ctx.signals().alt_stack;
+    let mut alt = cell.get();
+    let before = alt.as_stack_t(alt.state(sp) | (alt.flags & SS_AUTODISARM));
+    if ss != 0 {
+        // SAFETY: an all-zero stack_t is valid plain data.
+        let mut new: libc::stack_t = unsafe { std::mem::zeroed() };
+        if !appmem::read(ss, bytes_of_mut(&mut new)) {
+            return (-libc::EFAULT) as i64 as u64;
+        }
+        if let Err(errno) = alt.set(&new, sp) {
+            return (-errno) as i64 as u64;
+        }
+        cell.set(alt);
+    }
+    if old != 0 && !appmem::write(old, bytes_of(&before)) {
         return (-libc::EFAULT) as i64 as u64;
     }
     0
@@ -373,17 +474,15 @@ fn restartable(nr: u64) -> bool {
 
 fn build_frame(ctx: &mut ThreadCtx, sig: i32, info: &[u8; 128], act: &[u64; 4], pc: u64, blocked: u64) -> Option<u64> {
     let rsp = ctx.regs.gpr[reg::RSP];
-    // SAFETY: a zeroed stack_t is valid; sigaltstack only reads the program's setting.
-    let mut ss: libc::stack_t = unsafe { std::mem::zeroed() };
-    // SAFETY: queries this thread's alternate stack (the program's own setting).
-    unsafe { syscall6(libc::SYS_sigaltstack as u64, [0, &raw mut ss as u64, 0, 0, 0, 0]) };
-    let ss_lo = ss.ss_sp as u64;
-    let on_alt = ss.ss_flags & libc::SS_DISABLE == 0 && rsp > ss_lo && rsp <= ss_lo + ss.ss_size as u64;
-    let top = if has_flag(act[1], libc::SA_ONSTACK) && ss.ss_flags & libc::SS_DISABLE == 0 && !on_alt {
-        ss_lo + ss.ss_size as u64
-    } else {
-        rsp - 128
-    };
+    let cell = &ctx.signals().alt_stack;
+    let mut alt = cell.get();
+    let top = if has_flag(act[1], libc::SA_ONSTACK) && alt.state(rsp) == 0 { alt.sp + alt.size } else { rsp - 128 };
+    // The frame keeps the stack as the thread had it; SS_AUTODISARM disables it meanwhile.
+    let ss = alt.as_stack_t(alt.flags);
+    if alt.flags & SS_AUTODISARM != 0 {
+        alt = AltStack::DISABLED;
+        cell.set(alt);
+    }
     let xsave_len = arch::xsave_size().min(XSAVE_MAX) as u64;
     let fp = (top - xsave_len) & !63;
     if !appmem::write_stack(fp, &ctx.simd_image()[..xsave_len as usize]) {
@@ -395,9 +494,6 @@ fn build_frame(ctx: &mut ThreadCtx, sig: i32, info: &[u8; 128], act: &[u64; 4], 
     f.pretcode = act[2];
     f.info = *info;
     f.uc.uc_stack = ss;
-    if on_alt {
-        f.uc.uc_stack.ss_flags |= libc::SS_ONSTACK;
-    }
     let g = &mut f.uc.uc_mcontext.gregs;
     let regs = &ctx.regs;
     use libc::{REG_CR2, REG_CSGSFS, REG_EFL, REG_RIP};
@@ -445,5 +541,11 @@ pub fn sigreturn(ctx: &mut ThreadCtx) -> Option<u64> {
     // SAFETY: sigset_t is plain data of at least 8 bytes.
     let mask = unsafe { std::ptr::read(&raw const f.uc.uc_sigmask as *const u64) };
     sigprocmask(libc::SIG_SETMASK, Some(mask & !(mask_of(libc::SIGKILL) | mask_of(libc::SIGSTOP))));
+    // The alternate stack comes back from the frame too (the kernel's `restore_altstack`,
+    // whose errors are ignored), checked against the restored stack pointer.
+    let mut alt = ctx.signals().alt_stack.get();
+    if alt.set(&f.uc.uc_stack, ctx.regs.gpr[reg::RSP]).is_ok() {
+        ctx.signals().alt_stack.set(alt);
+    }
     Some(g[REG_RIP as usize] as u64)
 }

@@ -122,6 +122,8 @@ fn wait(pid: i32, flags: i32) -> i32 {
 fn become_child(ctx: &mut ThreadCtx, eng: &mut Engine, built: BuiltBlocks) {
     // SAFETY: gettid has no effects.
     ctx.tid = unsafe { libc::gettid() } as u64;
+    crate::os::process_end::forked();
+    crate::os::report::forked();
     eng.cache.freeze();
     eng.built_blocks = Some(built);
     // SAFETY: closes the fuzzer's pipes in this child only.

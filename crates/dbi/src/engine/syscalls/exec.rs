@@ -14,18 +14,15 @@ use crate::engine::state::engine;
 use crate::os::appmem;
 use crate::os::credentials;
 use crate::os::loader;
-use crate::os::process_end::{flush, rearm, stop};
+use crate::os::process_end::{flush, rearm};
 use std::ffi::CString;
-use std::os::unix::ffi::OsStrExt;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 
 /// The calls.
 pub(super) const CALLS: &[i64] = &[libc::SYS_execve, libc::SYS_execveat];
 
 pub(super) fn handle(call: &mut Call<'_>) -> Outcome {
-    if call.nr as i64 == libc::SYS_execveat {
-        stop("the program called execveat, which rewire cannot follow yet");
-    }
-    Outcome::Returns(execve(call.args))
+    Outcome::Returns(if call.nr as i64 == libc::SYS_execveat { execveat(call.args) } else { execve(call.args) })
 }
 
 /// Most arguments read from the program's argv.
@@ -54,10 +51,60 @@ fn read_strings(mut at: u64) -> Option<Vec<CString>> {
 
 /// The program's `execve(path, argv, envp)`.
 fn execve(a: [u64; 6]) -> u64 {
-    let nr = libc::SYS_execve as u64;
     let Some(path) = appmem::read_cstr(a[0], 4096).and_then(|p| CString::new(p).ok()) else { return err(libc::EFAULT) };
-    let Some(argv) = read_strings(a[1]) else { return err(libc::EFAULT) };
     let path = if names_exe(a[0]) { engine().exe.clone() } else { path };
+    // `/proc/self/exe` is the program, not rewire, natively too.
+    let native = [path.as_ptr() as u64, a[1], a[2], 0, 0, 0];
+    exec(path.clone(), a[1], a[2], (libc::SYS_execve as u64, native))
+}
+
+/// The program's `execveat(dirfd, path, argv, envp, flags)` (`fexecve` included): the file
+/// is named by a path the new rewire can open (the descriptors may be close-on-exec). A file
+/// without one (a memfd, a deleted file) runs natively.
+fn execveat(a: [u64; 6]) -> u64 {
+    let Some(path) = appmem::read_cstr(a[1], 4096) else { return err(libc::EFAULT) };
+    let (dirfd, flags) = (a[0] as i32, a[4] as i32);
+    let named = match (path.is_empty(), path.first() == Some(&b'/')) {
+        (true, _) if flags & libc::AT_EMPTY_PATH != 0 => fd_path(dirfd),
+        (false, true) => Some(path.clone()),
+        (false, false) if dirfd == libc::AT_FDCWD => Some(path.clone()),
+        (false, false) => fd_path(dirfd).map(|mut dir| {
+            dir.push(b'/');
+            dir.extend_from_slice(&path);
+            dir
+        }),
+        (true, _) => return err(libc::ENOENT),
+    };
+    let file = named.filter(|p| std::fs::metadata(std::ffi::OsStr::from_bytes(p)).is_ok()).and_then(|p| CString::new(p).ok());
+    let native = (libc::SYS_execveat as u64, a);
+    let Some(file) = file else { return exec_natively(native) };
+    if flags & libc::AT_SYMLINK_NOFOLLOW != 0
+        && std::fs::symlink_metadata(std::ffi::OsStr::from_bytes(file.as_bytes())).is_ok_and(|m| m.is_symlink())
+    {
+        return err(libc::ELOOP);
+    }
+    exec(file, a[2], a[3], native)
+}
+
+/// The path descriptor `fd` was opened by, if it names a file that is still there.
+fn fd_path(fd: i32) -> Option<Vec<u8>> {
+    let p = std::fs::read_link(format!("/proc/self/fd/{fd}")).ok()?;
+    Some(p.into_os_string().into_vec()).filter(|p| p.first() == Some(&b'/'))
+}
+
+/// Runs the program's exec call `(nr, args)` as it made it, the tool's output flushed first.
+fn exec_natively((nr, args): (u64, [u64; 6])) -> u64 {
+    flush();
+    let r = raw(nr, args);
+    rearm();
+    r
+}
+
+/// Follows an exec of `path` with the program's `argv` and `envp` (addresses in its memory);
+/// `native` is the call that runs it without rewire.
+fn exec(path: CString, argv_at: u64, envp: u64, native: (u64, [u64; 6])) -> u64 {
+    let nr = libc::SYS_execve as u64;
+    let Some(argv) = read_strings(argv_at) else { return err(libc::EFAULT) };
     let (no_follow, unprivileged) = {
         let eng = engine();
         (eng.opts.no_follow, eng.opts.unprivileged)
@@ -66,13 +113,7 @@ fn execve(a: [u64; 6]) -> u64 {
     let follow = !no_follow && !credentials::traced() && (unprivileged || !gains());
     match loader::exec_check(std::path::Path::new(std::ffi::OsStr::from_bytes(path.as_bytes()))) {
         Err(e) => return err(e),
-        Ok(runs_under_engine) if !runs_under_engine || !follow => {
-            flush();
-            // `/proc/self/exe` is the program, not rewire, natively too.
-            let r = raw(nr, [path.as_ptr() as u64, a[1], a[2], 0, 0, 0]);
-            rearm();
-            return r;
-        }
+        Ok(runs_under_engine) if !runs_under_engine || !follow => return exec_natively(native),
         Ok(_) => {}
     }
     let (rewire, options) = {
@@ -99,7 +140,7 @@ fn execve(a: [u64; 6]) -> u64 {
     let mut ptrs: Vec<u64> = args.iter().map(|s| s.as_ptr() as u64).collect();
     ptrs.push(0);
     flush();
-    let r = raw(nr, [rewire.as_ptr() as u64, ptrs.as_ptr() as u64, a[2], 0, 0, 0]);
+    let r = raw(nr, [rewire.as_ptr() as u64, ptrs.as_ptr() as u64, envp, 0, 0, 0]);
     // Still here: the exec failed and the program goes on.
     rearm();
     r

@@ -17,6 +17,7 @@ use crate::arch::context::{reg, ThreadCtx};
 use crate::arch::syscall6;
 use crate::engine::state::{engine, Engine};
 use crate::os::appmem;
+use crate::os::code_writes::WriteFault;
 use crate::os::signals::SignalsOf;
 use crate::tool::Syscall;
 
@@ -127,7 +128,7 @@ fn lift_code_pages(eng: &mut Engine, a: [u64; 6]) {
     let len = a.iter().copied().filter(|&v| v < 1 << 30).max().unwrap_or(0).max(1);
     for &v in &a {
         for page in eng.code_writes.protected_in(v..v.saturating_add(len)) {
-            if let Some(range) = eng.code_writes.write_fault(page) {
+            if let WriteFault::Unwatched(range) = eng.code_writes.write_fault(page) {
                 eng.invalidate(range);
             }
         }

@@ -10,8 +10,12 @@ use crate::arch::context::{reg, ThreadCtx};
 use crate::arch::syscall6;
 use crate::engine::finish::start_flushing;
 use crate::engine::state::engine;
-use crate::engine::threads;
-use crate::os::process_end::{exit_status, flush, stop};
+use crate::engine::{shared_child, threads};
+use crate::os::process_end::{self, exit_status, flush, stop};
+use crate::os::report;
+
+/// The flags of a child that borrows its parent's memory until it execs or exits.
+const VFORK: u64 = (libc::CLONE_VM | libc::CLONE_VFORK) as u64;
 
 /// Calls that make processes and threads.
 pub(super) const CALLS: &[i64] = &[libc::SYS_clone, libc::SYS_clone3, libc::SYS_fork, libc::SYS_vfork];
@@ -22,17 +26,24 @@ pub(super) fn handle(call: &mut Call<'_>) -> Outcome {
     let a = call.args;
     Outcome::Returns(match call.nr as i64 {
         libc::SYS_clone if a[0] & libc::CLONE_THREAD as u64 != 0 => threads::clone_thread(call.ctx, a, call.next),
-        // A process (posix_spawn's CLONE_VM|CLONE_VFORK included) gets a copy of memory.
+        // posix_spawn's child: on the parent's memory, the parent waiting.
+        libc::SYS_clone if a[0] & VFORK == VFORK => shared_child::clone_vfork(call.ctx, a, call.next),
+        // Another process gets a copy of memory.
         libc::SYS_clone => fork(call.ctx, a),
         // glibc falls back to clone, which the engine knows how to follow.
         libc::SYS_clone3 => super::err(libc::ENOSYS),
-        // The child runs on a copy of the runtime's memory, so vfork is a fork here.
+        libc::SYS_vfork => shared_child::clone_vfork(call.ctx, [VFORK | libc::SIGCHLD as u64, 0, 0, 0, 0, 0], call.next),
         _ => fork(call.ctx, [libc::SIGCHLD as u64, 0, 0, 0, 0, 0]),
     })
 }
 
 /// `exit` of a thread that is not the last one ends that thread; otherwise the process ends.
 pub(super) fn exit(call: &mut Call<'_>) -> Outcome {
+    if !process_end::owns_memory() {
+        // A vfork child ends: its parent, waiting, cleans up its context.
+        // SAFETY: ends this child process; the memory stays its parent's.
+        unsafe { syscall6(libc::SYS_exit_group as u64, [call.args[0], 0, 0, 0, 0, 0]) };
+    }
     if call.nr as i64 == libc::SYS_exit && !threads::exiting() {
         engine().tool.on_thread_exit(call.tid);
         threads::exit_thread(call.ctx, call.args[0])
@@ -46,8 +57,7 @@ pub(super) fn exit(call: &mut Call<'_>) -> Outcome {
 
 /// `clone` of a process (fork and its variants): the child continues in a copy of the
 /// runtime, with its own copy of the code cache, on the stack the call names if any. A
-/// shared address space without a new thread (`posix_spawn`'s CLONE_VM|CLONE_VFORK) becomes
-/// a copy too: the child only runs until it execs, and the parent does not wait for that.
+/// shared address space without a new thread or CLONE_VFORK becomes a copy too.
 fn fork(ctx: &mut ThreadCtx, a: [u64; 6]) -> u64 {
     let flags = a[0] & !((libc::CLONE_VM | libc::CLONE_VFORK) as u64);
     // Held across the fork: the child must not inherit the engine in the middle of a change.
@@ -65,6 +75,8 @@ fn fork(ctx: &mut ThreadCtx, a: [u64; 6]) -> u64 {
     if ret == 0 {
         // SAFETY: gettid has no effects.
         ctx.tid = unsafe { libc::gettid() } as u64;
+        report::forked();
+        process_end::forked();
         eng.tool.on_fork_child();
         if a[1] != 0 {
             ctx.regs.gpr[reg::RSP] = a[1];

@@ -1,0 +1,230 @@
+//! Real programs and the cases they exercise (issue 16): a program runs under `rewire run`
+//! as it runs natively: the same stdout, stderr and exit status or signal, under the null
+//! tool, `-t cov` and `-t inscount`.
+
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
+
+/// How a run ended and what it wrote.
+#[derive(Debug, PartialEq, Eq)]
+struct Outcome {
+    code: Option<i32>,
+    signal: Option<i32>,
+    stdout: String,
+    stderr: String,
+}
+
+fn dir() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir = std::env::temp_dir().join(format!("rewire-real-tests-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    })
+}
+
+fn source(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests").join(name)
+}
+
+/// Compiles `tests/SOURCE` with `compiler` (the command and its options) into the test
+/// directory as NAME (once per test process).
+fn compiled(name: &str, source_file: &str, compiler: &[&str]) -> PathBuf {
+    static BUILDING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one_at_a_time = BUILDING.lock().unwrap_or_else(|p| p.into_inner());
+    let out = dir().join(name);
+    if !out.exists() {
+        let tmp = dir().join(format!("{name}.tmp"));
+        let ok = Command::new(compiler[0]).args(&compiler[1..]).arg("-o").arg(&tmp).arg(source(source_file)).status().unwrap();
+        assert!(ok.success(), "{compiler:?} {source_file}");
+        std::fs::rename(tmp, &out).unwrap();
+    }
+    out
+}
+
+/// `tests/c/NAME.c`, compiled.
+fn c_program(name: &str) -> PathBuf {
+    compiled(name, &format!("c/{name}.c"), &["gcc", "-O2", "-g", "-pthread"])
+}
+
+/// `tests/real/NAME.rs`, compiled with rustc.
+fn rust_program(name: &str) -> PathBuf {
+    compiled(name, &format!("real/{name}.rs"), &["rustc", "-O", "--edition", "2021"])
+}
+
+/// Runs `cmd` in the test directory; `clean` rewrites the output
+/// where it holds what differs from run to run (pids, times).
+fn execute(cmd: &mut Command, clean: fn(&str) -> String) -> Outcome {
+    let out = cmd.current_dir(dir()).stdin(Stdio::null()).output().expect("spawn");
+    Outcome {
+        code: out.status.code(),
+        signal: out.status.signal(),
+        stdout: clean(&String::from_utf8_lossy(&out.stdout)),
+        stderr: clean(&String::from_utf8_lossy(&out.stderr)),
+    }
+}
+
+fn rewire() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_rewire"))
+}
+
+/// The tools every case runs under: null, cov, inscount (their reports kept out of stderr);
+/// with `thorough`, also inscount with a trace built at every trace head's first run.
+fn tool_options(thorough: bool) -> Vec<Vec<String>> {
+    let d = dir().to_str().unwrap().to_string();
+    let log = format!("{d}/tools.log");
+    let tool = |t: &str| ["-t", t, "-o", &d, "--log", &log].map(String::from).to_vec();
+    let mut all = vec![vec![], tool("cov"), tool("inscount")];
+    if thorough {
+        all.push([tool("inscount"), vec!["--trace-threshold".into(), "1".into()]].concat());
+    }
+    all
+}
+
+/// Asserts that `argv` behaves as natively under every tool (`thorough`: see
+/// [`tool_options`]), its output rewritten by `clean`; returns the native outcome.
+fn same_with(argv: &[&str], thorough: bool, clean: fn(&str) -> String) -> Outcome {
+    let native = execute(Command::new(argv[0]).args(&argv[1..]), clean);
+    for options in tool_options(thorough) {
+        let under = execute(rewire().arg("run").args(&options).arg("--").args(argv), clean);
+        assert_eq!(native, under, "{argv:?} under {options:?} differs from native");
+    }
+    native
+}
+
+/// `same_with`, thorough and the output as it is.
+fn same(argv: &[&str]) -> Outcome {
+    same_with(argv, true, |s| s.to_string())
+}
+
+/// `same_with` for the JVM, whose runs are long: the three tools.
+fn same_jvm(argv: &[&str]) -> Outcome {
+    same_with(argv, false, |s| s.to_string())
+}
+
+/// Replaces runs of digits inside parentheses ("thread 'main' (1234)") by `N`.
+fn without_ids(s: &str) -> String {
+    let mut out = String::new();
+    let mut rest = s;
+    while let Some(open) = rest.find('(') {
+        out.push_str(&rest[..=open]);
+        rest = &rest[open + 1..];
+        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+        if digits > 0 && rest[digits..].starts_with(')') {
+            out.push('N');
+            rest = &rest[digits..];
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+#[test]
+fn stack_overflow_handled_on_an_alternate_stack() {
+    let p = c_program("stack_overflow");
+    for mode in ["main", "thread"] {
+        let n = same(&[p.to_str().unwrap(), mode]);
+        assert_eq!(n.code, Some(3), "{n:?}");
+        assert!(n.stdout.contains("caught signal 11, on alternate stack 1, change refused 1"), "{n:?}");
+    }
+}
+
+#[test]
+fn rust_reports_its_stack_overflow_and_aborts() {
+    let p = rust_program("overflow");
+    for mode in ["main", "thread"] {
+        let n = same_with(&[p.to_str().unwrap(), mode], true, without_ids);
+        assert_eq!(n.signal, Some(libc::SIGABRT), "{n:?}");
+        assert!(n.stderr.contains("has overflowed its stack"), "{n:?}");
+    }
+}
+
+/// `tests/java/Work.java` compiled by javac natively (once per test process): its directory.
+fn java_classes() -> &'static Path {
+    static CLASSES: OnceLock<PathBuf> = OnceLock::new();
+    CLASSES.get_or_init(|| {
+        let out = dir().join("classes");
+        let ok = Command::new("javac").arg("-d").arg(&out).arg(source("java/Work.java")).status().expect("javac");
+        assert!(ok.success(), "javac");
+        out
+    })
+}
+
+#[test]
+fn java_version() {
+    let n = same_jvm(&["java", "-version"]);
+    assert!(n.stderr.contains("openjdk version"), "{n:?}");
+}
+
+// The heap limits make the collector run (natively, -Xlog:gc shows 5 pauses at -Xint with
+// 8 MiB, 11 with JIT-compiled code and 32 MiB).
+#[test]
+fn java_interpreted_with_threads_exceptions_and_gc() {
+    let classes = java_classes().to_str().unwrap();
+    let n = same_jvm(&["java", "-Xint", "-Xmx8m", "-cp", classes, "Work", "40"]);
+    assert!(n.stdout.starts_with("total "), "{n:?}");
+}
+
+#[test]
+fn java_jit_compiled_with_threads_exceptions_and_gc() {
+    let classes = java_classes().to_str().unwrap();
+    let n = same_jvm(&["java", "-Xmx32m", "-cp", classes, "Work", "200"]);
+    assert!(n.stdout.starts_with("total "), "{n:?}");
+}
+
+#[test]
+fn javac_compiles_a_small_file() {
+    let out = dir().join("javac-out");
+    std::fs::create_dir_all(&out).unwrap();
+    let n = same_jvm(&["javac", "-d", out.to_str().unwrap(), source("java/Work.java").to_str().unwrap()]);
+    assert_eq!(n.code, Some(0), "{n:?}");
+}
+
+#[test]
+fn the_program_sees_only_its_own_descriptors() {
+    let p = c_program("descriptors");
+    let p = p.to_str().unwrap();
+    for redirect in ["", "2>&-", ">&-", "<&- 2>&-"] {
+        let n = same(&["/bin/sh", "-c", &format!("exec {p} {redirect}")]);
+        assert!(n.stdout.contains("open gives") || n.stderr.contains("open gives"), "{redirect}: {n:?}");
+    }
+}
+
+#[test]
+fn a_daemon_does_not_hold_its_callers_pipes() {
+    let p = c_program("descriptors");
+    let started = std::time::Instant::now();
+    let n = same(&[p.to_str().unwrap(), "daemon"]);
+    assert_eq!(n.stdout, "parent done\n");
+    // Five runs (native and four tool settings); the daemons live 3 s each.
+    assert!(started.elapsed() < std::time::Duration::from_secs(3), "took {:?}", started.elapsed());
+}
+
+#[test]
+fn posix_spawn_and_vfork_share_the_parents_memory() {
+    let n = same(&[c_program("spawn").to_str().unwrap()]);
+    assert!(n.stdout.contains("posix_spawn missing: No such file or directory"), "{n:?}");
+    assert!(n.stdout.contains("vfork child stored 42, exit 7"), "{n:?}");
+    assert!(n.stdout.contains("parent's handler still runs: 1"), "{n:?}");
+}
+
+#[test]
+fn rust_command_reports_a_missing_program() {
+    let n = same(&[rust_program("spawn_missing").to_str().unwrap()]);
+    assert!(n.stdout.starts_with("missing: NotFound\n"), "{n:?}");
+}
+
+#[test]
+fn fexecve_and_execveat_run_the_program() {
+    let n = same(&[c_program("execveat").to_str().unwrap()]);
+    assert!(n.stdout.contains("run by fexecve\nfexecve: exit 0"), "{n:?}");
+    assert!(n.stdout.contains("run by execveat\nexecveat: exit 0"), "{n:?}");
+}
+
+#[test]
+fn proc_self_cmdline_is_the_programs() {
+    let n = same(&["/bin/cat", "/proc/self/cmdline"]);
+    assert_eq!(n.stdout, "/bin/cat\0/proc/self/cmdline\0");
+}
