@@ -22,7 +22,6 @@ use crate::translate::{self, BuildOptions, Decoded, ExitKind, ExitRecord, Insert
 use rustc_hash::FxHashMap;
 use smallvec::SmallVec;
 use std::ffi::CString;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Instant;
 
@@ -366,59 +365,64 @@ pub fn redirect_record() -> u64 {
 /// The engine under its lock: the guard also records which thread holds it, so that the
 /// end of the process can tell whether waiting for the lock would wait for itself.
 #[derive(Debug)]
-pub struct EngineGuard(MutexGuard<'static, Engine>);
+pub struct EngineGuard(Option<MutexGuard<'static, Engine>>);
 
 impl std::ops::Deref for EngineGuard {
     type Target = Engine;
     fn deref(&self) -> &Engine {
-        &self.0
+        self.0.as_ref().expect("held until dropped")
     }
 }
 
 impl std::ops::DerefMut for EngineGuard {
     fn deref_mut(&mut self) -> &mut Engine {
-        &mut self.0
+        self.0.as_mut().expect("held until dropped")
     }
 }
 
 impl Drop for EngineGuard {
     fn drop(&mut self) {
-        LOCK_OWNER.store(0, Ordering::Release);
+        // Unlocked first, then no longer held: a signal in between finds the flag still set
+        // and does not wait for a lock that is free (nor, the other way round, for itself).
+        drop(self.0.take());
+        HOLDING.with(|h| h.set(false));
     }
 }
 
-/// The thread holding the engine's lock (see [`this_thread`]), 0 when none.
-static LOCK_OWNER: AtomicUsize = AtomicUsize::new(0);
-
-/// A number that identifies the calling runtime thread (the address of a thread-local; a
-/// forked child's thread keeps its parent thread's, as it continues that thread).
-fn this_thread() -> usize {
-    thread_local! { static TOKEN: u8 = const { 0 } }
-    TOKEN.with(|t| t as *const u8 as usize)
+thread_local! {
+    /// True from just before this thread takes the engine's lock until just after it lets
+    /// it go: a signal handler that interrupts it there must not wait for the lock.
+    static HOLDING: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
-fn held(guard: MutexGuard<'static, Engine>) -> EngineGuard {
-    LOCK_OWNER.store(this_thread(), Ordering::Release);
-    EngineGuard(guard)
+/// Takes the lock with `take`, the thread marked as holding it throughout.
+fn lock_with(take: impl FnOnce(&'static Mutex<Engine>) -> Option<MutexGuard<'static, Engine>>) -> Option<EngineGuard> {
+    let engine = ENGINE.get()?;
+    HOLDING.with(|h| h.set(true));
+    let guard = take(engine);
+    if guard.is_none() {
+        HOLDING.with(|h| h.set(false));
+    }
+    guard.map(|g| EngineGuard(Some(g)))
 }
 
 /// The engine, locked.
 pub fn engine() -> EngineGuard {
-    held(ENGINE.get().expect("engine installed before the first dispatch").lock().unwrap_or_else(|p| p.into_inner()))
+    installed_engine().expect("engine installed before the first dispatch")
 }
 
 /// The engine, if it is installed and not locked (for signal handlers).
 pub fn try_engine() -> Option<EngineGuard> {
-    ENGINE.get()?.try_lock().ok().map(held)
+    lock_with(|m| m.try_lock().ok())
 }
 
 /// The engine, locked, if it is installed.
 pub fn installed_engine() -> Option<EngineGuard> {
-    Some(held(ENGINE.get()?.lock().unwrap_or_else(|p| p.into_inner())))
+    lock_with(|m| Some(m.lock().unwrap_or_else(|p| p.into_inner())))
 }
 
-/// Whether the calling thread holds the engine's lock (it stopped in the middle of a change,
-/// and waiting for the lock would wait for itself).
+/// Whether the calling thread holds the engine's lock, or is taking or letting it go (it
+/// stopped in the middle of a change, and waiting for the lock would wait for itself).
 pub fn held_here() -> bool {
-    LOCK_OWNER.load(Ordering::Acquire) == this_thread()
+    HOLDING.with(|h| h.get())
 }
