@@ -398,10 +398,11 @@ thread_local! {
 /// Takes the lock with `take`, the thread marked as holding it throughout.
 fn lock_with(take: impl FnOnce(&'static Mutex<Engine>) -> Option<MutexGuard<'static, Engine>>) -> Option<EngineGuard> {
     let engine = ENGINE.get()?;
-    HOLDING.with(|h| h.set(true));
+    // A signal handler that tries for the lock may have interrupted this thread holding it.
+    let was = HOLDING.with(|h| h.replace(true));
     let guard = take(engine);
     if guard.is_none() {
-        HOLDING.with(|h| h.set(false));
+        HOLDING.with(|h| h.set(was));
     }
     guard.map(|g| EngineGuard(Some(g)))
 }
