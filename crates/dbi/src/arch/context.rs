@@ -94,6 +94,10 @@ pub struct ThreadCtx {
     /// Non-zero while the thread may be running cache code (set by the dispatcher, under the
     /// engine lock, once it has chosen where the thread resumes).
     pub in_cache: u64,
+    /// Non-zero when the signal handler recorded a signal for the program that the
+    /// dispatcher has not looked at yet: the program's next system call does not start
+    /// (see [`crate::arch::program_syscall`]).
+    pub signal_kick: u64,
     /// Where the thread's time went (the engine keeps it with `--stats`).
     pub time: ThreadTime,
 }
@@ -154,6 +158,8 @@ pub mod off {
     pub const FSGSBASE: usize = offset_of!(ThreadCtx, has_fsgsbase);
     /// `simd_moves`
     pub const SIMD_MOVES: usize = offset_of!(ThreadCtx, simd_moves);
+    /// `signal_kick`
+    pub const SIGNAL_KICK: usize = offset_of!(ThreadCtx, signal_kick);
     /// The XSAVE area (64-byte aligned).
     pub const XSAVE: usize = 4096;
     /// The lookup table: [`super::IBL_SLOTS`] slots of `{negated tag, lookup entry}`.

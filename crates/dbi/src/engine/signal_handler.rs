@@ -98,6 +98,11 @@ pub(crate) extern "C" fn rewire_on_signal(sig: i32, info: *mut libc::siginfo_t, 
     }
     let ctx = current_ctx();
     ctx.signals().record(sig, info);
+    ctx.signal_kick = 1;
+    if let Some(skip) = arch::skip_unstarted_call(pc) {
+        // On its way into a system call the kernel has not started: it does not start.
+        uc.uc_mcontext.gregs[libc::REG_RIP as usize] = skip as i64;
+    }
     match in_cache {
         // At an instruction boundary (or faulting there): the state is the program's.
         Some((app, clean)) if clean || kernel_fault => redirect(ctx, uc, app, eng.as_ref().and_then(|e| e.frags.correction_at(pc))),

@@ -80,6 +80,9 @@ pub struct ThreadSignals {
     info: [std::cell::UnsafeCell<[u8; 128]>; NSIG],
     /// The system call interrupted by a signal, for SA_RESTART: (number, its address).
     pub interrupted: std::cell::Cell<Option<(u64, u64)>>,
+    /// The system call that did not start because a signal came first (its address): the
+    /// thread makes it after the signal's handler, or at once if none runs.
+    pub unstarted: std::cell::Cell<Option<u64>>,
     /// The temporary mask of an interrupted `rt_sigsuspend`, `ppoll`, `pselect6` or
     /// `epoll_pwait`: the signal was delivered under it, as natively.
     pub call_mask: std::cell::Cell<Option<u64>>,
@@ -152,6 +155,7 @@ impl Default for ThreadSignals {
             pending: AtomicU64::new(0),
             info: std::array::from_fn(|_| std::cell::UnsafeCell::new([0; 128])),
             interrupted: Default::default(),
+            unstarted: Default::default(),
             call_mask: Default::default(),
             alt_stack: std::cell::Cell::new(AltStack::DISABLED),
         }
@@ -387,9 +391,12 @@ struct Frame {
 /// builds the frame and returns the handler's address, with the thread's registers set for
 /// it. Returns `tag` when nothing is delivered.
 pub fn deliver_pending(ctx: &mut ThreadCtx, tag: u64) -> u64 {
+    ctx.signal_kick = 0;
     let sigs = ctx.signals();
     // Only the exit that just happened can be an interrupted system call.
     let interrupted = sigs.interrupted.take();
+    // A call that did not start is made after the handler, or now.
+    let tag = sigs.unstarted.take().unwrap_or(tag);
     let pending = sigs.pending.load(Ordering::SeqCst);
     if pending == 0 {
         return tag;

@@ -13,8 +13,8 @@ mod process;
 mod signals;
 mod thread_state;
 
+use crate::arch;
 use crate::arch::context::{reg, ThreadCtx};
-use crate::arch::syscall6;
 use crate::engine::state::{engine, Engine};
 use crate::os::appmem;
 use crate::os::code_writes::WriteFault;
@@ -107,6 +107,12 @@ pub fn handle(ctx: &mut ThreadCtx, next: u64) -> u64 {
         Outcome::Returns(r) => r,
         Outcome::ContinuesAt(pc) => return pc,
     };
+    if result == arch::NOT_STARTED {
+        // A signal came first: the registers stay as they were, the call is made again at
+        // its own address once the signal is delivered.
+        ctx.signals().unstarted.set(Some(next - 2));
+        return next;
+    }
     engine().tool.on_syscall_result(&syscall, &mut result);
     if result as i64 == -(libc::EINTR as i64) && ctx.signals().any_pending() {
         ctx.signals().interrupted.set(Some((nr, next - 2)));
@@ -156,7 +162,7 @@ fn raw(nr: u64, a: [u64; 6]) -> u64 {
     // SAFETY: the program asked for exactly this call; its effects on memory and on the
     // process are the program's own, as they would be natively. Calls that would break the
     // engine are intercepted before this point.
-    unsafe { syscall6(nr, a) }
+    unsafe { arch::program_syscall(nr, a) }
 }
 
 /// A negative errno as a raw result.
