@@ -228,3 +228,24 @@ fn proc_self_cmdline_is_the_programs() {
     let n = same(&["/bin/cat", "/proc/self/cmdline"]);
     assert_eq!(n.stdout, "/bin/cat\0/proc/self/cmdline\0");
 }
+
+#[test]
+fn cpython_test_suite_modules_pass_as_natively() {
+    // CPython's own tests of what a DBI is most likely to break (subprocesses, fault and
+    // signal handling, mmap), run in two worker processes. Debian: libpython3.11-testsuite.
+    let modules = ["test_faulthandler", "test_subprocess", "test_signal", "test_mmap", "test_json", "test_re"];
+    let verdict = |cmd: &mut Command| {
+        let out = cmd.args(["-m", "test", "-j2"]).args(modules).current_dir(dir()).stdin(Stdio::null()).output().expect("spawn");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let summary: Vec<String> = text
+            .lines()
+            .filter(|l| l.starts_with("Tests result:") || l.contains(" tests OK") || l.contains("failed"))
+            .map(String::from)
+            .collect();
+        (out.status.code(), summary, text)
+    };
+    let native = verdict(&mut Command::new("/usr/bin/python3.11"));
+    assert!(native.1.iter().any(|l| l == "Tests result: SUCCESS"), "the modules pass natively (libpython3.11-testsuite): {}", native.2);
+    let under = verdict(rewire().args(["run", "--", "/usr/bin/python3.11"]));
+    assert_eq!((under.0, &under.1), (native.0, &native.1), "{}", under.2);
+}
