@@ -1,6 +1,7 @@
 //! Programs rewire must hand back to the kernel: a debugger's or strace's program (the
-//! tracer must see the program itself, registers and all) and set-user-ID programs (only an
-//! exec by the kernel grants their privileges). Each run compared with the native one.
+//! tracer must see the program itself, registers and all), set-user-ID programs (only an
+//! exec by the kernel grants their privileges) and Valgrind's engines (binary translators
+//! themselves). Each run compared with the native one.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -138,4 +139,22 @@ fn a_set_user_id_program_is_refused_up_front_and_runs_natively_when_a_program_ex
         "{}",
         String::from_utf8_lossy(&script.stderr)
     );
+}
+
+#[test]
+fn valgrind_under_rewire_checks_its_program_as_natively() {
+    let program = build("crash_in_function", &["-g", "-O0"]);
+    let memcheck = ["valgrind", "--error-exitcode=9", "--leak-check=full", program.to_str().unwrap(), "no-crash"];
+    // Valgrind's lines carry its pid (==1234==).
+    let without_pid = |o: &Output| {
+        let err = String::from_utf8_lossy(&o.stderr)
+            .lines()
+            .map(|l| l.split_once("== ").map_or(l.to_string(), |(_, rest)| rest.to_string()))
+            .collect::<Vec<_>>();
+        (String::from_utf8_lossy(&o.stdout).into_owned(), err, o.status)
+    };
+    let native = run(&memcheck);
+    let mut under = vec![rewire(), "run", "--"];
+    under.extend_from_slice(&memcheck);
+    assert_eq!(without_pid(&run(&under)), without_pid(&native));
 }

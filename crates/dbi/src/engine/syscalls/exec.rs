@@ -1,8 +1,8 @@
 //! Following `execve`: the new program runs under rewire too, with the same options, unless
 //! it would gain privileges at exec (set-ID or file capabilities: the kernel grants them
 //! only to a program it execs itself; `--unprivileged` runs it under rewire without them)
-//! or a tracer is attached (it must see the program itself): those run natively, as with
-//! `--no-follow`. The
+//! or a tracer is attached (it must see the program itself), or it is one of Valgrind's
+//! engines (a binary translator itself): those run natively, as with `--no-follow`. The
 //! call becomes an `execve` of rewire itself (`rewire run OPTIONS --argv0=ARGV0 -- PATH
 //! ARGS...`) with the program's environment passed unchanged. Errors the kernel would give
 //! for the program itself (missing, not executable, not a format it runs) are checked first
@@ -86,6 +86,14 @@ fn execveat(a: [u64; 6]) -> u64 {
     exec(file, a[2], a[3], native)
 }
 
+/// True for one of Valgrind's tool engines (`.../valgrind/memcheck-amd64-linux`, which the
+/// `valgrind` launcher execs): a binary translator of its own, run natively, so that
+/// `valgrind` under rewire does what it does without rewire.
+fn is_valgrind_engine(path: &std::path::Path) -> bool {
+    path.parent().is_some_and(|d| d.file_name().is_some_and(|n| n == "valgrind"))
+        && path.file_name().is_some_and(|n| n.to_string_lossy().ends_with("-amd64-linux"))
+}
+
 /// The path descriptor `fd` was opened by, if it names a file that is still there.
 fn fd_path(fd: i32) -> Option<Vec<u8>> {
     let p = std::fs::read_link(format!("/proc/self/fd/{fd}")).ok()?;
@@ -109,8 +117,9 @@ fn exec(path: CString, argv_at: u64, envp: u64, native: (u64, [u64; 6])) -> u64 
         let eng = engine();
         (eng.opts.no_follow, eng.opts.unprivileged)
     };
-    let gains = || credentials::gained_at_exec(std::path::Path::new(std::ffi::OsStr::from_bytes(path.as_bytes()))).is_some();
-    let follow = !no_follow && !credentials::traced() && (unprivileged || !gains());
+    let program = std::path::Path::new(std::ffi::OsStr::from_bytes(path.as_bytes()));
+    let gains = || credentials::gained_at_exec(program).is_some();
+    let follow = !no_follow && !credentials::traced() && (unprivileged || !gains()) && !is_valgrind_engine(program);
     match loader::exec_check(std::path::Path::new(std::ffi::OsStr::from_bytes(path.as_bytes()))) {
         Err(e) => return err(e),
         Ok(runs_under_engine) if !runs_under_engine || !follow => return exec_natively(native),
