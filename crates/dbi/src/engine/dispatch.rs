@@ -75,14 +75,12 @@ fn dispatch(ctx: &mut ThreadCtx) {
         ExitKind::Watched => {
             let mut eng = engine();
             let (tag, edge_prev) = (eng.frags.get(rec.fragment).tag, eng.edge_prev);
-            let was_started = eng.persistent.as_ref().is_some_and(|p| p.started());
-            let (next, watch) = eng.persistent.as_mut().map_or((Next::Resume, None), |p| p.at(ctx, tag, edge_prev));
-            if !was_started && eng.persistent.as_ref().is_some_and(|p| p.started()) {
-                eng.tool.on_persistent_loop(LoopEvent::Start);
-            }
-            if eng.persistent.as_ref().is_some_and(|p| p.finished()) {
-                eng.tool.on_persistent_loop(LoopEvent::End);
-                eng.persistent = None;
+            let (next, watch, event) = eng.persistent.as_mut().map_or((Next::Resume, None, None), |p| p.at(ctx, tag, edge_prev));
+            if let Some(event) = event {
+                eng.tool.on_persistent_loop(event);
+                if event == LoopEvent::End {
+                    eng.persistent = None;
+                }
             }
             if let Some(ret) = watch.filter(|r| !eng.watched.contains(r)) {
                 // Its block, if built already, is built again with the watch at its start.

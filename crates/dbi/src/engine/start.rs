@@ -41,11 +41,11 @@ pub fn run_tool(tool: Box<dyn Tool>, mut opts: Options) -> Result<Infallible, Ru
     }
     open_report_fd();
     route_death_reports(opts.engine.verbose, opts.engine.output.log.as_deref());
+    let rewire_path = std::env::current_exe().map_err(|e| RunError::Sys("readlink(/proc/self/exe)", e))?;
     // A shell sets `_` to the command it ran: rewire, where natively it is the program.
-    let rewire_path = std::env::current_exe().ok();
     let envp: Vec<CString> = std::env::vars_os()
         .map(|(k, v)| {
-            let names_rewire = k == "_" && std::fs::canonicalize(&v).ok() == rewire_path;
+            let names_rewire = k == "_" && std::fs::canonicalize(&v).is_ok_and(|p| p == rewire_path);
             let v = if names_rewire { loaded.program.path.clone().into_os_string() } else { v };
             let mut b = k.into_vec();
             b.push(b'=');
@@ -76,8 +76,7 @@ pub fn run_tool(tool: Box<dyn Tool>, mut opts: Options) -> Result<Infallible, Ru
     let brk = Brk::new(loaded.brk);
     let cache = CodeCache::default();
     let exe = CString::new(loaded.program.path.as_os_str().as_bytes()).expect("path without NUL bytes");
-    let rewire_exe = std::env::current_exe().map_err(|e| RunError::Sys("readlink(/proc/self/exe)", e))?;
-    let rewire_exe = CString::new(rewire_exe.into_os_string().into_vec()).expect("path without NUL bytes");
+    let rewire_exe = CString::new(rewire_path.into_os_string().into_vec()).expect("path without NUL bytes");
     signals::inherit_dispositions();
     let mut engine = Engine::new(cache, exec, opts.engine, brk, exe, rewire_exe);
     engine.contexts.push(block.address());

@@ -81,6 +81,12 @@ impl CodeWrites {
         }
     }
 
+    /// True when the engine protects any page (most programs never write code: then a
+    /// system call needs no look at its arguments).
+    pub fn any_protected(&self) -> bool {
+        !self.protected.is_empty()
+    }
+
     /// The pages the engine protected in `range`: a system call that writes there would get
     /// EFAULT from the kernel instead of a fault the engine sees, so the caller lifts them
     /// first (with [`CodeWrites::write_fault`]).

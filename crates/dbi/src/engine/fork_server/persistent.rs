@@ -15,6 +15,7 @@
 use crate::arch::context::{reg, ThreadCtx};
 use crate::arch::syscall6;
 use crate::os::appmem;
+use crate::tool::LoopEvent;
 use std::path::PathBuf;
 
 /// What the user asked of the persistent loop.
@@ -156,20 +157,10 @@ impl Persistent {
         std::iter::once(self.entry).chain(self.kept.as_ref().map(|k| k.ret).or(self.ret))
     }
 
-    /// True once the last iteration has returned.
-    pub fn finished(&self) -> bool {
-        self.done >= self.count
-    }
-
-    /// True once the first iteration has started.
-    pub fn started(&self) -> bool {
-        self.kept.is_some()
-    }
-
     /// At the watched block `tag` of the thread `ctx`. `edge_prev` is the edge coverage's
     /// `prev` counter, which every iteration starts from zero. Returns what the thread does
-    /// next, and a return address to watch from now on.
-    pub fn at(&mut self, ctx: &mut ThreadCtx, tag: u64, edge_prev: Option<u32>) -> (Next, Option<u64>) {
+    /// next, a return address to watch from now on, and whether the loop starts or ends.
+    pub fn at(&mut self, ctx: &mut ThreadCtx, tag: u64, edge_prev: Option<u32>) -> (Next, Option<u64>, Option<LoopEvent>) {
         let sp = ctx.regs.gpr[reg::RSP];
         if tag == self.entry && self.kept.is_none() {
             let mut ret = [0u8; 8];
@@ -177,14 +168,14 @@ impl Persistent {
             let ret = self.ret.unwrap_or(called_from);
             self.kept = Some(Kept { regs: ctx.regs, simd: ctx.simd_image().to_vec(), app_fs: ctx.app_fs, ret, sp_after: sp + 8 });
             self.start_iteration(ctx, edge_prev);
-            return (Next::Resume, Some(ret));
+            return (Next::Resume, Some(ret), Some(LoopEvent::Start));
         }
         let Some(kept) = self.kept.as_ref().filter(|k| tag == k.ret && (self.ret.is_some() || sp == k.sp_after)) else {
-            return (Next::Resume, None);
+            return (Next::Resume, None, None);
         };
         self.done += 1;
         if self.done >= self.count {
-            return (Next::Resume, None);
+            return (Next::Resume, None, Some(LoopEvent::End));
         }
         // SAFETY: stops this (single-threaded) process until the fork server sends SIGCONT.
         unsafe { syscall6(libc::SYS_kill as u64, [libc::getpid() as u64, libc::SIGSTOP as u64, 0, 0, 0, 0]) };
@@ -193,7 +184,7 @@ impl Persistent {
         let simd = kept.simd.clone();
         ctx.set_simd_image(&simd);
         self.start_iteration(ctx, edge_prev);
-        (Next::GoTo(self.entry), None)
+        (Next::GoTo(self.entry), None, None)
     }
 
     /// The start of an iteration: coverage starts afresh, the hook gets the test case.

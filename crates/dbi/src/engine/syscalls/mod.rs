@@ -131,6 +131,9 @@ pub fn handle(ctx: &mut ThreadCtx, next: u64) -> u64 {
 /// other argument below 1 GiB (a buffer's length, in practice); the page's fragments go, as
 /// for a write fault.
 fn lift_code_pages(eng: &mut Engine, a: [u64; 6]) {
+    if !eng.code_writes.any_protected() {
+        return;
+    }
     let len = a.iter().copied().filter(|&v| v < 1 << 30).max().unwrap_or(0).max(1);
     for &v in &a {
         for page in eng.code_writes.protected_in(v..v.saturating_add(len)) {
