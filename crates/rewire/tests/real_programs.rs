@@ -211,6 +211,40 @@ fn posix_spawn_and_vfork_share_the_parents_memory() {
 }
 
 #[test]
+fn clone_of_a_process_on_the_parents_memory() {
+    let n = same(&[c_program("clone_vm").to_str().unwrap()]);
+    assert!(n.stdout.contains("flags 0x111: exit 7, parent sees 499500"), "{n:?}");
+    assert!(n.stdout.contains("flags 0x800700: exit 7, parent sees 499501"), "{n:?}");
+    assert!(n.stdout.contains("valid in parent: 1, exit 0"), "{n:?}");
+    assert!(n.stdout.contains("handler ran in the child: exit 3"), "{n:?}");
+}
+
+/// `tests/c/sanitized.c` built with `-fsanitize=SANITIZER`.
+fn sanitized(sanitizer: &str) -> PathBuf {
+    let option = format!("-fsanitize={sanitizer}");
+    compiled(&format!("sanitized-{sanitizer}"), "c/sanitized.c", &["gcc", "-O0", "-g", "-pthread", &option])
+}
+
+/// Sanitizer reports without what differs from run to run: pids (`==123==`, `pid=123`),
+/// addresses and thread ids.
+fn without_addresses(s: &str) -> String {
+    static VARYING: OnceLock<regex::Regex> = OnceLock::new();
+    VARYING.get_or_init(|| regex::Regex::new(r"==\d+==|0x[0-9a-f]+|tid=\d+|pid=\d+").unwrap()).replace_all(s, "N").into_owned()
+}
+
+#[test]
+fn sanitizer_builds_report_as_natively() {
+    let asan = sanitized("address");
+    let leak = same_with(&[asan.to_str().unwrap(), "leak"], true, without_addresses);
+    assert!(leak.stderr.contains("SUMMARY: AddressSanitizer: 40 byte(s) leaked in 4 allocation(s)."), "{leak:?}");
+    let overflow = same_with(&[asan.to_str().unwrap(), "overflow"], false, without_addresses);
+    assert!(overflow.stderr.contains("SUMMARY: AddressSanitizer: heap-buffer-overflow"), "{overflow:?}");
+    let tsan = sanitized("thread");
+    let race = same_with(&[tsan.to_str().unwrap(), "race"], false, without_addresses);
+    assert!(race.stderr.contains("WARNING: ThreadSanitizer: data race"), "{race:?}");
+}
+
+#[test]
 fn rust_command_reports_a_missing_program() {
     let n = same(&[rust_program("spawn_missing").to_str().unwrap()]);
     assert!(n.stdout.starts_with("missing: NotFound\n"), "{n:?}");

@@ -100,6 +100,9 @@ pub struct ThreadCtx {
     pub signal_kick: u64,
     /// Where the thread's time went (the engine keeps it with `--stats`).
     pub time: ThreadTime,
+    /// The signal mask a child on its parent's memory takes once its GS base is its
+    /// context (it may start with every signal blocked).
+    pub start_mask: u64,
 }
 
 /// Where one thread's time went, measured with the monotonic clock at every entry into and

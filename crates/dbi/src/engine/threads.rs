@@ -27,24 +27,28 @@ const BOOT_STACK: usize = 64 << 10;
 pub fn exit_thread(ctx: &mut ThreadCtx, status: u64) -> ! {
     sigmask::sigprocmask(libc::SIG_SETMASK, Some(!0));
     let base = ctx.self_ptr;
-    {
-        let mut eng = engine();
-        let used = eng.next_counter as usize / 8;
-        if eng.exited_counters.len() < used {
-            eng.exited_counters.resize(used, 0);
-        }
-        for (i, total) in eng.exited_counters.iter_mut().enumerate().take(used) {
-            *total += ctx.counter(i as u32 * 8);
-        }
-        stats::thread_exits(&mut eng.stats, ctx);
-        eng.contexts.retain(|&c| c != base);
-    }
+    retire_context(ctx);
     // SAFETY: every signal is blocked and the context is out of the engine's list: nothing
     // reads its signal state any more.
     unsafe { signals::release(ctx) };
     let stacks = stacks_base(ctx);
     // SAFETY: signals blocked, no references left, and this runs on the context's runtime stack.
     unsafe { arch::exit_thread((base, CTX_BYTES as u64), (stacks, STACKS_BYTES as u64), status) }
+}
+
+/// Takes the context `ctx` of a thread (or a child on this memory) that no longer runs out
+/// of the engine's list, its counters and times kept for the tool and the statistics.
+pub fn retire_context(ctx: &ThreadCtx) {
+    let mut eng = engine();
+    let used = eng.next_counter as usize / 8;
+    if eng.exited_counters.len() < used {
+        eng.exited_counters.resize(used, 0);
+    }
+    for (i, total) in eng.exited_counters.iter_mut().enumerate().take(used) {
+        *total += ctx.counter(i as u32 * 8);
+    }
+    stats::thread_exits(&mut eng.stats, ctx);
+    eng.contexts.retain(|&c| c != ctx.self_ptr);
 }
 
 /// Counts a thread leaving; true when it was the last one.

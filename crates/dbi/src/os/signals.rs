@@ -262,7 +262,8 @@ pub fn app_sigaction(a: [u64; 6]) -> u64 {
     let old = action(sig);
     let fault_signal = FAULT_SIGNALS.contains(&(sig as i32));
     if act != 0 && !owns_memory() {
-        // A vfork child (glibc's posix_spawn child resets handled signals to SIG_DFL): the
+        // A child on this memory (vfork: glibc's posix_spawn child resets handled signals to
+        // SIG_DFL; a child beside its parent, as LeakSanitizer's tracer): the
         // kernel gave it a table of its own, but this one is its parent's memory. Only the
         // kernel's changes; a handler function keeps the master handler it inherited.
         if (new[0] == SIG_DFL || new[0] == SIG_IGN) && !fault_signal {

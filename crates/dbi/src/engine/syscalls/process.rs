@@ -1,6 +1,7 @@
 //! Processes and threads: `clone` of a thread (a runtime thread of its own, see
-//! [`crate::engine::threads`]), of a process (`fork`, `vfork` and `clone` without
-//! CLONE_THREAD: the child continues in a copy of the runtime with its own copy of the code
+//! [`crate::engine::threads`]), of a process on this memory (`vfork`, `clone` with CLONE_VM,
+//! see [`crate::engine::shared_child`]), of a process on a copy (`fork`, `clone` without
+//! CLONE_VM: the child continues in a copy of the runtime with its own copy of the code
 //! cache), and the end of a thread (`exit`) or of the process (`exit_group`, the last
 //! thread's `exit`), which first flushes the tool's output (and exits with a failure status
 //! instead of success when that output could not be written).
@@ -28,6 +29,8 @@ pub(super) fn handle(call: &mut Call<'_>) -> Outcome {
         libc::SYS_clone if a[0] & libc::CLONE_THREAD as u64 != 0 => threads::clone_thread(call.ctx, a, call.next),
         // posix_spawn's child: on the parent's memory, the parent waiting.
         libc::SYS_clone if a[0] & VFORK == VFORK => shared_child::clone_vfork(call.ctx, a, call.next),
+        // A process beside its parent on the parent's memory (LeakSanitizer's tracer).
+        libc::SYS_clone if a[0] & libc::CLONE_VM as u64 != 0 => shared_child::clone_beside(call.ctx, a, call.next),
         // Another process gets a copy of memory.
         libc::SYS_clone => fork(call.ctx, a),
         // glibc falls back to clone, which the engine knows how to follow.
@@ -56,10 +59,10 @@ pub(super) fn exit(call: &mut Call<'_>) -> Outcome {
 }
 
 /// `clone` of a process (fork and its variants): the child continues in a copy of the
-/// runtime, with its own copy of the code cache, on the stack the call names if any. A
-/// shared address space without a new thread or CLONE_VFORK becomes a copy too.
+/// runtime, with its own copy of the code cache, on the stack the call names if any (a
+/// CLONE_VFORK parent does not wait: the child has memory of its own).
 fn fork(ctx: &mut ThreadCtx, a: [u64; 6]) -> u64 {
-    let flags = a[0] & !((libc::CLONE_VM | libc::CLONE_VFORK) as u64);
+    let flags = a[0] & !(libc::CLONE_VFORK as u64);
     // Held across the fork: the child must not inherit the engine in the middle of a change.
     let mut eng = engine();
     let snap = match eng.cache.snapshot() {
