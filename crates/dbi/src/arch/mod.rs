@@ -24,5 +24,5 @@ pub use cpu::{fs_base, gs_base, set_gs_base, stack_pointer, syscall6};
 pub use lookup::{ibl_template, ibl_template_rcx_saved};
 pub use program_syscall::{program_syscall, skip_unstarted_call, NOT_STARTED};
 pub use signal_entry::signal_entry_address;
-pub use simd::{sanitize_xsave, xsave_size};
+pub use simd::{sanitize_xsave, signal_xsave_size, xsave_permissions_changed, xsave_size};
 pub use switch::{exit_thread, fcache_return_address, start};

@@ -31,6 +31,47 @@ fn set_xstate_bv(area: &mut [u8], bv: u64) {
     area[XSTATE_BV].copy_from_slice(&bv.to_le_bytes());
 }
 
+/// XSAVE components the kernel keeps out of a process's state, and so out of its signal
+/// frames, until the process asks for them with `arch_prctl(ARCH_REQ_XCOMP_PERM)`: AMX tile
+/// data.
+const DYNAMIC: u64 = 1 << 18;
+const ARCH_GET_XCOMP_PERM: u64 = 0x1022;
+/// [`signal_xsave_size`] once known (0: to be computed).
+static SIGNAL_XSAVE: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// Size of the XSAVE image in a signal frame of this process, as the kernel writes it: the
+/// components the OS enabled up to the end of the last one (standard format), without
+/// dynamic components the process has no permission for. On a CPU with AMX that is about
+/// 2.8 KiB, not the 11 KiB of CPUID's full size: a program's alternate signal stack is sized
+/// for the kernel's frame (AT_MINSIGSTKSZ).
+pub fn signal_xsave_size() -> usize {
+    use std::sync::atomic::Ordering::Relaxed;
+    let known = SIGNAL_XSAVE.load(Relaxed);
+    if known != 0 {
+        return known;
+    }
+    let enabled = xcr0();
+    let mut permitted = 0u64;
+    // SAFETY: writes the permitted components into `permitted`; kernels without dynamic
+    // components (before 5.16) refuse it, and then none is enabled either.
+    let ok = unsafe { super::cpu::syscall6(libc::SYS_arch_prctl as u64, [ARCH_GET_XCOMP_PERM, &raw mut permitted as u64, 0, 0, 0, 0]) } == 0;
+    let components = if ok { enabled & (!DYNAMIC | permitted) } else { enabled };
+    let size = (2..63)
+        .filter(|i| components & (1 << i) != 0)
+        .map(|i| {
+            let leaf = std::arch::x86_64::__cpuid_count(0xd, i);
+            (leaf.ebx + leaf.eax) as usize
+        })
+        .fold(576, usize::max);
+    SIGNAL_XSAVE.store(size, Relaxed);
+    size
+}
+
+/// The program was given more components (`ARCH_REQ_XCOMP_PERM`): its frames may grow.
+pub fn xsave_permissions_changed() {
+    SIGNAL_XSAVE.store(0, std::sync::atomic::Ordering::Relaxed);
+}
+
 fn xcr0() -> u64 {
     let (lo, hi): (u32, u32);
     // SAFETY: xgetbv(0) reads XCR0; OSXSAVE is set wherever the engine runs (it uses xsave).

@@ -491,7 +491,7 @@ fn build_frame(ctx: &mut ThreadCtx, sig: i32, info: &[u8; 128], act: &[u64; 4], 
         alt = AltStack::DISABLED;
         cell.set(alt);
     }
-    let xsave_len = arch::xsave_size().min(XSAVE_MAX) as u64;
+    let xsave_len = arch::signal_xsave_size().min(XSAVE_MAX) as u64;
     let fp = (top - xsave_len) & !63;
     if !appmem::write_stack(fp, &ctx.simd_image()[..xsave_len as usize]) {
         return None;
@@ -539,7 +539,7 @@ pub fn sigreturn(ctx: &mut ThreadCtx) -> Option<u64> {
     ctx.regs.rflags = (ctx.regs.rflags & !USER_FLAGS) | (g[REG_EFL as usize] as u64 & USER_FLAGS);
     let fp = f.uc.uc_mcontext.fpregs as u64;
     if fp != 0 {
-        let len = arch::xsave_size().min(XSAVE_MAX);
+        let len = arch::signal_xsave_size().min(XSAVE_MAX);
         let mut state = vec![0u8; len];
         if appmem::read(fp, &mut state) {
             arch::sanitize_xsave(&mut state);

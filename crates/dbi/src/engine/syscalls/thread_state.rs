@@ -1,5 +1,6 @@
 //! `arch_prctl`: the program's FS and GS bases live in its thread context (the runtime
-//! keeps its own FS base while it runs).
+//! keeps its own FS base while it runs); a permission for more XSAVE components (AMX) makes
+//! its signal frames larger.
 
 use super::{err, raw, Call, Outcome};
 use crate::arch::context::ThreadCtx;
@@ -17,6 +18,7 @@ fn arch_prctl(ctx: &mut ThreadCtx, a: [u64; 6]) -> u64 {
     const SET_FS: u64 = 0x1002;
     const GET_FS: u64 = 0x1003;
     const GET_GS: u64 = 0x1004;
+    const REQ_XCOMP_PERM: u64 = 0x1023;
     match a[0] {
         SET_FS => {
             ctx.app_fs = a[1];
@@ -33,6 +35,11 @@ fn arch_prctl(ctx: &mut ThreadCtx, a: [u64; 6]) -> u64 {
             } else {
                 err(libc::EFAULT)
             }
+        }
+        REQ_XCOMP_PERM => {
+            let r = raw(libc::SYS_arch_prctl as u64, a);
+            crate::arch::xsave_permissions_changed();
+            r
         }
         _ => raw(libc::SYS_arch_prctl as u64, a),
     }
