@@ -264,6 +264,42 @@ fn proc_self_cmdline_is_the_programs() {
 }
 
 #[test]
+fn proc_self_maps_shows_the_programs_own_mappings() {
+    let n = same(&[c_program("maps").to_str().unwrap()]);
+    assert_eq!(n.stdout, "mapping made after open: 1\nheap: 1\nstack: 1, vdso: 1\nengine seen: 0\n");
+    // `cat`'s own view: the same files at the same offsets with the same rights, about as
+    // many anonymous mappings (how the kernel merges neighbours depends on the layout).
+    let view = |cmd: &mut Command| {
+        let text = String::from_utf8(cmd.arg("/proc/self/maps").output().expect("spawn").stdout).unwrap();
+        let (named, anonymous): (Vec<&str>, Vec<&str>) =
+            text.lines().map(|l| l.split_once(' ').unwrap().1).partition(|l| !l.ends_with(" 0 "));
+        let mut named: Vec<String> = named.into_iter().map(String::from).collect();
+        named.sort();
+        (named, anonymous.len())
+    };
+    let native = view(&mut Command::new("/bin/cat"));
+    for options in tool_options(false) {
+        let under = view(rewire().arg("run").args(&options).args(["--", "/bin/cat"]));
+        assert_eq!(under.0, native.0, "under {options:?}");
+        assert!(under.1.abs_diff(native.1) <= 2, "{} anonymous mappings under {options:?}, {} natively", under.1, native.1);
+    }
+}
+
+#[test]
+fn proc_self_stat_has_the_programs_code_and_data() {
+    // startcode, endcode, startdata, enddata (fields 26, 27, 45, 46): their sizes and the
+    // distance between them are the program's, wherever it was loaded.
+    let layout = |cmd: &mut Command| {
+        let text = String::from_utf8(cmd.arg("/proc/self/stat").output().expect("spawn").stdout).unwrap();
+        let fields: Vec<u64> = text.rsplit_once(") ").unwrap().1.split(' ').map(|f| f.trim().parse().unwrap_or(0)).collect();
+        let field = |n: usize| fields[n - 3];
+        (field(27) - field(26), field(45) - field(26), field(46) - field(45))
+    };
+    let native = layout(&mut Command::new("/bin/cat"));
+    assert_eq!(layout(rewire().args(["run", "--", "/bin/cat"])), native);
+}
+
+#[test]
 fn cpython_test_suite_modules_pass_as_natively() {
     // CPython's own tests of what a DBI is most likely to break (subprocesses, fault and
     // signal handling, mmap), run in two worker processes. Debian: libpython3.11-testsuite.

@@ -54,7 +54,8 @@ pub fn signal_xsave_size() -> usize {
     let mut permitted = 0u64;
     // SAFETY: writes the permitted components into `permitted`; kernels without dynamic
     // components (before 5.16) refuse it, and then none is enabled either.
-    let ok = unsafe { super::cpu::syscall6(libc::SYS_arch_prctl as u64, [ARCH_GET_XCOMP_PERM, &raw mut permitted as u64, 0, 0, 0, 0]) } == 0;
+    let ok =
+        unsafe { super::cpu::syscall6(libc::SYS_arch_prctl as u64, [ARCH_GET_XCOMP_PERM, &raw mut permitted as u64, 0, 0, 0, 0]) } == 0;
     let components = if ok { enabled & (!DYNAMIC | permitted) } else { enabled };
     let size = (2..63)
         .filter(|i| components & (1 << i) != 0)

@@ -80,6 +80,9 @@ pub fn run_tool(tool: Box<dyn Tool>, mut opts: Options) -> Result<Infallible, Ru
     signals::inherit_dispositions();
     let mut engine = Engine::new(cache, exec, opts.engine, brk, exe, rewire_exe);
     engine.contexts.push(block.address());
+    for image in std::iter::once(&loaded.program).chain(&loaded.interp) {
+        engine.maps.mapped(image.span.clone());
+    }
     engine.tool = tool;
     engine.modules = modules;
     let program = &loaded.program;
@@ -110,7 +113,7 @@ pub fn run_tool(tool: Box<dyn Tool>, mut opts: Options) -> Result<Infallible, Ru
     // SAFETY: below our own frames by STACK_GAP, in the main thread's stack, which grows
     // down into it; nothing else uses that memory.
     let st = unsafe { stack::build(top, &loaded, &envp) };
-    set_mm_strings(st);
+    set_mm_layout(st, loaded.program.layout);
     let ctx = block.ctx();
     ctx.regs.gpr[reg::RSP] = st.sp;
     let entry = loaded.interp.as_ref().map_or(loaded.program.entry, |i| i.entry);
@@ -153,11 +156,12 @@ fn set_process_name(execfn: &CString) {
     unsafe { libc::prctl(libc::PR_SET_NAME, name.as_ptr()) };
 }
 
-/// Points /proc/self/cmdline and /proc/self/environ at the program's strings. The whole
+/// Points /proc/self/cmdline and /proc/self/environ at the program's strings, and the code,
+/// data and stack start the kernel reports (`stat`, `VmExe`) at the program's. The whole
 /// map of the process's memory layout is set at once (`PR_SET_MM_MAP`, which needs no
-/// capability, unlike the single fields), with every other field as the kernel has it now
-/// (the brk stays the runtime's).
-fn set_mm_strings(st: stack::InitialStack) {
+/// capability, unlike the single fields), the brk as the kernel has it now: the runtime's
+/// libc allocates from it.
+fn set_mm_layout(st: stack::InitialStack, program: loader::CodeAndData) {
     /// The kernel's `struct prctl_mm_map`.
     #[repr(C)]
     struct MmMap {
@@ -185,13 +189,13 @@ fn set_mm_strings(st: stack::InitialStack) {
     // SAFETY: brk(0) only reports the current break.
     let brk = unsafe { arch::syscall6(libc::SYS_brk as u64, [0; 6]) };
     let map = MmMap {
-        start_code: field(26),
-        end_code: field(27),
-        start_data: field(45),
-        end_data: field(46),
+        start_code: program.start_code,
+        end_code: program.end_code,
+        start_data: program.start_data,
+        end_data: program.end_data,
         start_brk: field(47),
         brk,
-        start_stack: field(28),
+        start_stack: st.sp,
         arg_start: st.args.0,
         arg_end: st.args.1,
         env_start: st.env.0,

@@ -15,6 +15,7 @@ use crate::engine::traces::{keep_insertions, Recording, TraceStats};
 use crate::os::brk::Brk;
 use crate::os::code_writes::CodeWrites;
 use crate::os::modules::{self, Modules};
+use crate::os::program_maps::ProgramMaps;
 use crate::os::regions::ExecRegions;
 use crate::os::report::report;
 use crate::tool::{BlockView, CallSite, Instrument, NullTool, Tool};
@@ -44,6 +45,8 @@ pub struct Engine {
     pub stats: Stats,
     /// The program's emulated brk.
     pub brk: Brk,
+    /// The mappings the program made (what it sees of `/proc/self/maps`).
+    pub maps: ProgramMaps,
     /// The program's path, for `/proc/self/exe`.
     pub exe: CString,
     /// rewire's own executable, to follow `execve`.
@@ -111,6 +114,7 @@ impl Engine {
             opts,
             stats: Stats::default(),
             brk,
+            maps: ProgramMaps::default(),
             exe,
             rewire_exe,
             contexts: Vec::new(),

@@ -33,6 +33,11 @@ impl Brk {
         Brk { start, current: start, mapped_end: start }
     }
 
+    /// The pages the break spans now (the kernel's `[heap]`).
+    pub fn heap(&self) -> std::ops::Range<u64> {
+        self.start..self.mapped_end
+    }
+
     /// The brk system call: moves the break to `want` if it can, returns the break.
     pub fn set(&mut self, want: u64) -> u64 {
         if want < self.start || want > self.start + BRK_ROOM {

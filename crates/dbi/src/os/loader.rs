@@ -51,6 +51,23 @@ pub struct Image {
     pub code: Vec<Range<u64>>,
     /// The run-time address range the image spans.
     pub span: Range<u64>,
+    /// Where the kernel would say its code and data are.
+    pub layout: CodeAndData,
+}
+
+/// The code and data bounds the kernel records for a program it executes (`/proc/PID/stat`
+/// startcode, endcode, startdata, enddata; `VmExe` in `status`): the lowest start and
+/// highest file end of the executable segments, the highest start and file end of all.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CodeAndData {
+    /// Start of the code.
+    pub start_code: u64,
+    /// End of the code.
+    pub end_code: u64,
+    /// Start of the data.
+    pub start_data: u64,
+    /// End of the data.
+    pub end_data: u64,
 }
 
 /// A program ready to start: its image, its interpreter's and the arguments it gets.
@@ -316,11 +333,18 @@ fn map_elf(path: &Path, head: &[u8], is_program: bool) -> Result<Image, RunError
     let base = reserve(path, lo, span, is_pie, is_program)?;
     let bias = base - lo;
     let mut code = Vec::new();
+    let mut layout = CodeAndData { start_code: u64::MAX, ..CodeAndData::default() };
     for p in &loads {
         let vaddr = p.p_vaddr(e) + bias;
+        let file_end = vaddr + p.p_filesz(e);
+        if p.p_flags(e) & elf::PF_X != 0 {
+            layout.start_code = layout.start_code.min(vaddr);
+            layout.end_code = layout.end_code.max(file_end);
+        }
+        layout.start_data = layout.start_data.max(vaddr);
+        layout.end_data = layout.end_data.max(file_end);
         let prot = prot_of(p.p_flags(e));
         let page = vaddr & !(PAGE - 1);
-        let file_end = vaddr + p.p_filesz(e);
         let mem_end = (vaddr + p.p_memsz(e)).next_multiple_of(PAGE);
         let needs_zeroing = p.p_memsz(e) > p.p_filesz(e) && file_end % PAGE != 0;
         if p.p_filesz(e) > 0 {
@@ -368,6 +392,7 @@ fn map_elf(path: &Path, head: &[u8], is_program: bool) -> Result<Image, RunError
         end: hi + bias,
         code,
         span: base..base + span,
+        layout,
     })
 }
 

@@ -13,6 +13,7 @@ pub mod loader;
 pub mod low_memory;
 pub mod modules;
 pub mod process_end;
+pub mod program_maps;
 pub mod regions;
 pub mod report;
 pub mod sigmask;

@@ -8,7 +8,7 @@
 //! for the program itself (missing, not executable, not a format it runs) are checked first
 //! and returned to the program with nothing changed.
 
-use super::exe_path::names_exe;
+use super::proc_self::names_exe;
 use super::{err, raw, Call, Outcome};
 use crate::engine::state::engine;
 use crate::os::appmem;

@@ -1,14 +1,18 @@
-//! Memory calls: `mmap`, `mprotect`, `munmap` and `mremap` run as the program asked, and
-//! the engine follows what they change (executable regions, watched code pages, fragments
-//! of code that went away); `brk` moves the emulated break.
+//! Memory calls: `mmap`, `mprotect`, `munmap`, `mremap`, `shmat` and `shmdt` run as the
+//! program asked, and the engine follows what they change (the program's mappings,
+//! executable regions, watched code pages, fragments of code that went away); `brk` moves
+//! the emulated break.
 
 use super::{raw, Call, Outcome};
 use crate::engine::state::engine;
 
 const PAGE: u64 = 4096;
+/// `shmat`'s flag for an executable attachment (not in the libc crate for glibc).
+const SHM_EXEC: u64 = 0o100000;
 
 /// The mapping calls.
-pub(super) const CALLS: &[i64] = &[libc::SYS_mmap, libc::SYS_mprotect, libc::SYS_pkey_mprotect, libc::SYS_munmap, libc::SYS_mremap];
+pub(super) const CALLS: &[i64] =
+    &[libc::SYS_mmap, libc::SYS_mprotect, libc::SYS_pkey_mprotect, libc::SYS_munmap, libc::SYS_mremap, libc::SYS_shmat, libc::SYS_shmdt];
 /// The break.
 pub(super) const BRK_CALLS: &[i64] = &[libc::SYS_brk];
 
@@ -19,7 +23,11 @@ pub(super) fn handle(call: &mut Call<'_>) -> Outcome {
 
 /// The program's `brk`, on the emulated break.
 pub(super) fn brk(call: &mut Call<'_>) -> Outcome {
-    Outcome::Returns(engine().brk.set(call.args[0]))
+    let mut eng = engine();
+    let ret = eng.brk.set(call.args[0]);
+    let heap = eng.brk.heap();
+    eng.maps.refresh(heap);
+    Outcome::Returns(ret)
 }
 
 fn map_call(nr: u64, mut a: [u64; 6]) -> u64 {
@@ -38,6 +46,7 @@ fn map_call(nr: u64, mut a: [u64; 6]) -> u64 {
     match nr as i64 {
         libc::SYS_mmap => {
             let range = ret..ret + len(a[1]);
+            eng.maps.mapped(range.clone());
             if a[3] & libc::MAP_FIXED as u64 != 0 {
                 eng.invalidate(range.clone());
             }
@@ -58,14 +67,36 @@ fn map_call(nr: u64, mut a: [u64; 6]) -> u64 {
                 eng.invalidate(range);
             }
         }
+        libc::SYS_shmat => {
+            // SAFETY: an all-zero shmid_ds is valid plain data; IPC_STAT only fills it.
+            let mut ds: libc::shmid_ds = unsafe { std::mem::zeroed() };
+            // SAFETY: reads the attached segment's description into `ds`.
+            let size = if unsafe { libc::shmctl(a[0] as i32, libc::IPC_STAT, &mut ds) } == 0 { len(ds.shm_segsz as u64) } else { PAGE };
+            eng.maps.attached(ret, size);
+            if a[2] & SHM_EXEC != 0 {
+                eng.exec.add(ret..ret + size);
+            }
+        }
+        libc::SYS_shmdt => {
+            if let Some(range) = eng.maps.detached(a[0]) {
+                eng.code_writes.unmapped(range.clone());
+                eng.exec.remove(range.clone());
+                eng.invalidate(range);
+            }
+        }
         libc::SYS_munmap => {
             let range = a[0]..a[0] + len(a[1]);
+            eng.maps.unmapped(range.clone());
             eng.code_writes.unmapped(range.clone());
             eng.exec.remove(range.clone());
             eng.invalidate(range);
         }
         _ => {
             let old = a[0]..a[0] + len(a[1]);
+            if a[3] & libc::MREMAP_DONTUNMAP as u64 == 0 {
+                eng.maps.unmapped(old.clone());
+            }
+            eng.maps.mapped(ret..ret + len(a[2]));
             eng.code_writes.unmapped(old.clone());
             eng.exec.remove(old.clone());
             eng.invalidate(old);
@@ -74,5 +105,7 @@ fn map_call(nr: u64, mut a: [u64; 6]) -> u64 {
             }
         }
     }
+    let heap = eng.brk.heap();
+    eng.maps.refresh(heap);
     ret
 }

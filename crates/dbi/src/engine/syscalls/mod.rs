@@ -6,9 +6,9 @@
 //! result goes back unchanged.
 
 mod descriptors;
-mod exe_path;
 mod exec;
 mod memory;
+mod proc_self;
 mod process;
 mod signals;
 mod thread_state;
@@ -55,7 +55,7 @@ const FAMILIES: &[(&[i64], Handler)] = &[
     (process::CALLS, process::handle),
     (process::EXIT_CALLS, process::exit),
     (exec::CALLS, exec::handle),
-    (exe_path::CALLS, exe_path::handle),
+    (proc_self::CALLS, proc_self::handle),
     (descriptors::CALLS, descriptors::handle),
     (thread_state::CALLS, thread_state::handle),
 ];
