@@ -286,6 +286,17 @@ fn proc_self_maps_shows_the_programs_own_mappings() {
 }
 
 #[test]
+fn proc_self_status_and_stat_show_the_programs_signal_dispositions() {
+    let script = "import signal\n\
+        signal.signal(signal.SIGUSR1, lambda *a: 0)\n\
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)\n\
+        print([l for l in open('/proc/self/status') if l.startswith(('SigIgn', 'SigCgt', 'SigBlk'))])\n\
+        print(open('/proc/self/stat').read().rsplit(') ', 1)[1].split()[30:32])\n";
+    let n = same(&["/usr/bin/python3.11", "-c", script]);
+    assert!(n.stdout.contains("'SigCgt:\\t0000000000000202\\n'"), "{n:?}");
+}
+
+#[test]
 fn proc_self_stat_has_the_programs_code_and_data() {
     // startcode, endcode, startdata, enddata (fields 26, 27, 45, 46): their sizes and the
     // distance between them are the program's, wherever it was loaded.

@@ -5,6 +5,7 @@
 //! contexts and stacks are left out; a kernel line that merged a mapping of the program with
 //! one of the runtime is cut to the program's part.
 
+use crate::os::memory_file::{self, memory_file};
 use crate::os::regions::AddressRanges;
 use std::collections::BTreeMap;
 use std::fmt::Write;
@@ -57,22 +58,7 @@ impl ProgramMaps {
     /// the kernel makes the text when it is read, and programs such as `cat` allocate
     /// between `open` and `read`.
     pub fn open_file(&mut self, heap: Range<u64>, cloexec: bool) -> std::io::Result<i32> {
-        let text = self.current(heap)?;
-        // SAFETY: a new descriptor, the lowest free number, as the kernel's open would give.
-        let fd = unsafe { libc::memfd_create(c"maps".as_ptr(), if cloexec { libc::MFD_CLOEXEC } else { 0 }) };
-        if fd < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        let file = std::mem::ManuallyDrop::new(std::fs::File::from(
-            // SAFETY: the descriptor was just made and is handed to the program, never closed here.
-            unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) },
-        ));
-        let written = std::os::unix::fs::FileExt::write_all_at(&*file, text.as_bytes(), 0);
-        if let Err(e) = written {
-            // SAFETY: our own descriptor, not yet the program's.
-            unsafe { libc::close(fd) };
-            return Err(e);
-        }
+        let fd = memory_file(&self.current(heap)?, cloexec)?;
         if self.unread.len() < 8 {
             self.unread.push((fd, inode_of(fd).unwrap_or(0)));
         }
@@ -90,12 +76,7 @@ impl ProgramMaps {
         unread.retain(|&(fd, inode)| inode_of(fd) == Some(inode) && unsafe { libc::lseek(fd, 0, libc::SEEK_CUR) } == 0);
         if let Ok(text) = self.current(heap) {
             for &(fd, _) in &unread {
-                // SAFETY: the program's maps file, still unread (checked above): its contents are
-                // replaced, its position stays 0.
-                unsafe {
-                    libc::ftruncate(fd, 0);
-                    libc::pwrite(fd, text.as_ptr().cast(), text.len(), 0);
-                }
+                memory_file::rewrite(fd, &text);
             }
         }
         self.unread = unread;

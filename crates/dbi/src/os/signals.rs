@@ -62,6 +62,20 @@ fn set_action(sig: usize, v: [u64; 4]) {
     }
 }
 
+/// The signals the program ignores and those it catches (its own dispositions), as bit
+/// sets like the kernel's `SigIgn` and `SigCgt`.
+pub fn program_signal_sets() -> (u64, u64) {
+    let (mut ignored, mut caught) = (0, 0);
+    for sig in 1..NSIG {
+        match action(sig)[0] {
+            SIG_DFL => {}
+            SIG_IGN => ignored |= 1 << (sig - 1),
+            _ => caught |= 1 << (sig - 1),
+        }
+    }
+    (ignored, caught)
+}
+
 /// Takes the dispositions the program inherits: those of this process now (default or
 /// ignored, as `execve` leaves them).
 pub fn inherit_dispositions() {

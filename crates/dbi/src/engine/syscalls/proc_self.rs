@@ -1,11 +1,13 @@
 //! Calls that name this process's files in `/proc`: `exe` is the program's executable, not
-//! rewire; `maps` read through `open` shows the program's own mappings (see
-//! [`crate::os::program_maps`]): a memory file holding the text the kernel gave at `open`,
-//! with the runtime's mappings left out.
+//! rewire; `maps`, `status` and `stat` opened to read are memory files with the kernel's
+//! text as the program would see it: its own mappings (see [`crate::os::program_maps`]), its
+//! own signal dispositions (see [`crate::os::proc_status`]).
 
 use super::{err, raw, Call, Outcome};
 use crate::engine::state::engine;
 use crate::os::appmem;
+use crate::os::memory_file::memory_file;
+use crate::os::proc_status;
 
 /// The calls that take a path.
 pub(super) const CALLS: &[i64] = &[
@@ -28,10 +30,15 @@ pub(super) fn handle(call: &mut Call<'_>) -> Outcome {
         libc::SYS_readlink => readlink(a[0], a[1], a[2]).unwrap_or_else(|| raw(nr, a)),
         libc::SYS_readlinkat if is_absolute(a[1]) => readlink(a[1], a[2], a[3]).unwrap_or_else(|| raw(nr, a)),
         libc::SYS_readlinkat => raw(nr, a),
-        libc::SYS_open if names_maps(a[0]) => open_maps(a[1], nr, a),
-        libc::SYS_openat if names_maps(a[1]) => open_maps(a[2], nr, a),
-        libc::SYS_openat2 if names_maps(a[1]) => open_maps(openat2_flags(a[2]), nr, a),
-        libc::SYS_open | libc::SYS_stat | libc::SYS_access => with_exe_path(nr, a, 0),
+        libc::SYS_open => match proc_file(a[0]) {
+            Some(file) => open_proc(file, a[1], nr, a),
+            None => with_exe_path(nr, a, 0),
+        },
+        libc::SYS_openat | libc::SYS_openat2 => match proc_file(a[1]) {
+            Some(file) => open_proc(file, if nr as i64 == libc::SYS_openat { a[2] } else { openat2_flags(a[2]) }, nr, a),
+            None => with_exe_path(nr, a, 1),
+        },
+        libc::SYS_stat | libc::SYS_access => with_exe_path(nr, a, 0),
         _ => with_exe_path(nr, a, 1),
     })
 }
@@ -48,20 +55,34 @@ pub(super) fn names_exe(path: u64) -> bool {
     rest == b"self/exe" || rest == b"thread-self/exe" || rest == format!("{}/exe", std::process::id()).as_bytes()
 }
 
-/// True when the program's string at `path` names this process's (or one of its threads')
-/// `maps`: `/proc/self/maps`, `/proc/thread-self/maps`, `/proc/PID/maps`,
-/// `/proc/PID/task/TID/maps` (PID this process, or `self`).
-fn names_maps(path: u64) -> bool {
-    let Some(p) = appmem::read_cstr(path, 64) else { return false };
-    let Some(rest) = p.strip_prefix(b"/proc/") else { return false };
-    let mut parts = rest.split(|&b| b == b'/');
+/// A file of `/proc` about this process whose kernel text would show the engine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ProcFile {
+    Maps,
+    Status,
+    Stat,
+}
+
+/// Which of those files the program's string at `path` names, if any: `/proc/self/F`,
+/// `/proc/thread-self/F`, `/proc/PID/F`, `/proc/PID/task/TID/F` (PID this process, or `self`).
+fn proc_file(path: u64) -> Option<ProcFile> {
+    let p = appmem::read_cstr(path, 64)?;
+    let rest = p.strip_prefix(b"/proc/")?;
+    let parts: Vec<&[u8]> = rest.split(|&b| b == b'/').collect();
     let pid = std::process::id().to_string();
+    let this = |who: &[u8]| who == b"self" || who == pid.as_bytes();
     let is_number = |s: &[u8]| !s.is_empty() && s.iter().all(u8::is_ascii_digit);
-    match (parts.next(), parts.next(), parts.next(), parts.next(), parts.next()) {
-        (Some(b"thread-self"), Some(b"maps"), None, ..) => true,
-        (Some(who), Some(b"maps"), None, ..) => who == b"self" || who == pid.as_bytes(),
-        (Some(who), Some(b"task"), Some(tid), Some(b"maps"), None) => (who == b"self" || who == pid.as_bytes()) && is_number(tid),
-        _ => false,
+    let name = match parts[..] {
+        [b"thread-self", name] => name,
+        [who, name] if this(who) => name,
+        [who, b"task", tid, name] if this(who) && is_number(tid) => name,
+        _ => return None,
+    };
+    match name {
+        b"maps" => Some(ProcFile::Maps),
+        b"status" => Some(ProcFile::Status),
+        b"stat" => Some(ProcFile::Stat),
+        _ => None,
     }
 }
 
@@ -75,20 +96,25 @@ fn openat2_flags(how: u64) -> u64 {
     }
 }
 
-/// `open` of the process's `maps` with `flags`: a memory file with the program's view, when
-/// it opens to read; anything else (writing, `O_PATH`, a directory) the kernel answers, as
-/// it does when no memory file can be made.
-fn open_maps(flags: u64, nr: u64, a: [u64; 6]) -> u64 {
+/// `open` of `file` with `flags`: a memory file with the program's view, when it opens to
+/// read; anything else (writing, `O_PATH`, a directory) the kernel answers, as it does when
+/// no memory file can be made.
+fn open_proc(file: ProcFile, flags: u64, nr: u64, a: [u64; 6]) -> u64 {
     let special = (libc::O_ACCMODE | libc::O_PATH | libc::O_DIRECTORY) as u64;
     if flags & special != libc::O_RDONLY as u64 {
         return raw(nr, a);
     }
-    let mut eng = engine();
-    let heap = eng.brk.heap();
-    match eng.maps.open_file(heap, flags & libc::O_CLOEXEC as u64 != 0) {
-        Ok(fd) => fd as u64,
-        Err(_) => raw(nr, a),
-    }
+    let cloexec = flags & libc::O_CLOEXEC as u64 != 0;
+    let opened = match file {
+        ProcFile::Maps => {
+            let mut eng = engine();
+            let heap = eng.brk.heap();
+            eng.maps.open_file(heap, cloexec)
+        }
+        ProcFile::Status => std::fs::read_to_string("/proc/self/status").and_then(|t| memory_file(&proc_status::status(&t), cloexec)),
+        ProcFile::Stat => std::fs::read_to_string("/proc/self/stat").and_then(|t| memory_file(&proc_status::stat(&t), cloexec)),
+    };
+    opened.map_or_else(|_| raw(nr, a), |fd| fd as u64)
 }
 
 /// `readlink` of `/proc/self/exe`: the program, not rewire.
