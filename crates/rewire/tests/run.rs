@@ -378,8 +378,9 @@ int main() {
 
 #[test]
 fn no_follow_lets_exec_ed_programs_run_natively() {
-    // The child's /proc/self/maps shows rewire's code cache only when it runs under rewire.
-    let probe = "grep -c rewire-code /proc/self/maps";
+    // The exec'd shell's maps, as another process reads them, show rewire's code cache only
+    // when it runs under rewire (its own reading of them would not).
+    let probe = "sh -c 'grep -c rewire-code /proc/$$/maps'";
     let (followed, _) = under(&[], &["bash", "-c", probe], b"");
     let (native, _) = under(&["--no-follow"], &["bash", "-c", probe], b"");
     assert_ne!(followed.stdout, b"0\n");

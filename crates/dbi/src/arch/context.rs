@@ -84,6 +84,9 @@ pub struct ThreadCtx {
     /// ([`simd::simd_by_moves`]): the XSAVE area then holds only the xmm/ymm registers and
     /// MXCSR, the rest stays live in the CPU (see [`ThreadCtx::simd_image`]).
     pub simd_moves: u64,
+    /// Non-zero when the context switch saves with `xsaveopt` instead of `xsave` (the CPU
+    /// has it: CPUID 0xD sub-leaf 1, EAX bit 0).
+    pub xsaveopt: u64,
     /// The process model's signal state of the thread (`os::signals::ThreadSignals`, a
     /// leaked box), which this layer only stores.
     pub signal_state: u64,
@@ -161,6 +164,8 @@ pub mod off {
     pub const FSGSBASE: usize = offset_of!(ThreadCtx, has_fsgsbase);
     /// `simd_moves`
     pub const SIMD_MOVES: usize = offset_of!(ThreadCtx, simd_moves);
+    /// `xsaveopt`
+    pub const XSAVEOPT: usize = offset_of!(ThreadCtx, xsaveopt);
     /// `signal_kick`
     pub const SIGNAL_KICK: usize = offset_of!(ThreadCtx, signal_kick);
     /// The XSAVE area (64-byte aligned).

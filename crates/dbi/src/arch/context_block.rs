@@ -29,6 +29,7 @@ impl ContextBlock {
         ctx.rt_stack_top = stack as u64 + STACKS_BYTES as u64;
         ctx.has_fsgsbase = has_fsgsbase as u64;
         ctx.simd_moves = simd::simd_by_moves() as u64;
+        ctx.xsaveopt = simd::has_xsaveopt() as u64;
         ctx.regs.rflags = 0x202;
         simd::init_xsave_area(block.xsave_area());
         Ok(block)

@@ -91,6 +91,11 @@ pub fn simd_by_moves() -> bool {
     xcr0() & !PKRU == X87 | SSE | AVX && avx.ebx == AVX_OFFSET && avx.eax == 256
 }
 
+/// Whether the CPU has `xsaveopt`.
+pub fn has_xsaveopt() -> bool {
+    std::arch::x86_64::__cpuid_count(0xd, 1).eax & 1 != 0
+}
+
 /// The components the moves leave live in the CPU.
 fn live_components() -> u64 {
     xcr0() & !(SSE | AVX)
