@@ -389,6 +389,17 @@ fn no_follow_lets_exec_ed_programs_run_natively() {
     same(&["--no-follow"], &["bash", "-c", "exec /proc/self/exe -c 'echo $BASH_VERSION'"], b"");
 }
 
+/// xmm, ymm and zmm registers (AVX-512 where the CPU has it) hold their values across a
+/// million system calls and signals in four threads.
+#[test]
+fn simd_registers_survive_system_calls_and_signals() {
+    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/c/simd_survives.c");
+    let exe = build_dir().join("simd_survives");
+    assert!(Command::new("gcc").args(["-O2", "-pthread", "-o"]).arg(&exe).arg(&source).status().unwrap().success());
+    let out = same(&[], &[exe.to_str().unwrap()], b"");
+    assert_eq!(out.stdout, b"registers changed: 0\n");
+}
+
 /// 16 threads × 100,000 signals between them: none lost, none duplicated, each handled on
 /// its own thread, no hang (bounded by a deadline).
 #[test]
