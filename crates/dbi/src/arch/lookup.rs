@@ -8,7 +8,9 @@ use std::arch::global_asm;
 // thread's table holds `{-tag, cache address}` pairs (one cache line for both halves); the
 // home slot is the low 16 bits of the target, collisions probe the following slots up to an
 // empty one. Nothing touches the arithmetic flags: comparisons are `lea` + `jrcxz`, and rcx
-// counts in qwords (2 per slot) so `[rcx*8]` addresses a slot. A hit restores rax and jumps
+// counts in qwords (2 per slot) so `[rcx*8]` addresses a slot. A hit in the home slot, the
+// common case, keeps the index in no memory: it is computed again from the target, which
+// saves a store and its reload on the way to the final jump. A hit restores rax and jumps
 // through the table to the fragment's lookup entry, whose first instruction restores rcx.
 // A miss falls off the end with the target in `ibl_target`, rax in `scratch_rax` and rcx
 // restored; the block appends its own exit there. Only relative jumps inside the template:
@@ -22,10 +24,13 @@ global_asm!(
     "rewire_ibl_template_rcx_saved:",
     "movzx ecx, ax",
     "lea rcx, [rcx + rcx]",
-    "mov gs:[{idx}], rcx",
     "mov rcx, gs:[rcx * 8 + {tags}]",
     "lea rcx, [rcx + rax]",
     "jrcxz 3f",
+    // Not in its home slot: probe the slots after it.
+    "movzx ecx, ax",
+    "lea rcx, [rcx + rcx]",
+    "mov gs:[{idx}], rcx",
     "2:",
     "mov rcx, gs:[{idx}]",
     "lea rcx, [rcx + 2]",
@@ -33,9 +38,15 @@ global_asm!(
     "mov rcx, gs:[rcx * 8 + {tags}]",
     "jrcxz 4f",
     "lea rcx, [rcx + rax]",
-    "jrcxz 3f",
+    "jrcxz 5f",
     "jmp 2b",
+    // A hit in the home slot: its index again from the target (no store and reload).
     "3:",
+    "movzx ecx, ax",
+    "lea rcx, [rcx + rcx]",
+    "mov rax, gs:[{s_rax}]",
+    "jmp qword ptr gs:[rcx * 8 + {targets}]",
+    "5:",
     "mov rcx, gs:[{idx}]",
     "mov rax, gs:[{s_rax}]",
     "jmp qword ptr gs:[rcx * 8 + {targets}]",

@@ -272,17 +272,16 @@ impl Fragments {
     pub fn invalidate(&mut self, cache: &mut CodeCache, range: Range<u64>) -> Vec<FragId> {
         let overlaps = |f: &Fragment| f.live && f.parts.iter().any(|p| p.tag < range.end && p.tag + p.app_len as u64 > range.start);
         let first = range.start & !(PAGE - 1);
-        let mut doomed: Vec<FragId> = if (range.end.saturating_sub(first)) / PAGE <= self.by_page.len() as u64 {
-            (first..range.end)
-                .step_by(PAGE as usize)
-                .filter_map(|page| self.by_page.get(&page))
-                .flatten()
-                .copied()
-                .filter(|&id| overlaps(&self.list[id as usize]))
-                .collect()
+        // The fragments registered under the range's pages: looked up page by page for a
+        // small range, else found among the pages that hold fragments (a program that unmaps
+        // gigabytes of reserved memory, as V8 does, must not cost a scan of every fragment).
+        let pages_in_range = range.end.saturating_sub(first) / PAGE;
+        let candidates: Vec<FragId> = if pages_in_range <= self.by_page.len() as u64 {
+            (first..range.end).step_by(PAGE as usize).filter_map(|page| self.by_page.get(&page)).flatten().copied().collect()
         } else {
-            (0..self.list.len() as FragId).filter(|&id| overlaps(&self.list[id as usize])).collect()
+            self.by_page.iter().filter(|(&page, _)| (first..range.end).contains(&page)).flat_map(|(_, ids)| ids.iter().copied()).collect()
         };
+        let mut doomed: Vec<FragId> = candidates.into_iter().filter(|&id| overlaps(&self.list[id as usize])).collect();
         doomed.sort_unstable();
         doomed.dedup();
         for &id in &doomed {
