@@ -37,6 +37,7 @@ use std::convert::Infallible;
 /// with an error from before the program's first instruction; afterwards the process ends
 /// when and how the program ends.
 pub fn run(mut opts: Options) -> Result<Infallible, RunError> {
+    os::program_env::restart_shielded().map_err(|e| RunError::Sys("execve(/proc/self/exe)", e))?;
     let tool: Box<dyn tool::Tool> = match opts.engine.tool.as_deref().unwrap_or("null") {
         // AFL++ coverage comes with the engine's fork server, which tells the fuzzer the map size.
         "afl" => {

@@ -245,6 +245,17 @@ fn sanitizer_builds_report_as_natively() {
 }
 
 #[test]
+fn variables_for_the_loader_are_the_programs() {
+    // `ldd` runs the dynamic loader with LD_TRACE_LOADED_OBJECTS=1: it must list the program's
+    // libraries, not rewire's; the variables reach the program in their place and order.
+    let script = "env; ldd /bin/ls; LD_BIND_NOW=1 /bin/echo bound";
+    let argv = ["/usr/bin/env", "-i", "A=1", "LD_LIBRARY_PATH=/nonexistent", "B=2", "MALLOC_PERTURB_=7", "/bin/sh", "-c", script];
+    let n = same_with(&argv, true, without_addresses);
+    assert!(n.stdout.contains("LD_LIBRARY_PATH=/nonexistent\n") && n.stdout.contains("MALLOC_PERTURB_=7\n"), "{n:?}");
+    assert!(n.stdout.contains("libselinux.so.1 =>") && n.stdout.ends_with("bound\n"), "{n:?}");
+}
+
+#[test]
 fn rust_command_reports_a_missing_program() {
     let n = same(&[rust_program("spawn_missing").to_str().unwrap()]);
     assert!(n.stdout.starts_with("missing: NotFound\n"), "{n:?}");

@@ -17,7 +17,7 @@ use crate::os::brk::Brk;
 use crate::os::modules::Modules;
 use crate::os::regions::ExecRegions;
 use crate::os::report::{open_report_fd, route_death_reports};
-use crate::os::{credentials, loader, process_end, signals, stack, symbols};
+use crate::os::{credentials, loader, process_end, program_env, signals, stack, symbols};
 use crate::tool::{Program, Tool};
 use crate::translate::{ExitKind, ExitRecord};
 use std::convert::Infallible;
@@ -42,7 +42,8 @@ pub fn run_tool(tool: Box<dyn Tool>, mut opts: Options) -> Result<Infallible, Ru
     open_report_fd();
     route_death_reports(opts.engine.verbose, opts.engine.output.log.as_deref());
     let rewire_path = std::env::current_exe().map_err(|e| RunError::Sys("readlink(/proc/self/exe)", e))?;
-    // A shell sets `_` to the command it ran: rewire, where natively it is the program.
+    // A shell sets `_` to the command it ran: rewire, where natively it is the program; the
+    // variables for the program's loader have their own names back (`os::program_env`).
     let envp: Vec<CString> = std::env::vars_os()
         .map(|(k, v)| {
             let names_rewire = k == "_" && std::fs::canonicalize(&v).is_ok_and(|p| p == rewire_path);
@@ -50,7 +51,7 @@ pub fn run_tool(tool: Box<dyn Tool>, mut opts: Options) -> Result<Infallible, Ru
             let mut b = k.into_vec();
             b.push(b'=');
             b.extend(v.into_vec());
-            CString::new(b).expect("environment without NUL bytes")
+            CString::new(program_env::unshielded(&b)).expect("environment without NUL bytes")
         })
         .collect();
     // SAFETY: getauxval reads this process's auxiliary vector.

@@ -15,6 +15,7 @@ pub mod memory_file;
 pub mod modules;
 pub mod proc_status;
 pub mod process_end;
+pub mod program_env;
 pub mod program_maps;
 pub mod regions;
 pub mod report;

@@ -4,7 +4,8 @@
 //! or a tracer is attached (it must see the program itself), or it is one of Valgrind's
 //! engines (a binary translator itself): those run natively, as with `--no-follow`. The
 //! call becomes an `execve` of rewire itself (`rewire run OPTIONS --argv0=ARGV0 -- PATH
-//! ARGS...`) with the program's environment passed unchanged. Errors the kernel would give
+//! ARGS...`) with the program's environment (the variables for its loader under other names,
+//! see [`crate::os::program_env`]). Errors the kernel would give
 //! for the program itself (missing, not executable, not a format it runs) are checked first
 //! and returned to the program with nothing changed.
 
@@ -15,6 +16,7 @@ use crate::os::appmem;
 use crate::os::credentials;
 use crate::os::loader;
 use crate::os::process_end::{flush, rearm};
+use crate::os::program_env;
 use std::ffi::CString;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 
@@ -148,8 +150,13 @@ fn exec(path: CString, argv_at: u64, envp: u64, native: (u64, [u64; 6])) -> u64 
     args.extend(argv.into_iter().skip(1));
     let mut ptrs: Vec<u64> = args.iter().map(|s| s.as_ptr() as u64).collect();
     ptrs.push(0);
+    // The variables for the program's loader must not reach rewire's own.
+    let Some(env) = read_strings(envp) else { return err(libc::EFAULT) };
+    let env: Vec<CString> = env.iter().map(|v| CString::new(program_env::shielded(v.as_bytes())).expect("no NUL inside")).collect();
+    let mut env_ptrs: Vec<u64> = env.iter().map(|s| s.as_ptr() as u64).collect();
+    env_ptrs.push(0);
     flush();
-    let r = raw(nr, [rewire.as_ptr() as u64, ptrs.as_ptr() as u64, envp, 0, 0, 0]);
+    let r = raw(nr, [rewire.as_ptr() as u64, ptrs.as_ptr() as u64, env_ptrs.as_ptr() as u64, 0, 0, 0]);
     // Still here: the exec failed and the program goes on.
     rearm();
     r
