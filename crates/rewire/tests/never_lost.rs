@@ -482,3 +482,24 @@ fn truncated_and_corrupted_elf_files_get_clear_errors() {
         assert!(out.stderr.starts_with(&format!("rewire: {path}: {message}")), "{path}: {}", out.stderr);
     }
 }
+
+/// A program that used up its descriptors (the soft `ulimit -n`) still gets its coverage
+/// written, and keeps its own limit.
+#[test]
+fn output_written_when_the_program_used_up_its_descriptors() {
+    let out = scratch("nofile");
+    let script = "import os, resource\n\
+        resource.setrlimit(resource.RLIMIT_NOFILE, (20, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))\n\
+        try:\n    [os.open('/dev/null', 0) for _ in range(100)]\nexcept OSError as e:\n    print(e.errno)\n\
+        print(resource.getrlimit(resource.RLIMIT_NOFILE)[0])\n";
+    let result = Command::new(env!("CARGO_BIN_EXE_rewire"))
+        .args(["run", "-t", "cov", "-o"])
+        .arg(&out)
+        .args(["--", "/usr/bin/python3.11", "-c", script])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&result.stdout), "24\n20\n");
+    assert!(result.status.success(), "{}", String::from_utf8_lossy(&result.stderr));
+    let names: Vec<_> = std::fs::read_dir(&out).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+    assert!(names.len() == 1 && names[0].starts_with("drcov.python3.11."), "{names:?}");
+}

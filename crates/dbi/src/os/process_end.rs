@@ -58,7 +58,7 @@ pub fn flush() {
         Ok(_) => {
             FLUSHER.store(me, Ordering::SeqCst);
             if let Some(f) = FLUSH.get() {
-                f();
+                with_descriptors_to_spare(*f);
             }
             STATE.store(DONE, Ordering::SeqCst);
         }
@@ -69,6 +69,26 @@ pub fn flush() {
                 std::thread::sleep(std::time::Duration::from_millis(1));
             }
         }
+    }
+}
+
+/// Runs `f` with the soft limit on open files raised to the hard one: a program that used up
+/// its descriptors (`ulimit -n`) must not make the tool's output unwritable at its end. The
+/// program's limit is put back afterwards (an `execve` that follows keeps it).
+fn with_descriptors_to_spare(f: fn()) {
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: reads this process's limit into `limit`.
+    let known = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } == 0;
+    let raised = known && limit.rlim_cur < limit.rlim_max;
+    if raised {
+        let more = libc::rlimit { rlim_cur: limit.rlim_max, rlim_max: limit.rlim_max };
+        // SAFETY: raises the soft limit within the hard one; nothing else changes.
+        unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &more) };
+    }
+    f();
+    if raised {
+        // SAFETY: restores the limit read above.
+        unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) };
     }
 }
 
