@@ -202,21 +202,33 @@ fn a_daemon_does_not_hold_its_callers_pipes() {
     assert!(started.elapsed() < std::time::Duration::from_secs(3), "took {:?}", started.elapsed());
 }
 
+/// Asserts that `tests/c/NAME.c` behaves as natively (see [`same`]) and prints each of `lines`.
+fn same_and_prints(name: &str, lines: &[&str]) {
+    let n = same(&[c_program(name).to_str().unwrap()]);
+    for line in lines {
+        assert!(n.stdout.contains(line), "{line:?} missing: {n:?}");
+    }
+}
+
 #[test]
 fn posix_spawn_and_vfork_share_the_parents_memory() {
-    let n = same(&[c_program("spawn").to_str().unwrap()]);
-    assert!(n.stdout.contains("posix_spawn missing: No such file or directory"), "{n:?}");
-    assert!(n.stdout.contains("vfork child stored 42, exit 7"), "{n:?}");
-    assert!(n.stdout.contains("parent's handler still runs: 1"), "{n:?}");
+    same_and_prints(
+        "spawn",
+        &["posix_spawn missing: No such file or directory", "vfork child stored 42, exit 7", "parent's handler still runs: 1"],
+    );
 }
 
 #[test]
 fn clone_of_a_process_on_the_parents_memory() {
-    let n = same(&[c_program("clone_vm").to_str().unwrap()]);
-    assert!(n.stdout.contains("flags 0x111: exit 7, parent sees 499500"), "{n:?}");
-    assert!(n.stdout.contains("flags 0x800700: exit 7, parent sees 499501"), "{n:?}");
-    assert!(n.stdout.contains("valid in parent: 1, exit 0"), "{n:?}");
-    assert!(n.stdout.contains("handler ran in the child: exit 3"), "{n:?}");
+    same_and_prints(
+        "clone_vm",
+        &[
+            "flags 0x111: exit 7, parent sees 499500",
+            "flags 0x800700: exit 7, parent sees 499501",
+            "valid in parent: 1, exit 0",
+            "handler ran in the child: exit 3",
+        ],
+    );
 }
 
 /// `tests/c/sanitized.c` built with `-fsanitize=SANITIZER`.
@@ -263,9 +275,7 @@ fn rust_command_reports_a_missing_program() {
 
 #[test]
 fn fexecve_and_execveat_run_the_program() {
-    let n = same(&[c_program("execveat").to_str().unwrap()]);
-    assert!(n.stdout.contains("run by fexecve\nfexecve: exit 0"), "{n:?}");
-    assert!(n.stdout.contains("run by execveat\nexecveat: exit 0"), "{n:?}");
+    same_and_prints("execveat", &["run by fexecve\nfexecve: exit 0", "run by execveat\nexecveat: exit 0"]);
 }
 
 #[test]

@@ -4,7 +4,7 @@
 //! the emulated break.
 
 use super::{raw, Call, Outcome};
-use crate::engine::state::engine;
+use crate::engine::state::{engine, Engine};
 
 const PAGE: u64 = 4096;
 /// `shmat`'s flag for an executable attachment (not in the libc crate for glibc).
@@ -79,17 +79,13 @@ fn map_call(nr: u64, mut a: [u64; 6]) -> u64 {
         }
         libc::SYS_shmdt => {
             if let Some(range) = eng.maps.detached(a[0]) {
-                eng.code_writes.unmapped(range.clone());
-                eng.exec.remove(range.clone());
-                eng.invalidate(range);
+                code_gone(&mut eng, range);
             }
         }
         libc::SYS_munmap => {
             let range = a[0]..a[0] + len(a[1]);
             eng.maps.unmapped(range.clone());
-            eng.code_writes.unmapped(range.clone());
-            eng.exec.remove(range.clone());
-            eng.invalidate(range);
+            code_gone(&mut eng, range);
         }
         _ => {
             let old = a[0]..a[0] + len(a[1]);
@@ -97,9 +93,7 @@ fn map_call(nr: u64, mut a: [u64; 6]) -> u64 {
                 eng.maps.unmapped(old.clone());
             }
             eng.maps.mapped(ret..ret + len(a[2]));
-            eng.code_writes.unmapped(old.clone());
-            eng.exec.remove(old.clone());
-            eng.invalidate(old);
+            code_gone(&mut eng, old);
             if was_exec {
                 eng.exec.add(ret..ret + len(a[2]));
             }
@@ -108,4 +102,12 @@ fn map_call(nr: u64, mut a: [u64; 6]) -> u64 {
     let heap = eng.brk.heap();
     eng.maps.refresh(heap);
     ret
+}
+
+/// `range` holds no code of the program any more: its watched pages, executable ranges and
+/// the fragments built from it go.
+fn code_gone(eng: &mut Engine, range: std::ops::Range<u64>) {
+    eng.code_writes.unmapped(range.clone());
+    eng.exec.remove(range.clone());
+    eng.invalidate(range);
 }
